@@ -1,0 +1,37 @@
+// Command-line flags of `lowbit`, shared by its subcommands. Flags are spelled with dashes on the
+// command line (--group-size); NormalizeFlagNames maps them to Abseil's underscore names.
+#ifndef LOWBIT_CLIENT_FLAGS_H_
+#define LOWBIT_CLIENT_FLAGS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/flags/declare.h"
+#include "absl/status/statusor.h"
+#include "core/job/quantize_job.h"
+
+ABSL_DECLARE_FLAG(std::string, input);
+ABSL_DECLARE_FLAG(std::string, output);
+ABSL_DECLARE_FLAG(std::string, method);
+ABSL_DECLARE_FLAG(int, bits);
+ABSL_DECLARE_FLAG(int, group_size);
+ABSL_DECLARE_FLAG(bool, sym);
+ABSL_DECLARE_FLAG(bool, mse_clip);
+ABSL_DECLARE_FLAG(bool, quantize_lm_head);
+ABSL_DECLARE_FLAG(std::vector<std::string>, include);
+ABSL_DECLARE_FLAG(std::vector<std::string>, exclude);
+ABSL_DECLARE_FLAG(bool, overwrite);
+ABSL_DECLARE_FLAG(bool, json);
+ABSL_DECLARE_FLAG(int, threads);
+
+namespace lowbit::cli {
+
+// Rewrites "--group-size=4" as "--group_size=4" in place (values are left alone).
+void NormalizeFlagNames(int argc, char** argv);
+
+// The job the method flags describe (input/output URIs not included).
+absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags();
+
+}  // namespace lowbit::cli
+
+#endif  // LOWBIT_CLIENT_FLAGS_H_

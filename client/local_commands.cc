@@ -1,0 +1,105 @@
+#include "client/local_commands.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "client/console.h"
+#include "client/flags.h"
+#include "core/job/convert_job.h"
+#include "core/job/quantize_job.h"
+#include "core/storage/local_object_store.h"
+#include "core/util/status_macros.h"
+
+namespace lowbit::cli {
+namespace {
+
+// Local paths become absolute file:// URIs on a store rooted at "/".
+std::string ToUri(const std::string& path) {
+  if (absl::StrContains(path, "://")) return path;
+  return absl::StrCat("file://", std::filesystem::absolute(path).lexically_normal().string());
+}
+
+absl::StatusOr<std::unique_ptr<ObjectStore>> StoreFor(const std::string& uri) {
+  if (!absl::StartsWith(uri, "file://")) {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported URI scheme in ", uri));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<LocalObjectStore> store, LocalObjectStore::Create({"/"}));
+  return std::unique_ptr<ObjectStore>(std::move(store));
+}
+
+absl::Status RequireInputOutput() {
+  if (absl::GetFlag(FLAGS_input).empty()) return absl::InvalidArgumentError("--input is required");
+  if (absl::GetFlag(FLAGS_output).empty()) return absl::InvalidArgumentError("--output is required");
+  return absl::OkStatus();
+}
+
+class ConsoleObserver final : public JobObserver {
+ public:
+  explicit ConsoleObserver(bool tables) : tables_(tables) {}
+  void OnStart(int64_t layers_total, uint64_t) override {
+    total_ = layers_total;
+    if (tables_) std::cout << LayerTableHeader() << std::flush;
+  }
+  void OnTensorDone(const std::string& name, const LayerReport* layer, uint64_t, uint64_t) override {
+    if (layer == nullptr) return;
+    ++done_;
+    if (tables_) {
+      bar_.Finish();
+      std::cout << LayerTableRow(*layer) << std::flush;
+    }
+    bar_.Update(done_, total_, name);
+  }
+  void Finish() { bar_.Finish(); }
+
+ private:
+  const bool tables_;
+  ProgressBar bar_;
+  int64_t done_ = 0, total_ = 0;
+};
+
+}  // namespace
+
+absl::Status RunQuantizeCommand() {
+  RETURN_IF_ERROR(RequireInputOutput());
+  ASSIGN_OR_RETURN(QuantizeJobSpec spec, JobSpecFromFlags());
+  spec.source_uri = ToUri(absl::GetFlag(FLAGS_input));
+  spec.destination_uri = ToUri(absl::GetFlag(FLAGS_output));
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> source, StoreFor(spec.source_uri));
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> destination, StoreFor(spec.destination_uri));
+  const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads)
+                                                       : static_cast<int>(std::thread::hardware_concurrency());
+  ThreadPool pool(threads);
+  const bool json = absl::GetFlag(FLAGS_json);
+  ConsoleObserver observer(!json);
+  absl::StatusOr<JobReport> report =
+      RunQuantizeJob(spec, source.get(), destination.get(), {&pool, 2 * threads}, &observer);
+  observer.Finish();
+  if (!report.ok()) return report.status();
+  if (json) {
+    std::cout << ToJson(*report).dump(2) << "\n";
+  } else {
+    std::cout << SummaryLine(report->summary) << "wrote " << spec.destination_uri << "\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunConvertCommand() {
+  RETURN_IF_ERROR(RequireInputOutput());
+  const std::string source = ToUri(absl::GetFlag(FLAGS_input));
+  const std::string destination = ToUri(absl::GetFlag(FLAGS_output));
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, StoreFor(source));
+  ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, store->List(JoinUri(destination, "")));
+  if (!existing.empty() && !absl::GetFlag(FLAGS_overwrite)) {
+    return absl::AlreadyExistsError(absl::StrCat("destination ", destination, " is not empty; pass --overwrite"));
+  }
+  RETURN_IF_ERROR(RunConvertJob(store.get(), source, destination));
+  std::cout << "wrote " << destination << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace lowbit::cli

@@ -1,0 +1,49 @@
+// lowbit: the command-line client. Local jobs (quantize, convert) run in this process with the same
+// core/job code the server runs.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "client/flags.h"
+#include "client/local_commands.h"
+#include "core/util/memory.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(lowbit: quantize LLM checkpoints.
+
+  lowbit quantize --input PATH --output DIR [--method rtn|int8] [--bits N] [--group-size N] [--sym] [--json]
+  lowbit convert  --input MODEL.bin --output DIR      (llama2.c -> Hugging Face safetensors)
+
+Run `lowbit --help` for every flag.)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  lowbit::ConfigureAllocatorForLargeBuffers();
+  absl::SetProgramUsageMessage(kUsage);
+  lowbit::cli::NormalizeFlagNames(argc, argv);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) {
+    std::fprintf(stderr, "%s\n", kUsage);
+    return 2;
+  }
+  const std::string command = args[1];
+  absl::Status status;
+  if (command == "quantize") {
+    status = lowbit::cli::RunQuantizeCommand();
+  } else if (command == "convert") {
+    status = lowbit::cli::RunConvertCommand();
+  } else {
+    std::fprintf(stderr, "unknown command '%s'\n\n%s\n", command.c_str(), kUsage);
+    return 2;
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "lowbit %s: %s\n", command.c_str(), status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,60 @@
+// safetensors: reader (single file or sharded through model.safetensors.index.json) and streaming writer.
+//
+// Format: an 8-byte little-endian header length N, N bytes of JSON
+// {"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {...}},
+// then the data; offsets are relative to the end of the header. Untrusted headers are validated here:
+// length past the end, bad JSON, unknown dtypes, offsets out of range or overlapping, byte size vs shape.
+#ifndef LOWBIT_CORE_CHECKPOINT_SAFETENSORS_H_
+#define LOWBIT_CORE_CHECKPOINT_SAFETENSORS_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/checkpoint/checkpoint_reader.h"
+#include "core/storage/object_store.h"
+
+namespace lowbit {
+
+// Parses the header of one safetensors object; offsets in the result are absolute.
+absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(ObjectStore* store, absl::string_view uri);
+
+// Opens `uri` (a .safetensors file or a model.safetensors.index.json); config.json is read from the same
+// directory if present.
+absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenSafetensors(ObjectStore* store, absl::string_view uri);
+
+// What the writer is told up front about each tensor: the header is written before any data.
+struct TensorSpec {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+};
+
+// Streams a safetensors object: the header from the full list of specs, then each tensor's bytes in the
+// same order. Not thread-safe. The ObjectWriter is owned by the caller, who commits it after Finish().
+class SafetensorsWriter {
+ public:
+  static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
+      ObjectWriter* out, std::vector<TensorSpec> specs,
+      const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+
+  // Appends the next tensor's bytes; INVALID_ARGUMENT if `name` or the size is not the one expected next.
+  absl::Status Append(absl::string_view name, absl::string_view bytes);
+  // FAILED_PRECONDITION unless every tensor was appended.
+  absl::Status Finish() const;
+
+ private:
+  SafetensorsWriter(ObjectWriter* out, std::vector<TensorSpec> specs) : out_(out), specs_(std::move(specs)) {}
+  ObjectWriter* const out_;
+  const std::vector<TensorSpec> specs_;
+  size_t next_ = 0;
+};
+
+// Writes a complete in-memory list of tensors as one committed safetensors object (small files, tests).
+absl::Status WriteSafetensors(ObjectStore* store, absl::string_view uri, const std::vector<Tensor>& tensors);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_CHECKPOINT_SAFETENSORS_H_

@@ -1,0 +1,220 @@
+#include "core/job/quantize_job.h"
+
+#include <fnmatch.h>
+
+#include <chrono>
+#include <deque>
+#include <future>
+#include <optional>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "core/checkpoint/checkpoint_reader.h"
+#include "core/checkpoint/safetensors.h"
+#include "core/job/output_transaction.h"
+#include "core/pack/gptq.h"
+#include "core/quant/error_metrics.h"
+#include "core/util/status_macros.h"
+
+namespace lowbit {
+namespace {
+
+constexpr char kModelFile[] = "model.safetensors";
+constexpr char kReportFile[] = "lowbit_report.json";
+
+struct PlannedTensor {
+  TensorInfo info;
+  bool quantize = false;
+  std::vector<TensorSpec> outputs;
+};
+
+// What a worker hands back for one tensor.
+struct ProcessedTensor {
+  std::vector<Tensor> outputs;
+  std::optional<LayerReport> layer;
+};
+
+bool MatchesAny(const std::vector<std::string>& patterns, const std::string& name) {
+  for (const std::string& p : patterns) {
+    if (fnmatch(p.c_str(), name.c_str(), 0) == 0) return true;
+  }
+  return false;
+}
+
+std::string LayerPrefix(const std::string& weight_name) {
+  return weight_name.substr(0, weight_name.size() - absl::string_view(".weight").size());
+}
+
+std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJobSpec& spec) {
+  std::vector<PlannedTensor> plan;
+  for (const TensorInfo& info : reader.tensors()) {
+    PlannedTensor p{info, false, {}};
+    const TensorRole role = RoleOf(info.name, info.shape.size());
+    p.quantize = (role == TensorRole::kLinear || (role == TensorRole::kLmHead && spec.quantize_lm_head)) &&
+                 IsFloatDType(info.dtype) && info.shape.size() == 2 &&
+                 (spec.include.empty() || MatchesAny(spec.include, info.name)) && !MatchesAny(spec.exclude, info.name);
+    if (p.quantize) {
+      p.outputs = GptqTensorSpecs(LayerPrefix(info.name), info.shape[0], info.shape[1], spec.quant.bits,
+                                  spec.quant.group_size);
+    } else {
+      // GPTQ checkpoints keep unquantized weights in FP16, the activation dtype of their kernels.
+      p.outputs = {{info.name, IsFloatDType(info.dtype) ? DType::kF16 : info.dtype, info.shape}};
+    }
+    plan.push_back(std::move(p));
+  }
+  return plan;
+}
+
+absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor tensor, const Quantizer& quantizer,
+                                              const QuantizeJobSpec& spec) {
+  const auto started = std::chrono::steady_clock::now();
+  ProcessedTensor result;
+  if (!IsFloatDType(tensor.dtype)) {
+    result.outputs.push_back(std::move(tensor));
+    return result;
+  }
+  ASSIGN_OR_RETURN(Matrix w, ToMatrix(tensor));
+  tensor.bytes.clear();
+  tensor.bytes.shrink_to_fit();
+  RETURN_IF_ERROR(CheckFinite(w.data.data(), static_cast<int64_t>(w.data.size()), "weights"));
+  if (!p.quantize) {
+    Tensor out{p.info.name, DType::kF16, p.info.shape, std::string(w.data.size() * 2, '\0')};
+    ConvertFromF32(DType::kF16, w.data.data(), w.data.size(), out.bytes.data());
+    for (size_t i = 0; i < w.data.size(); ++i) {
+      if (std::abs(w.data[i]) > 65504.0f) {
+        return absl::InvalidArgumentError(absl::StrCat("value ", w.data[i], " at element ", i, " overflows FP16"));
+      }
+    }
+    result.outputs.push_back(std::move(out));
+    return result;
+  }
+  ASSIGN_OR_RETURN(QuantizedTensor q, quantizer.Quantize(w, nullptr));
+  ASSIGN_OR_RETURN(result.outputs, PackGptq(LayerPrefix(p.info.name), q));
+  const double error = RelativeFrobeniusError(w, q.Dequantize());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  result.layer = LayerReport{p.info.name, std::string(MethodName(spec.quant.method)), p.info.shape,
+                             q.BitsPerWeight(), error, seconds};
+  return result;
+}
+
+nlohmann::json ConfigJson(const QuantizeJobSpec& spec) {
+  return {{"method", MethodName(spec.quant.method)},
+          {"bits", spec.quant.bits},
+          {"group_size", spec.quant.group_size},
+          {"sym", spec.quant.symmetric},
+          {"mse_clip", spec.quant.mse_clip},
+          {"format", "gptq"},
+          {"quantize_lm_head", spec.quantize_lm_head}};
+}
+
+absl::Status CheckDestination(ObjectStore* destination, const QuantizeJobSpec& spec) {
+  ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, destination->List(JoinUri(spec.destination_uri, "")));
+  if (existing.empty()) return absl::OkStatus();
+  if (!spec.overwrite) {
+    return absl::AlreadyExistsError(absl::StrCat("destination ", spec.destination_uri, " already holds ",
+                                                 existing.size(), " object(s); set overwrite to replace them"));
+  }
+  // Overwriting: drop the old commit marker first, so a crash mid-job never leaves an old report beside
+  // new files.
+  return destination->Delete(JoinUri(spec.destination_uri, kReportFile));
+}
+
+}  // namespace
+
+absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
+  if (spec.source_uri.empty()) return absl::InvalidArgumentError("source_uri: must not be empty");
+  if (spec.destination_uri.empty()) return absl::InvalidArgumentError("destination_uri: must not be empty");
+  RETURN_IF_ERROR(ValidateQuantConfig(spec.quant));
+  if (spec.format == OutputFormat::kGptq && !GptqSupportsBits(spec.quant.bits)) {
+    return absl::InvalidArgumentError(absl::StrCat("bits: the GPTQ format packs 2, 3, 4 or 8 bits, not ", spec.quant.bits));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStore* source, ObjectStore* destination,
+                                         const JobOptions& options, JobObserver* observer) {
+  const auto started = std::chrono::steady_clock::now();
+  JobObserver no_observer;
+  if (observer == nullptr) observer = &no_observer;
+  RETURN_IF_ERROR(ValidateJobSpec(spec));
+  ASSIGN_OR_RETURN(std::unique_ptr<Quantizer> quantizer, CreateQuantizer(spec.quant));
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
+  RETURN_IF_ERROR(CheckDestination(destination, spec));
+
+  const std::vector<PlannedTensor> plan = Plan(*reader, spec);
+  int64_t layers_total = 0;
+  std::vector<TensorSpec> specs;
+  for (const PlannedTensor& p : plan) {
+    layers_total += p.quantize ? 1 : 0;
+    specs.insert(specs.end(), p.outputs.begin(), p.outputs.end());
+  }
+  observer->OnStart(layers_total, reader->total_bytes());
+
+  JobReport report;
+  report.source = spec.source_uri;
+  report.destination = spec.destination_uri;
+  report.config = ConfigJson(spec);
+  report.summary.tensors_total = static_cast<int64_t>(plan.size());
+  OutputTransaction output(destination, spec.destination_uri);
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectWriter> model_out, output.NewWriter(kModelFile));
+  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> model, SafetensorsWriter::Create(model_out.get(), specs));
+
+  // The window of tensors read and not yet written; the front is always the next to write.
+  std::deque<std::pair<size_t, std::future<absl::StatusOr<ProcessedTensor>>>> window;
+  // Workers hold references into this frame: on any early return, let them finish first.
+  absl::Cleanup wait_for_workers = [&window] {
+    for (auto& entry : window) entry.second.wait();
+  };
+  auto write_front = [&]() -> absl::Status {
+    auto [index, future] = std::move(window.front());
+    window.pop_front();
+    absl::StatusOr<ProcessedTensor> processed = future.get();
+    const TensorInfo& info = plan[index].info;
+    if (!processed.ok()) {
+      return absl::Status(processed.status().code(), absl::StrCat("tensor ", info.name, " in ", info.uri, ": ",
+                                                                  processed.status().message()));
+    }
+    for (const Tensor& t : processed->outputs) RETURN_IF_ERROR(model->Append(t.name, t.bytes));
+    if (processed->layer) report.layers.push_back(*processed->layer);
+    observer->OnTensorDone(info.name, processed->layer ? &report.layers.back() : nullptr,
+                           report.summary.bytes_read, model_out->bytes_written());
+    return absl::OkStatus();
+  };
+  const size_t max_in_flight = static_cast<size_t>(std::max(1, options.max_tensors_in_flight));
+  for (size_t i = 0; i < plan.size(); ++i) {
+    if (observer->IsCancelled()) return absl::CancelledError("job cancelled");
+    ASSIGN_OR_RETURN(Tensor tensor, reader->Read(plan[i].info));
+    report.summary.bytes_read += plan[i].info.size;
+    auto work = [&p = plan[i], t = std::move(tensor), &quantizer, &spec]() mutable {
+      return ProcessTensor(p, std::move(t), *quantizer, spec);
+    };
+    if (options.pool != nullptr) {
+      window.emplace_back(i, options.pool->Submit(std::move(work)));
+    } else {
+      std::promise<absl::StatusOr<ProcessedTensor>> done;
+      done.set_value(work());
+      window.emplace_back(i, done.get_future());
+    }
+    if (window.size() >= max_in_flight) RETURN_IF_ERROR(write_front());
+  }
+  while (!window.empty()) RETURN_IF_ERROR(write_front());
+  RETURN_IF_ERROR(model->Finish());
+  RETURN_IF_ERROR(model_out->Commit());
+  report.files.push_back({kModelFile, model_out->bytes_written()});
+  report.summary.bytes_written += model_out->bytes_written();
+
+  nlohmann::json config = reader->descriptor().config;
+  const nlohmann::json quantize_config = GptqQuantizeConfig(spec.quant.bits, spec.quant.group_size, spec.quant.symmetric);
+  config["quantization_config"] = quantize_config;
+  config["torch_dtype"] = "float16";
+  RETURN_IF_ERROR(output.WriteAll("config.json", config.dump(2), &report));
+  RETURN_IF_ERROR(output.WriteAll("quantize_config.json", quantize_config.dump(2), &report));
+
+  Summarize(&report);
+  report.summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  RETURN_IF_ERROR(output.WriteAll(kReportFile, ToJson(report).dump(2), &report));
+  output.Commit();
+  return report;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,67 @@
+// RunQuantizeJob: one quantization job end to end, used by `lowbit quantize` and by every server job,
+// so both produce byte-identical output.
+//
+// The layer pipeline: the calling thread reads one tensor at a time and hands it to the worker pool
+// (convert → check → quantize → pack → measure error), keeping at most `max_tensors_in_flight` tensors
+// in memory; results are written in order into one streamed model.safetensors. Outputs appear only
+// when complete: config files next, lowbit_report.json last as the commit marker. On failure or
+// cancellation everything this job wrote is deleted.
+#ifndef LOWBIT_CORE_JOB_QUANTIZE_JOB_H_
+#define LOWBIT_CORE_JOB_QUANTIZE_JOB_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/job/report.h"
+#include "core/quant/quantizer.h"
+#include "core/storage/object_store.h"
+#include "core/util/thread_pool.h"
+
+namespace lowbit {
+
+enum class OutputFormat { kGptq };
+
+struct QuantizeJobSpec {
+  std::string source_uri;        ///< checkpoint file or directory
+  std::string destination_uri;   ///< output directory
+  QuantConfig quant;
+  OutputFormat format = OutputFormat::kGptq;
+  bool quantize_lm_head = false;     ///< lm_head stays in high precision unless asked
+  std::vector<std::string> include;  ///< glob patterns of linear layers to quantize (empty: all)
+  std::vector<std::string> exclude;  ///< glob patterns of linear layers to keep in high precision
+  bool overwrite = false;            ///< replace an existing output instead of ALREADY_EXISTS
+};
+
+// Progress callbacks, all made from the job's own thread, in tensor order.
+class JobObserver {
+ public:
+  virtual ~JobObserver() = default;
+  // Once the checkpoint's header is read: quantized layers and bytes to come.
+  virtual void OnStart(int64_t layers_total, uint64_t bytes_total) {}
+  // After each tensor is written; `layer` is null for tensors kept in high precision.
+  virtual void OnTensorDone(const std::string& name, const LayerReport* layer, uint64_t bytes_read,
+                            uint64_t bytes_written) {}
+  // Polled before each tensor: true stops the job with CANCELLED.
+  virtual bool IsCancelled() { return false; }
+};
+
+struct JobOptions {
+  ThreadPool* pool = nullptr;       ///< workers shared by all jobs; nullptr runs everything inline
+  int max_tensors_in_flight = 4;    ///< bound on tensors held in memory (read, not yet written)
+};
+
+// Reads from `source`, writes to `destination` (may be the same store). INVALID_ARGUMENT for a bad
+// config or bad weights (naming the tensor), NOT_FOUND for a missing source, ALREADY_EXISTS for an
+// existing output without `overwrite`, DATA_LOSS for corrupt checkpoints, CANCELLED if cancelled.
+absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStore* source, ObjectStore* destination,
+                                         const JobOptions& options, JobObserver* observer = nullptr);
+
+// Checks a spec without touching any store (the server calls it before queueing).
+absl::Status ValidateJobSpec(const QuantizeJobSpec& spec);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_JOB_QUANTIZE_JOB_H_

@@ -1,0 +1,56 @@
+// The report of a quantization job: one entry per quantized layer and a summary. Written as
+// lowbit_report.json (the commit marker of an output) and carried in job metadata by the server.
+#ifndef LOWBIT_CORE_JOB_REPORT_H_
+#define LOWBIT_CORE_JOB_REPORT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace lowbit {
+
+struct LayerReport {
+  std::string name;             ///< the weight's name, e.g. "model.layers.0.mlp.down_proj.weight"
+  std::string method;           ///< "rtn", "int8", ...
+  std::vector<int64_t> shape;   ///< [out, in]
+  double bits_per_weight = 0;   ///< storage of codes + scales + zeros per weight
+  double relative_error = 0;    ///< ||W − Ŵ||_F / ||W||_F
+  double seconds = 0;           ///< quantize + pack wall time
+};
+
+struct OutputFile {
+  std::string name;  ///< relative to the output directory
+  uint64_t bytes = 0;
+};
+
+struct JobSummary {
+  int64_t layers_quantized = 0;
+  int64_t tensors_total = 0;
+  int64_t weights_quantized = 0;      ///< parameters in quantized layers
+  double bits_per_weight = 0;         ///< over quantized layers, weighted by parameters
+  double mean_relative_error = 0;     ///< unweighted mean over layers
+  double max_relative_error = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+  double seconds = 0;                 ///< whole job wall time
+};
+
+struct JobReport {
+  std::string source;
+  std::string destination;
+  nlohmann::json config;  ///< the method and format, as requested
+  std::vector<LayerReport> layers;
+  std::vector<OutputFile> files;
+  JobSummary summary;
+};
+
+// Fills `report->summary` from its layers (all but bytes and seconds).
+void Summarize(JobReport* report);
+nlohmann::json ToJson(const LayerReport& layer);
+nlohmann::json ToJson(const JobReport& report);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_JOB_REPORT_H_

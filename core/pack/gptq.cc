@@ -1,0 +1,202 @@
+#include "core/pack/gptq.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/tensor/dtype.h"
+
+namespace lowbit {
+namespace {
+
+int64_t RoundUp32(int64_t n) { return (n + 31) / 32 * 32; }
+
+// Writes `value` (bits wide) at bit position `pos` of a little-endian stream of 32-bit words that are
+// `stride` words apart in memory (a column of a row-major matrix).
+inline void PutBits(uint32_t* words, int64_t stride, int64_t pos, uint32_t value, int bits) {
+  const int64_t word = pos >> 5;
+  const int shift = static_cast<int>(pos & 31);
+  words[word * stride] |= value << shift;
+  if (shift + bits > 32) words[(word + 1) * stride] |= value >> (32 - shift);
+}
+
+inline uint32_t GetBits(const uint32_t* words, int64_t stride, int64_t pos, int bits) {
+  const int64_t word = pos >> 5;
+  const int shift = static_cast<int>(pos & 31);
+  uint64_t v = words[word * stride] >> shift;
+  if (shift + bits > 32) v |= static_cast<uint64_t>(words[(word + 1) * stride]) << (32 - shift);
+  return static_cast<uint32_t>(v) & ((1u << bits) - 1u);
+}
+
+// Packs `n` (<= 32) codes of one output row into `bits` words of the stream. Widths dividing 32 take
+// the direct path (whole codes per word, unrolled per width); 3-bit codes go through PutBits.
+template <int kBits>
+void PackAligned(const uint8_t* codes, int64_t n, uint32_t* words) {
+  constexpr int kPerWord = 32 / kBits;
+  for (int w = 0; w < kBits; ++w) {
+    uint32_t word = 0;
+    for (int k = 0; k < kPerWord; ++k) {
+      const int64_t i = w * kPerWord + k;
+      if (i < n) word |= static_cast<uint32_t>(codes[i]) << (k * kBits);
+    }
+    words[w] = word;
+  }
+}
+
+void PackCodes(const uint8_t* codes, int64_t n, int bits, uint32_t* words) {
+  switch (bits) {
+    case 2: return PackAligned<2>(codes, n, words);
+    case 4: return PackAligned<4>(codes, n, words);
+    case 8: return PackAligned<8>(codes, n, words);
+    default:
+      std::fill(words, words + bits, 0u);
+      for (int64_t i = 0; i < n; ++i) PutBits(words, 1, i * bits, codes[i], bits);
+  }
+}
+
+Tensor MakeTensor(const TensorSpec& spec) {
+  Tensor t{spec.name, spec.dtype, spec.shape, {}};
+  t.bytes.assign(static_cast<size_t>(NumElements(spec.shape)) * DTypeSize(spec.dtype), '\0');
+  return t;
+}
+
+template <typename T>
+T* As(Tensor& t) { return reinterpret_cast<T*>(t.bytes.data()); }
+template <typename T>
+const T* As(const Tensor& t) { return reinterpret_cast<const T*>(t.bytes.data()); }
+
+absl::Status ExpectShape(const Tensor& t, DType dtype, const std::vector<int64_t>& shape) {
+  if (t.dtype != dtype || t.shape != shape || t.bytes.size() != NumElements(shape) * DTypeSize(dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " is ", DTypeName(t.dtype), " ",
+                                                   ShapeString(t.shape), ", expected ", DTypeName(dtype), " ",
+                                                   ShapeString(shape)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool GptqSupportsBits(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
+
+std::vector<TensorSpec> GptqTensorSpecs(const std::string& prefix, int64_t rows, int64_t cols, int bits,
+                                        int64_t group_size) {
+  const int64_t g = group_size == -1 || group_size > cols ? cols : group_size;
+  const int64_t groups = (cols + g - 1) / g;
+  return {
+      {prefix + ".qweight", DType::kI32, {RoundUp32(cols) * bits / 32, rows}},
+      {prefix + ".qzeros", DType::kI32, {groups, RoundUp32(rows) * bits / 32}},
+      {prefix + ".scales", DType::kF16, {groups, rows}},
+      {prefix + ".g_idx", DType::kI32, {cols}},
+  };
+}
+
+absl::StatusOr<std::vector<Tensor>> PackGptq(const std::string& prefix, const QuantizedTensor& q) {
+  if (!GptqSupportsBits(q.bits)) {
+    return absl::InvalidArgumentError(absl::StrCat("the GPTQ layout has no ", q.bits, "-bit packing (2, 3, 4, 8)"));
+  }
+  const std::vector<TensorSpec> specs = GptqTensorSpecs(prefix, q.rows, q.cols, q.bits, q.group_size);
+  Tensor qweight = MakeTensor(specs[0]), qzeros = MakeTensor(specs[1]), scales = MakeTensor(specs[2]),
+         g_idx = MakeTensor(specs[3]);
+  const int64_t out = q.rows, groups = q.num_groups();
+
+  // qweight: column j is output feature j's bit stream over the input dim. Walk 32 inputs at a time so
+  // each output row's codes are read contiguously.
+  uint32_t* qw = As<uint32_t>(qweight);
+  for (int64_t i0 = 0; i0 < q.cols; i0 += 32) {
+    const int64_t n = std::min<int64_t>(32, q.cols - i0);
+    uint32_t* block = qw + (i0 / 32) * q.bits * out;
+    for (int64_t j = 0; j < out; ++j) {
+      const uint8_t* codes = q.codes.data() + j * q.cols + i0;
+      uint32_t words[8];
+      PackCodes(codes, n, q.bits, words);
+      for (int w = 0; w < q.bits; ++w) block[w * out + j] = words[w];
+    }
+  }
+  uint32_t* qz = As<uint32_t>(qzeros);
+  const int64_t qz_cols = specs[1].shape[1];
+  uint16_t* sc = As<uint16_t>(scales);
+  const uint32_t mask = (1u << q.bits) - 1u;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t j = 0; j < out; ++j) {
+      PutBits(qz + g * qz_cols, 1, j * q.bits, static_cast<uint32_t>(q.zeros[j * groups + g] - 1) & mask, q.bits);
+      sc[g * out + j] = F32ToF16(q.scales[j * groups + g]);
+    }
+  }
+  int32_t* gi = As<int32_t>(g_idx);
+  for (int64_t i = 0; i < q.cols; ++i) gi[i] = static_cast<int32_t>(q.group_of(i));
+
+  std::vector<Tensor> tensors;
+  tensors.push_back(std::move(qweight));
+  tensors.push_back(std::move(qzeros));
+  tensors.push_back(std::move(scales));
+  tensors.push_back(std::move(g_idx));
+  return tensors;
+}
+
+absl::StatusOr<QuantizedTensor> UnpackGptq(const Tensor& qweight, const Tensor& qzeros, const Tensor& scales,
+                                           const Tensor& g_idx, int bits, int64_t rows, int64_t cols) {
+  if (!GptqSupportsBits(bits)) return absl::InvalidArgumentError(absl::StrCat("unsupported GPTQ bits ", bits));
+  if (g_idx.dtype != DType::kI32 || g_idx.shape != std::vector<int64_t>{cols}) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", g_idx.name, " must be I32 [", cols, "]"));
+  }
+  // Group size from g_idx: the first column of group 1 (sequential g_idx, as written without act-order).
+  const int32_t* gi = As<int32_t>(g_idx);
+  int64_t group_size = cols;
+  for (int64_t i = 0; i < cols; ++i) {
+    if (gi[i] != 0) {
+      group_size = i;
+      break;
+    }
+  }
+  for (int64_t i = 0; i < cols; ++i) {
+    if (gi[i] != i / group_size) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", g_idx.name, " is not a sequential group index"));
+    }
+  }
+  const std::vector<TensorSpec> specs = GptqTensorSpecs("", rows, cols, bits, group_size);
+  if (absl::Status s = ExpectShape(qweight, DType::kI32, specs[0].shape); !s.ok()) return s;
+  if (absl::Status s = ExpectShape(qzeros, DType::kI32, specs[1].shape); !s.ok()) return s;
+  if (absl::Status s = ExpectShape(scales, DType::kF16, specs[2].shape); !s.ok()) return s;
+
+  QuantizedTensor q;
+  q.rows = rows;
+  q.cols = cols;
+  q.bits = bits;
+  q.group_size = group_size;
+  const int64_t groups = q.num_groups();
+  q.codes.resize(static_cast<size_t>(rows * cols));
+  q.scales.resize(static_cast<size_t>(rows * groups));
+  q.zeros.resize(static_cast<size_t>(rows * groups));
+  const uint32_t* qw = As<uint32_t>(qweight);
+  for (int64_t j = 0; j < rows; ++j) {
+    for (int64_t i = 0; i < cols; ++i) q.codes[j * cols + i] = static_cast<uint8_t>(GetBits(qw + j, rows, i * bits, bits));
+  }
+  const uint32_t* qz = As<uint32_t>(qzeros);
+  const uint16_t* sc = As<uint16_t>(scales);
+  const int64_t qz_cols = specs[1].shape[1];
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t j = 0; j < rows; ++j) {
+      q.zeros[j * groups + g] = static_cast<int32_t>(GetBits(qz + g * qz_cols, 1, j * bits, bits)) + 1;
+      q.scales[j * groups + g] = F16ToF32(sc[g * rows + j]);
+    }
+  }
+  q.symmetric = true;
+  for (int32_t z : q.zeros) q.symmetric = q.symmetric && z == (1 << (bits - 1));
+  return q;
+}
+
+nlohmann::json GptqQuantizeConfig(int bits, int64_t group_size, bool symmetric) {
+  return {
+      {"quant_method", "gptq"},
+      {"bits", bits},
+      {"group_size", group_size},
+      {"desc_act", false},
+      {"sym", symmetric},
+      {"true_sequential", true},
+      {"static_groups", false},
+      {"damp_percent", 0.01},
+      {"checkpoint_format", "gptq"},
+  };
+}
+
+}  // namespace lowbit

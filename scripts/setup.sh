@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what lowbit needs to build and test on Debian bookworm. Idempotent: a second run installs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  libopenblas-dev prometheus-cpp-dev libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  python3-grpcio prometheus
+)
+# Node may come from Debian or from NodeSource (which bundles npm); only ask apt when the commands are absent.
+command -v node >/dev/null || APT_PACKAGES+=(nodejs)
+command -v npm >/dev/null || APT_PACKAGES+=(npm)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Test-only Node tools (googleapis protos, independent gRPC client, S3 server) live in a project-local folder.
+if [ ! -f tools/node_modules/.installed ] || [ tools/package-lock.json -nt tools/node_modules/.installed ]; then
+  echo "setup: installing npm test tools into tools/node_modules"
+  (cd tools && npm ci --no-audit --no-fund --loglevel=error)
+  touch tools/node_modules/.installed
+fi

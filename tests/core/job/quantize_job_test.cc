@@ -1,0 +1,170 @@
+// A whole job on the real stories260K model: the output is re-read independently of the job's own
+// bookkeeping, and failures leave nothing behind.
+#include "core/job/quantize_job.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "core/checkpoint/safetensors.h"
+#include "core/job/convert_job.h"
+#include "core/pack/gptq.h"
+#include "core/quant/error_metrics.h"
+#include "core/storage/local_object_store.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace lowbit {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+const std::string kModel = testing::SharedData("models/stories260K/stories260K.bin");
+
+class QuantizeJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override { store_ = *LocalObjectStore::Create({"/"}); }
+  QuantizeJobSpec Spec(const std::string& source, const std::string& dest) {
+    QuantizeJobSpec spec;
+    spec.source_uri = source;
+    spec.destination_uri = dest;
+    spec.quant = {Method::kRtn, 4, 32, false, false};
+    return spec;
+  }
+  std::string ReadFile(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  testing::TempDir dir_;
+  std::unique_ptr<LocalObjectStore> store_;
+  ThreadPool pool_{2};
+};
+
+TEST_F(QuantizeJobTest, Stories260KOutputUnpacksToTheReportedErrors) {
+  auto report = RunQuantizeJob(Spec(kModel, dir_.File("out")), store_.get(), store_.get(), {&pool_, 4});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->layers.size(), 35u);
+  EXPECT_EQ(report->summary.tensors_total, 47);
+  for (const char* f : {"model.safetensors", "config.json", "quantize_config.json", "lowbit_report.json"}) {
+    EXPECT_TRUE(fs::exists(dir_.File(std::string("out/") + f))) << f;
+  }
+  // Re-read the packed output and the original independently and recompute each layer's error.
+  auto out = *OpenSafetensors(store_.get(), dir_.File("out/model.safetensors"));
+  auto original = *OpenCheckpoint(store_.get(), kModel);
+  std::map<std::string, Tensor> packed;
+  for (const TensorInfo& info : out->tensors()) packed[info.name] = *out->Read(info);
+  for (const LayerReport& layer : report->layers) {
+    const std::string prefix = layer.name.substr(0, layer.name.size() - 7);
+    auto q = UnpackGptq(packed[prefix + ".qweight"], packed[prefix + ".qzeros"], packed[prefix + ".scales"],
+                        packed[prefix + ".g_idx"], 4, layer.shape[0], layer.shape[1]);
+    ASSERT_TRUE(q.ok()) << q.status();
+    Matrix w;
+    for (const TensorInfo& info : original->tensors())
+      if (info.name == layer.name) w = *ToMatrix(*original->Read(info));
+    EXPECT_NEAR(RelativeFrobeniusError(w, q->Dequantize()), layer.relative_error, 1e-9) << layer.name;
+    EXPECT_GT(layer.relative_error, 0.0);
+    EXPECT_LT(layer.relative_error, 0.2) << "4-bit g32 on a real model";
+  }
+  EXPECT_TRUE(packed.count("model.embed_tokens.weight")) << "embeddings stay in high precision";
+  EXPECT_EQ(packed["model.embed_tokens.weight"].dtype, DType::kF16);
+  EXPECT_FALSE(packed.count("model.layers.0.self_attn.q_proj.weight"));
+
+  const nlohmann::json config = nlohmann::json::parse(ReadFile(dir_.File("out/config.json")));
+  EXPECT_EQ(config["quantization_config"]["quant_method"], "gptq");
+  EXPECT_EQ(config["quantization_config"]["group_size"], 32);
+  EXPECT_EQ(config["num_key_value_heads"], 4);
+  const nlohmann::json json_report = nlohmann::json::parse(ReadFile(dir_.File("out/lowbit_report.json")));
+  ASSERT_EQ(json_report["layers"].size(), 35u);
+  for (const char* key : {"name", "method", "bits_per_weight", "relative_error", "seconds"}) {
+    EXPECT_TRUE(json_report["layers"][0].contains(key)) << key;
+  }
+  EXPECT_NEAR(json_report["summary"]["bits_per_weight"].get<double>(), report->summary.bits_per_weight, 1e-12);
+}
+
+TEST_F(QuantizeJobTest, LlamaCFileAndItsSafetensorsConversionGiveIdenticalOutput) {
+  ASSERT_TRUE(RunConvertJob(store_.get(), kModel, dir_.File("hf")).ok());
+  ASSERT_TRUE(RunQuantizeJob(Spec(kModel, dir_.File("a")), store_.get(), store_.get(), {&pool_, 4}).ok());
+  ASSERT_TRUE(RunQuantizeJob(Spec(dir_.File("hf"), dir_.File("b")), store_.get(), store_.get(), {nullptr, 1}).ok());
+  // Compared as booleans: a failure must not print megabytes of binary.
+  EXPECT_TRUE(ReadFile(dir_.File("a/model.safetensors")) == ReadFile(dir_.File("b/model.safetensors")));
+  EXPECT_EQ(ReadFile(dir_.File("a/config.json")), ReadFile(dir_.File("b/config.json")));
+}
+
+TEST_F(QuantizeJobTest, NanWeightFailsNamingTheTensorAndLeavesNoOutput) {
+  ASSERT_TRUE(RunConvertJob(store_.get(), kModel, dir_.File("hf")).ok());
+  // Poison one element of one layer in place.
+  auto reader = *OpenCheckpoint(store_.get(), dir_.File("hf"));
+  const TensorInfo* target = nullptr;
+  for (const TensorInfo& t : reader->tensors())
+    if (t.name == "model.layers.2.mlp.up_proj.weight") target = &t;
+  ASSERT_NE(target, nullptr);
+  {
+    std::fstream f(dir_.File("hf/model.safetensors"), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(target->offset + 40));
+    const float nan = NAN;
+    f.write(reinterpret_cast<const char*>(&nan), 4);
+  }
+  auto report = RunQuantizeJob(Spec(dir_.File("hf"), dir_.File("out")), store_.get(), store_.get(), {&pool_, 4});
+  ASSERT_FALSE(report.ok());
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(report.status().message(), HasSubstr("model.layers.2.mlp.up_proj.weight"));
+  EXPECT_THAT(report.status().message(), HasSubstr("non-finite"));
+  EXPECT_FALSE(fs::exists(dir_.File("out"))) << "no partial output";
+}
+
+class CancelAfter final : public JobObserver {
+ public:
+  explicit CancelAfter(int n) : n_(n) {}
+  void OnTensorDone(const std::string&, const LayerReport*, uint64_t, uint64_t) override { ++done_; }
+  bool IsCancelled() override { return done_ >= n_; }
+
+ private:
+  const int n_;
+  int done_ = 0;
+};
+
+TEST_F(QuantizeJobTest, CancelledJobLeavesNoOutput) {
+  CancelAfter cancel(5);
+  auto report = RunQuantizeJob(Spec(kModel, dir_.File("out")), store_.get(), store_.get(), {&pool_, 2}, &cancel);
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_FALSE(fs::exists(dir_.File("out")));
+}
+
+TEST_F(QuantizeJobTest, ExistingDestinationNeedsOverwrite) {
+  fs::create_directories(dir_.File("out"));
+  std::ofstream(dir_.File("out/keep.txt")) << "mine";
+  auto spec = Spec(kModel, dir_.File("out"));
+  EXPECT_EQ(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(fs::exists(dir_.File("out/keep.txt")));
+  spec.overwrite = true;
+  EXPECT_TRUE(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}).ok());
+}
+
+TEST_F(QuantizeJobTest, LayerSelectionAndInt8) {
+  auto spec = Spec(kModel, dir_.File("out"));
+  spec.quant = {Method::kInt8, 8, -1, true, false};
+  spec.exclude = {"*.down_proj.weight"};
+  auto report = RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->layers.size(), 30u);
+  for (const LayerReport& l : report->layers) {
+    EXPECT_EQ(l.method, "int8");
+    EXPECT_LT(l.relative_error, 0.02);
+  }
+}
+
+TEST_F(QuantizeJobTest, BadConfigIsRejectedBeforeAnyOutput) {
+  auto spec = Spec(kModel, dir_.File("out"));
+  spec.quant.bits = 5;  // valid for RTN, but the GPTQ layout has no 5-bit packing
+  EXPECT_EQ(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  spec.quant.bits = 4;
+  spec.source_uri = dir_.File("missing.safetensors");
+  EXPECT_EQ(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(fs::exists(dir_.File("out")));
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# `lowbit` as a user runs it: the real model through both input formats, and every kind of bad input
+# giving a clear error, a non-zero exit and no output directory.
+set -uo pipefail
+LOWBIT=$1
+DATA=$2
+MODEL=$DATA/models/stories260K/stories260K.bin
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# expect_error NAME PATTERN ARGS...: the command fails, stderr matches PATTERN, and no --output is left.
+expect_error() {
+  local name=$1 pattern=$2
+  shift 2
+  local out="$WORK/out-$name"
+  if "$LOWBIT" "$@" --output "$out" >"$WORK/stdout" 2>"$WORK/stderr"; then
+    fail "$name: exit status 0"
+  elif ! grep -q -- "$pattern" "$WORK/stderr"; then
+    fail "$name: stderr does not mention '$pattern': $(cat "$WORK/stderr")"
+  elif [ -e "$out" ]; then
+    fail "$name: left partial output in $out"
+  else
+    echo "ok: $name -> $(head -c 200 "$WORK/stderr")"
+  fi
+}
+
+# The real model, llama2.c file and converted safetensors, must quantize to identical files.
+"$LOWBIT" convert --input "$MODEL" --output "$WORK/hf" || fail "convert"
+"$LOWBIT" quantize --input "$MODEL" --output "$WORK/q-bin" --method rtn --bits 4 --group-size 32 > "$WORK/table.txt" || fail "quantize .bin"
+"$LOWBIT" quantize --input "$WORK/hf" --output "$WORK/q-st" --method rtn --bits 4 --group-size 32 --json > "$WORK/report.json" || fail "quantize safetensors"
+cmp -s "$WORK/q-bin/model.safetensors" "$WORK/q-st/model.safetensors" || fail "outputs of .bin and safetensors inputs differ"
+grep -q "model.layers.4.mlp.down_proj.weight" "$WORK/table.txt" || fail "per-layer table lacks down_proj"
+/usr/bin/python3 - "$WORK/report.json" <<'PY' || fail "--json report"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert len(r["layers"]) == 35, len(r["layers"])
+for l in r["layers"]:
+    assert set(["name", "method", "bits_per_weight", "relative_error", "seconds"]) <= set(l), l
+    assert 0 < l["relative_error"] < 0.2, l
+assert r["summary"]["layers_quantized"] == 35
+PY
+
+# Bad inputs.
+printf 'abc' > "$WORK/truncated.safetensors"
+expect_error truncated "truncated.safetensors" quantize --input "$WORK/truncated.safetensors"
+python3 -c "import struct,sys; open(sys.argv[1],'wb').write(struct.pack('<Q', 999999) + b'{}')" "$WORK/hdrlen.safetensors"
+expect_error header-length "past the end" quantize --input "$WORK/hdrlen.safetensors"
+python3 -c "import struct,sys; h=b'{\"a\": ['; open(sys.argv[1],'wb').write(struct.pack('<Q', len(h)) + h)" "$WORK/badjson.safetensors"
+expect_error invalid-json "not a valid JSON" quantize --input "$WORK/badjson.safetensors"
+python3 - "$WORK/f64.safetensors" <<'PY'
+import json, struct, sys
+h = json.dumps({"model.layers.0.mlp.up_proj.weight": {"dtype": "F64", "shape": [2, 2], "data_offsets": [0, 32]}}).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + b"\0" * 32)
+PY
+expect_error unsupported-dtype "unsupported dtype F64" quantize --input "$WORK/f64.safetensors"
+python3 - "$WORK/nan.safetensors" <<'PY'
+import json, struct, sys
+h = json.dumps({"model.layers.0.mlp.up_proj.weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + struct.pack("<4f", 1.0, float("nan"), 2.0, 3.0))
+PY
+expect_error nan-weights "model.layers.0.mlp.up_proj.weight.*non-finite" quantize --input "$WORK/nan.safetensors"
+head -c 300000 "$MODEL" > "$WORK/short.bin"
+expect_error truncated-llama2c "short.bin" quantize --input "$WORK/short.bin"
+expect_error missing "no checkpoint" quantize --input "$WORK/nothing-here"
+expect_error unknown-method "unknown method 'zzz'" quantize --input "$MODEL" --method zzz
+expect_error bits-range "bits: must be in 2..8" quantize --input "$MODEL" --bits 9
+expect_error group-size "group_size" quantize --input "$MODEL" --group-size 0
+
+if [ "$failures" -ne 0 ]; then
+  echo "$failures failure(s)"
+  exit 1
+fi
+echo "all CLI checks passed"
