@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "client/flags.h"
 #include "client/local_commands.h"
+#include "client/remote_commands.h"
 #include "core/util/memory.h"
 
 namespace {
@@ -17,6 +18,11 @@ constexpr char kUsage[] = R"(lowbit: quantize LLM checkpoints.
 
   lowbit quantize --input PATH --output DIR [--method rtn|int8] [--bits N] [--group-size N] [--sym] [--json]
   lowbit convert  --input MODEL.bin --output DIR      (llama2.c -> Hugging Face safetensors)
+
+  lowbit submit   --input URI --output URI [method flags as for quantize] [--request-id ID] [--watch]
+  lowbit get      JOB            lowbit watch JOB            lowbit cancel JOB
+  lowbit list     [--state RUNNING]
+  (remote commands take --server HOST:PORT, default localhost:50051, and --json)
 
 Run `lowbit --help` for every flag.)";
 
@@ -27,16 +33,32 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
   lowbit::cli::NormalizeFlagNames(argc, argv);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  if (args.size() != 2) {
+  if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", kUsage);
     return 2;
   }
   const std::string command = args[1];
+  const bool takes_job = command == "get" || command == "watch" || command == "cancel";
+  if (args.size() != (takes_job ? 3u : 2u)) {
+    std::fprintf(stderr, "lowbit %s: %s\n\n%s\n", command.c_str(),
+                 takes_job ? "expects one job name" : "takes no positional arguments", kUsage);
+    return 2;
+  }
   absl::Status status;
   if (command == "quantize") {
     status = lowbit::cli::RunQuantizeCommand();
   } else if (command == "convert") {
     status = lowbit::cli::RunConvertCommand();
+  } else if (command == "submit") {
+    status = lowbit::cli::RunSubmitCommand();
+  } else if (command == "list") {
+    status = lowbit::cli::RunListCommand();
+  } else if (command == "get") {
+    status = lowbit::cli::RunGetCommand(args[2]);
+  } else if (command == "watch") {
+    status = lowbit::cli::RunWatchCommand(args[2]);
+  } else if (command == "cancel") {
+    status = lowbit::cli::RunCancelCommand(args[2]);
   } else {
     std::fprintf(stderr, "unknown command '%s'\n\n%s\n", command.c_str(), kUsage);
     return 2;

@@ -24,8 +24,15 @@ constexpr char kReportFile[] = "lowbit_report.json";
 
 struct PlannedTensor {
   TensorInfo info;
-  bool quantize = false;
+  const QuantConfig* quant = nullptr;  ///< null: kept in high precision
+  const Quantizer* quantizer = nullptr;
   std::vector<TensorSpec> outputs;
+};
+
+// The job's quantizers: one for the main config and one per override, created and validated up front.
+struct Quantizers {
+  std::unique_ptr<Quantizer> main;
+  std::vector<std::unique_ptr<Quantizer>> overrides;  ///< parallel to spec.overrides
 };
 
 // What a worker hands back for one tensor.
@@ -45,17 +52,28 @@ std::string LayerPrefix(const std::string& weight_name) {
   return weight_name.substr(0, weight_name.size() - absl::string_view(".weight").size());
 }
 
-std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJobSpec& spec) {
+std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJobSpec& spec,
+                                const Quantizers& quantizers) {
   std::vector<PlannedTensor> plan;
   for (const TensorInfo& info : reader.tensors()) {
-    PlannedTensor p{info, false, {}};
+    PlannedTensor p{info, nullptr, nullptr, {}};
     const TensorRole role = RoleOf(info.name, info.shape.size());
-    p.quantize = (role == TensorRole::kLinear || (role == TensorRole::kLmHead && spec.quantize_lm_head)) &&
-                 IsFloatDType(info.dtype) && info.shape.size() == 2 &&
-                 (spec.include.empty() || MatchesAny(spec.include, info.name)) && !MatchesAny(spec.exclude, info.name);
-    if (p.quantize) {
-      p.outputs = GptqTensorSpecs(LayerPrefix(info.name), info.shape[0], info.shape[1], spec.quant.bits,
-                                  spec.quant.group_size);
+    const bool quantize = (role == TensorRole::kLinear || (role == TensorRole::kLmHead && spec.quantize_lm_head)) &&
+                          IsFloatDType(info.dtype) && info.shape.size() == 2 &&
+                          (spec.include.empty() || MatchesAny(spec.include, info.name)) &&
+                          !MatchesAny(spec.exclude, info.name);
+    if (quantize) {
+      p.quant = &spec.quant;
+      p.quantizer = quantizers.main.get();
+      for (size_t i = 0; i < spec.overrides.size(); ++i) {
+        if (MatchesAny({spec.overrides[i].pattern}, info.name)) {
+          p.quant = &spec.overrides[i].quant;
+          p.quantizer = quantizers.overrides[i].get();
+          break;
+        }
+      }
+      p.outputs = GptqTensorSpecs(LayerPrefix(info.name), info.shape[0], info.shape[1], p.quant->bits,
+                                  p.quant->group_size);
     } else {
       // GPTQ checkpoints keep unquantized weights in FP16, the activation dtype of their kernels.
       p.outputs = {{info.name, IsFloatDType(info.dtype) ? DType::kF16 : info.dtype, info.shape}};
@@ -65,8 +83,7 @@ std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJo
   return plan;
 }
 
-absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor tensor, const Quantizer& quantizer,
-                                              const QuantizeJobSpec& spec) {
+absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor tensor) {
   const auto started = std::chrono::steady_clock::now();
   ProcessedTensor result;
   if (!IsFloatDType(tensor.dtype)) {
@@ -77,7 +94,7 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
   tensor.bytes.clear();
   tensor.bytes.shrink_to_fit();
   RETURN_IF_ERROR(CheckFinite(w.data.data(), static_cast<int64_t>(w.data.size()), "weights"));
-  if (!p.quantize) {
+  if (p.quantizer == nullptr) {
     Tensor out{p.info.name, DType::kF16, p.info.shape, std::string(w.data.size() * 2, '\0')};
     ConvertFromF32(DType::kF16, w.data.data(), w.data.size(), out.bytes.data());
     for (size_t i = 0; i < w.data.size(); ++i) {
@@ -88,23 +105,49 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
     result.outputs.push_back(std::move(out));
     return result;
   }
-  ASSIGN_OR_RETURN(QuantizedTensor q, quantizer.Quantize(w, nullptr));
+  ASSIGN_OR_RETURN(QuantizedTensor q, p.quantizer->Quantize(w, nullptr));
   ASSIGN_OR_RETURN(result.outputs, PackGptq(LayerPrefix(p.info.name), q));
   const double error = RelativeFrobeniusError(w, q.Dequantize());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  result.layer = LayerReport{p.info.name, std::string(MethodName(spec.quant.method)), p.info.shape,
+  result.layer = LayerReport{p.info.name, std::string(MethodName(p.quant->method)), p.info.shape,
                              q.BitsPerWeight(), error, seconds};
   return result;
 }
 
+nlohmann::json ToJson(const QuantConfig& quant) {
+  return {{"method", MethodName(quant.method)},
+          {"bits", quant.bits},
+          {"group_size", quant.group_size},
+          {"sym", quant.symmetric},
+          {"mse_clip", quant.mse_clip}};
+}
+
 nlohmann::json ConfigJson(const QuantizeJobSpec& spec) {
-  return {{"method", MethodName(spec.quant.method)},
-          {"bits", spec.quant.bits},
-          {"group_size", spec.quant.group_size},
-          {"sym", spec.quant.symmetric},
-          {"mse_clip", spec.quant.mse_clip},
-          {"format", "gptq"},
-          {"quantize_lm_head", spec.quantize_lm_head}};
+  nlohmann::json config = ToJson(spec.quant);
+  config["format"] = "gptq";
+  config["quantize_lm_head"] = spec.quantize_lm_head;
+  config["include"] = spec.include;
+  config["exclude"] = spec.exclude;
+  nlohmann::json overrides = nlohmann::json::array();
+  for (const LayerOverride& o : spec.overrides) overrides.push_back({{"pattern", o.pattern}, {"config", ToJson(o.quant)}});
+  config["overrides"] = overrides;
+  return config;
+}
+
+// GPTQModel's per-module overrides: {"+:<regex>": {"bits": .., "group_size": ..}}.
+nlohmann::json GptqDynamic(const std::vector<LayerOverride>& overrides) {
+  nlohmann::json dynamic = nlohmann::json::object();
+  for (const LayerOverride& o : overrides) {
+    std::string regex;
+    for (char c : o.pattern) {
+      if (c == '*') regex += ".*";
+      else if (c == '?') regex += ".";
+      else if (std::string_view(".+()[]{}^$|\\").find(c) != std::string_view::npos) regex += std::string("\\") + c;
+      else regex += c;
+    }
+    dynamic["+:" + regex] = {{"bits", o.quant.bits}, {"group_size", o.quant.group_size}, {"sym", o.quant.symmetric}};
+  }
+  return dynamic;
 }
 
 absl::Status CheckDestination(ObjectStore* destination, const QuantizeJobSpec& spec) {
@@ -124,9 +167,13 @@ absl::Status CheckDestination(ObjectStore* destination, const QuantizeJobSpec& s
 absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   if (spec.source_uri.empty()) return absl::InvalidArgumentError("source_uri: must not be empty");
   if (spec.destination_uri.empty()) return absl::InvalidArgumentError("destination_uri: must not be empty");
-  RETURN_IF_ERROR(ValidateQuantConfig(spec.quant));
-  if (spec.format == OutputFormat::kGptq && !GptqSupportsBits(spec.quant.bits)) {
-    return absl::InvalidArgumentError(absl::StrCat("bits: the GPTQ format packs 2, 3, 4 or 8 bits, not ", spec.quant.bits));
+  std::vector<const QuantConfig*> configs = {&spec.quant};
+  for (const LayerOverride& o : spec.overrides) configs.push_back(&o.quant);
+  for (const QuantConfig* config : configs) {
+    RETURN_IF_ERROR(ValidateQuantConfig(*config));
+    if (spec.format == OutputFormat::kGptq && !GptqSupportsBits(config->bits)) {
+      return absl::InvalidArgumentError(absl::StrCat("bits: the GPTQ format packs 2, 3, 4 or 8 bits, not ", config->bits));
+    }
   }
   return absl::OkStatus();
 }
@@ -137,15 +184,20 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   JobObserver no_observer;
   if (observer == nullptr) observer = &no_observer;
   RETURN_IF_ERROR(ValidateJobSpec(spec));
-  ASSIGN_OR_RETURN(std::unique_ptr<Quantizer> quantizer, CreateQuantizer(spec.quant));
+  Quantizers quantizers;
+  ASSIGN_OR_RETURN(quantizers.main, CreateQuantizer(spec.quant));
+  for (const LayerOverride& o : spec.overrides) {
+    ASSIGN_OR_RETURN(std::unique_ptr<Quantizer> q, CreateQuantizer(o.quant));
+    quantizers.overrides.push_back(std::move(q));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
   RETURN_IF_ERROR(CheckDestination(destination, spec));
 
-  const std::vector<PlannedTensor> plan = Plan(*reader, spec);
+  const std::vector<PlannedTensor> plan = Plan(*reader, spec, quantizers);
   int64_t layers_total = 0;
   std::vector<TensorSpec> specs;
   for (const PlannedTensor& p : plan) {
-    layers_total += p.quantize ? 1 : 0;
+    layers_total += p.quantizer != nullptr ? 1 : 0;
     specs.insert(specs.end(), p.outputs.begin(), p.outputs.end());
   }
   observer->OnStart(layers_total, reader->total_bytes());
@@ -185,9 +237,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
     if (observer->IsCancelled()) return absl::CancelledError("job cancelled");
     ASSIGN_OR_RETURN(Tensor tensor, reader->Read(plan[i].info));
     report.summary.bytes_read += plan[i].info.size;
-    auto work = [&p = plan[i], t = std::move(tensor), &quantizer, &spec]() mutable {
-      return ProcessTensor(p, std::move(t), *quantizer, spec);
-    };
+    auto work = [&p = plan[i], t = std::move(tensor)]() mutable { return ProcessTensor(p, std::move(t)); };
     if (options.pool != nullptr) {
       window.emplace_back(i, options.pool->Submit(std::move(work)));
     } else {
@@ -204,7 +254,8 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   report.summary.bytes_written += model_out->bytes_written();
 
   nlohmann::json config = reader->descriptor().config;
-  const nlohmann::json quantize_config = GptqQuantizeConfig(spec.quant.bits, spec.quant.group_size, spec.quant.symmetric);
+  nlohmann::json quantize_config = GptqQuantizeConfig(spec.quant.bits, spec.quant.group_size, spec.quant.symmetric);
+  if (!spec.overrides.empty()) quantize_config["dynamic"] = GptqDynamic(spec.overrides);
   config["quantization_config"] = quantize_config;
   config["torch_dtype"] = "float16";
   RETURN_IF_ERROR(output.WriteAll("config.json", config.dump(2), &report));

@@ -24,6 +24,12 @@ namespace lowbit {
 
 enum class OutputFormat { kGptq };
 
+// Different quantization parameters for the linear layers whose names match a glob pattern.
+struct LayerOverride {
+  std::string pattern;
+  QuantConfig quant;
+};
+
 struct QuantizeJobSpec {
   std::string source_uri;        ///< checkpoint file or directory
   std::string destination_uri;   ///< output directory
@@ -32,6 +38,7 @@ struct QuantizeJobSpec {
   bool quantize_lm_head = false;     ///< lm_head stays in high precision unless asked
   std::vector<std::string> include;  ///< glob patterns of linear layers to quantize (empty: all)
   std::vector<std::string> exclude;  ///< glob patterns of linear layers to keep in high precision
+  std::vector<LayerOverride> overrides;  ///< the first matching pattern wins over `quant`
   bool overwrite = false;            ///< replace an existing output instead of ALREADY_EXISTS
 };
 

@@ -155,6 +155,27 @@ TEST_F(QuantizeJobTest, LayerSelectionAndInt8) {
   }
 }
 
+TEST_F(QuantizeJobTest, OverridesApplyToMatchingLayersAndAreRecordedForGptqModel) {
+  auto spec = Spec(kModel, dir_.File("out"));
+  spec.overrides = {{"*.mlp.down_proj.weight", {Method::kRtn, 8, 64, false, false}}};
+  auto report = RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2});
+  ASSERT_TRUE(report.ok()) << report.status();
+  for (const LayerReport& l : report->layers) {
+    const bool down = l.name.find("down_proj") != std::string::npos;
+    // 8-bit g64 over 172 columns: 8 + 3 groups * 24 bits / 172; 4-bit g32 over 64: 4 + 2 * 20 / 64.
+    EXPECT_DOUBLE_EQ(l.bits_per_weight, down ? 8.0 + 3 * 24.0 / 172 : (l.shape[1] == 64 ? 4.0 + 2 * 20.0 / 64 : 4.0 + 6 * 20.0 / 172))
+        << l.name;
+  }
+  const nlohmann::json qc = nlohmann::json::parse(ReadFile(dir_.File("out/quantize_config.json")));
+  EXPECT_EQ(qc["dynamic"]["+:.*\\.mlp\\.down_proj\\.weight"]["bits"], 8);
+  auto out = *OpenSafetensors(store_.get(), dir_.File("out/model.safetensors"));
+  for (const TensorInfo& t : out->tensors()) {
+    if (t.name == "model.layers.0.mlp.down_proj.qweight") {
+      EXPECT_EQ(t.shape, (std::vector<int64_t>{192 * 8 / 32, 64}));
+    }
+  }
+}
+
 TEST_F(QuantizeJobTest, BadConfigIsRejectedBeforeAnyOutput) {
   auto spec = Spec(kModel, dir_.File("out"));
   spec.quant.bits = 5;  // valid for RTN, but the GPTQ layout has no 5-bit packing

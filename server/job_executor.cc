@@ -1,0 +1,131 @@
+#include "server/job_executor.h"
+
+#include <chrono>
+#include <exception>
+
+#include <google/protobuf/util/time_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/job/quantize_job.h"
+#include "server/grpc_status.h"
+#include "server/proto_convert.h"
+
+namespace lowbit::server {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+// Publishes a job's progress as it streams.
+class ProgressObserver final : public JobObserver {
+ public:
+  ProgressObserver(const std::string& id, JobRegistry* registry, Metrics* metrics, const std::atomic<bool>* preempt)
+      : id_(id), registry_(registry), metrics_(metrics), preempt_(preempt), started_(std::chrono::steady_clock::now()) {}
+
+  void OnStart(int64_t layers_total, uint64_t bytes_total) override {
+    bytes_total_ = bytes_total;
+    registry_->Update(id_, [&](v1::Job& job) {
+      job.set_layers_total(static_cast<int32_t>(layers_total));
+      job.set_bytes_total(static_cast<int64_t>(bytes_total));
+    }).IgnoreError();
+  }
+
+  void OnTensorDone(const std::string& name, const LayerReport* layer, uint64_t bytes_read,
+                    uint64_t bytes_written) override {
+    metrics_->BytesRead(static_cast<double>(bytes_read - last_read_));
+    metrics_->BytesWritten(static_cast<double>(bytes_written - last_written_));
+    last_read_ = bytes_read;
+    last_written_ = bytes_written;
+    if (layer != nullptr) metrics_->LayerQuantized(layer->method, layer->seconds, layer->relative_error);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    registry_->Update(id_, [&](v1::Job& job) {
+      job.set_current_layer(name);
+      job.set_bytes_read(static_cast<int64_t>(bytes_read));
+      job.set_bytes_written(static_cast<int64_t>(bytes_written));
+      if (layer != nullptr) {
+        job.set_layers_done(job.layers_done() + 1);
+        *job.add_layers() = ToProto(*layer);
+      }
+      // Reading is the pace-setter of a streamed job: extrapolate from the bytes read so far.
+      if (bytes_read > 0 && bytes_total_ >= bytes_read) {
+        const double remaining = elapsed * static_cast<double>(bytes_total_ - bytes_read) / static_cast<double>(bytes_read);
+        *job.mutable_eta() = TimeUtil::NanosecondsToDuration(static_cast<int64_t>(remaining * 1e9));
+      }
+    }).IgnoreError();
+  }
+
+  bool IsCancelled() override { return preempt_->load() || registry_->CancelRequested(id_); }
+
+ private:
+  const std::string id_;
+  JobRegistry* const registry_;
+  Metrics* const metrics_;
+  const std::atomic<bool>* const preempt_;
+  const std::chrono::steady_clock::time_point started_;
+  uint64_t bytes_total_ = 0, last_read_ = 0, last_written_ = 0;
+};
+
+}  // namespace
+
+void JobExecutor::Run(const std::string& id) {
+  std::optional<v1::Job> job = registry_->Get(id);
+  if (!job) return;
+  const auto started = std::chrono::steady_clock::now();
+  if (registry_->CancelRequested(id)) {
+    registry_->Update(id, [](v1::Job& j) {
+      j.set_state(v1::Job::CANCELLED);
+      *j.mutable_error() = ToRpcStatus(absl::CancelledError("job cancelled before it started"));
+      *j.mutable_end_time() = TimeUtil::GetCurrentTime();
+    }).IgnoreError();
+    metrics_->JobFinished("cancelled", 0);
+    return;
+  }
+  registry_->Update(id, [](v1::Job& j) {
+    j.set_state(v1::Job::RUNNING);
+    *j.mutable_start_time() = TimeUtil::GetCurrentTime();
+    j.set_layers_done(0);
+    j.clear_layers();
+  }).IgnoreError();
+
+  absl::StatusOr<JobReport> report;
+  try {
+    absl::StatusOr<QuantizeJobSpec> spec = JobSpecFromRequest(job->request());
+    if (!spec.ok()) {
+      report = spec.status();
+    } else {
+      ProgressObserver observer(id, registry_, metrics_, &preempt_);
+      report = RunQuantizeJob(*spec, store_, store_, {pool_, options_.max_tensors_in_flight}, &observer);
+    }
+  } catch (const std::exception& e) {
+    // core/ does not throw, but an allocation can; the job fails, the server lives on.
+    report = absl::InternalError(absl::StrCat("job aborted: ", e.what()));
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+  if (!report.ok() && absl::IsCancelled(report.status()) && preempt_ && !registry_->CancelRequested(id)) {
+    // Shutdown, not the user: the output was rolled back, so the job can run again after a restart.
+    registry_->Update(id, [](v1::Job& j) {
+      j.set_state(v1::Job::QUEUED);
+      j.clear_start_time();
+      j.clear_eta();
+      j.clear_current_layer();
+    }).IgnoreError();
+    return;
+  }
+  std::string outcome;
+  registry_->Update(id, [&](v1::Job& j) {
+    *j.mutable_end_time() = TimeUtil::GetCurrentTime();
+    j.clear_eta();
+    if (report.ok()) {
+      j.set_state(v1::Job::SUCCEEDED);
+      *j.mutable_result() = ToProto(*report);
+      outcome = "succeeded";
+    } else {
+      j.set_state(absl::IsCancelled(report.status()) ? v1::Job::CANCELLED : v1::Job::FAILED);
+      *j.mutable_error() = ToRpcStatus(report.status());
+      outcome = absl::IsCancelled(report.status()) ? "cancelled" : "failed";
+    }
+  }).IgnoreError();
+  metrics_->JobFinished(outcome, seconds);
+}
+
+}  // namespace lowbit::server

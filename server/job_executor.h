@@ -1,0 +1,41 @@
+// JobExecutor: runs one queued job (the Scheduler's RunFn): moves it to RUNNING, runs core/job with an
+// observer that publishes progress to the registry and metrics, and records the outcome. A failing job
+// only ever fails itself: errors (and exceptions) end up in its record, never in the process.
+#ifndef LOWBIT_SERVER_JOB_EXECUTOR_H_
+#define LOWBIT_SERVER_JOB_EXECUTOR_H_
+
+#include <atomic>
+#include <string>
+
+#include "core/storage/object_store.h"
+#include "core/util/thread_pool.h"
+#include "server/job_registry.h"
+#include "server/metrics.h"
+
+namespace lowbit::server {
+
+class JobExecutor {
+ public:
+  struct Options {
+    int max_tensors_in_flight = 4;  ///< per job
+  };
+  // Nothing is owned; all must outlive the executor.
+  JobExecutor(const Options& options, JobRegistry* registry, ObjectStore* store, ThreadPool* pool, Metrics* metrics)
+      : options_(options), registry_(registry), store_(store), pool_(pool), metrics_(metrics) {}
+
+  void Run(const std::string& job_id);
+  // Makes running jobs stop at their next tensor and go back to QUEUED (server shutdown).
+  void PreemptAll() { preempt_ = true; }
+
+ private:
+  const Options options_;
+  JobRegistry* const registry_;
+  ObjectStore* const store_;
+  ThreadPool* const pool_;
+  Metrics* const metrics_;
+  std::atomic<bool> preempt_{false};
+};
+
+}  // namespace lowbit::server
+
+#endif  // LOWBIT_SERVER_JOB_EXECUTOR_H_

@@ -1,0 +1,145 @@
+// lowbitd: the quantization job server.
+//
+// Shutdown on SIGTERM/SIGINT: a watcher thread (signals are blocked everywhere else, so no handler ever
+// runs inside gRPC or Abseil) marks health NOT_SERVING, stops taking jobs, gives running jobs the grace
+// period to finish, then preempts them at their next tensor (they return to QUEUED and run again after
+// a restart) and shuts the gRPC server down. Exit status 0.
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <prometheus/exposer.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "core/storage/local_object_store.h"
+#include "core/util/memory.h"
+#include "core/util/thread_pool.h"
+#include "server/health_service.h"
+#include "server/job_executor.h"
+#include "server/job_registry.h"
+#include "server/job_store.h"
+#include "server/metrics.h"
+#include "server/quantizer_service.h"
+#include "server/scheduler.h"
+
+ABSL_FLAG(std::string, grpc_address, "0.0.0.0:50051", "gRPC listen address (port 0 picks a free port)");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9464", "Prometheus /metrics listen address (port 0 picks a free port)");
+ABSL_FLAG(std::string, store_root, ".", "directory that file:// URIs resolve under; nothing outside it is reachable");
+ABSL_FLAG(std::string, state_dir, "lowbit-state", "directory of the on-disk job store (jobs survive restarts)");
+ABSL_FLAG(int, max_concurrent_jobs, 1, "jobs running at once");
+ABSL_FLAG(int, max_queued_jobs, 16, "jobs waiting beyond the running ones; more are refused with RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, worker_threads, 0, "quantization worker threads shared by all jobs (0 = one per core)");
+ABSL_FLAG(int, max_tensors_in_flight, 4, "tensors each job holds in memory at once (read, not yet written)");
+ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30), "on SIGTERM, how long running jobs may take to finish");
+ABSL_FLAG(std::string, ready_file, "", "if set, written with '<grpc port> <metrics port>' once serving");
+
+namespace lowbit::server {
+namespace {
+
+int Serve() {
+  // Block the shutdown signals before any thread starts, so only the watcher below receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<LocalObjectStore>> store = LocalObjectStore::Create({absl::GetFlag(FLAGS_store_root)});
+  if (!store.ok()) {
+    std::fprintf(stderr, "lowbitd: %s\n", store.status().ToString().c_str());
+    return 1;
+  }
+  absl::StatusOr<std::unique_ptr<FileJobStore>> job_store = FileJobStore::Create(absl::GetFlag(FLAGS_state_dir));
+  if (!job_store.ok()) {
+    std::fprintf(stderr, "lowbitd: %s\n", job_store.status().ToString().c_str());
+    return 1;
+  }
+  JobRegistry registry(job_store->get());
+  absl::StatusOr<std::vector<std::string>> restored = registry.Restore();
+  if (!restored.ok()) {
+    std::fprintf(stderr, "lowbitd: %s\n", restored.status().ToString().c_str());
+    return 1;
+  }
+
+  Metrics metrics;
+  prometheus::Exposer exposer(absl::GetFlag(FLAGS_metrics_address));
+  exposer.RegisterCollectable(metrics.registry());
+
+  const int workers = absl::GetFlag(FLAGS_worker_threads) > 0 ? absl::GetFlag(FLAGS_worker_threads)
+                                                              : static_cast<int>(std::thread::hardware_concurrency());
+  ThreadPool pool(workers);
+  JobExecutor executor({absl::GetFlag(FLAGS_max_tensors_in_flight)}, &registry, store->get(), &pool, &metrics);
+  Scheduler scheduler({absl::GetFlag(FLAGS_max_concurrent_jobs), absl::GetFlag(FLAGS_max_queued_jobs)},
+                      [&executor](const std::string& id) { executor.Run(id); },
+                      [&metrics](int queued, int running) { metrics.QueueChanged(queued, running); });
+  for (const std::string& id : *restored) {
+    if (absl::Status s = scheduler.Enqueue(id); !s.ok()) {
+      std::fprintf(stderr, "lowbitd: cannot requeue %s: %s\n", id.c_str(), s.ToString().c_str());
+    }
+  }
+
+  JobServices jobs{&registry, &scheduler, store->get(), &metrics};
+  QuantizerService quantizer_service(jobs);
+  OperationsService operations_service(jobs);
+  HealthService health_service;
+  // Called explicitly: with --as-needed the reflection library is otherwise dropped at link time.
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_address), grpc::InsecureServerCredentials(), &grpc_port);
+  builder.RegisterService(&quantizer_service);
+  builder.RegisterService(&operations_service);
+  builder.RegisterService(&health_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || grpc_port == 0) {
+    std::fprintf(stderr, "lowbitd: cannot listen on %s\n", absl::GetFlag(FLAGS_grpc_address).c_str());
+    return 1;
+  }
+  const std::vector<int> metrics_ports = exposer.GetListeningPorts();
+  const int metrics_port = metrics_ports.empty() ? 0 : metrics_ports.front();
+  std::fprintf(stderr, "lowbitd: serving gRPC on port %d, metrics on port %d; store root %s; %d worker threads\n",
+               grpc_port, metrics_port, (*store)->root().c_str(), workers);
+  if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
+    std::ofstream(ready + ".tmp") << grpc_port << " " << metrics_port << "\n";
+    std::rename((ready + ".tmp").c_str(), ready.c_str());
+  }
+
+  std::thread watcher([&] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    std::fprintf(stderr, "lowbitd: signal %d: draining (grace %s)\n", signal,
+                 absl::FormatDuration(absl::GetFlag(FLAGS_grace_period)).c_str());
+    health_service.SetServing(false);
+    scheduler.StopAccepting();
+    if (!scheduler.WaitUntilIdle(absl::GetFlag(FLAGS_grace_period))) {
+      std::fprintf(stderr, "lowbitd: grace period over: preempting running jobs\n");
+      executor.PreemptAll();
+      scheduler.WaitUntilIdle(absl::Seconds(30));
+    }
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  });
+  server->Wait();
+  watcher.join();
+  scheduler.Shutdown();
+  std::fprintf(stderr, "lowbitd: stopped\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace lowbit::server
+
+int main(int argc, char** argv) {
+  lowbit::ConfigureAllocatorForLargeBuffers();
+  absl::SetProgramUsageMessage("lowbitd: the lowbit quantization job server");
+  absl::ParseCommandLine(argc, argv);
+  return lowbit::server::Serve();
+}

@@ -1,0 +1,24 @@
+// Translation between the API's protos and core types. Nothing else happens here.
+#ifndef LOWBIT_SERVER_PROTO_CONVERT_H_
+#define LOWBIT_SERVER_PROTO_CONVERT_H_
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/job/quantize_job.h"
+#include "core/job/report.h"
+#include "lowbit/v1/quantizer.pb.h"
+#include "server/grpc_status.h"
+
+namespace lowbit::server {
+
+// The core job a request describes. INVALID_ARGUMENT (with field violations) for anything malformed;
+// source and destination existence are checked by the caller, against the object store.
+absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelRequest& request);
+
+v1::LayerReport ToProto(const LayerReport& layer);
+v1::QuantizeResult ToProto(const JobReport& report);
+
+}  // namespace lowbit::server
+
+#endif  // LOWBIT_SERVER_PROTO_CONVERT_H_

@@ -1,0 +1,94 @@
+#include "server/scheduler.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace lowbit::server {
+
+Scheduler::Scheduler(const Options& options, RunFn run, ChangeFn on_change)
+    : options_(options), run_(std::move(run)), on_change_(std::move(on_change)) {
+  const int runners = std::max(1, options_.max_concurrent_jobs);
+  for (int i = 0; i < runners; ++i) runners_.emplace_back([this] { RunnerLoop(); });
+}
+
+Scheduler::~Scheduler() { Shutdown(); }
+
+void Scheduler::NotifyChange() {
+  if (on_change_) on_change_(static_cast<int>(queue_.size()), running_);
+}
+
+absl::Status Scheduler::Enqueue(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  if (!accepting_) return absl::UnavailableError("the server is shutting down and accepts no new jobs");
+  if (static_cast<int>(queue_.size()) >= options_.max_queued_jobs) {
+    return absl::ResourceExhaustedError(absl::StrCat("the job queue is full (", options_.max_queued_jobs,
+                                                     " jobs waiting); retry later"));
+  }
+  queue_.push_back(job_id);
+  NotifyChange();
+  return absl::OkStatus();
+}
+
+bool Scheduler::RemoveQueued(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = std::find(queue_.begin(), queue_.end(), job_id);
+  if (it == queue_.end()) return false;
+  queue_.erase(it);
+  NotifyChange();
+  return true;
+}
+
+void Scheduler::StopAccepting() {
+  absl::MutexLock lock(&mu_);
+  accepting_ = false;
+}
+
+bool Scheduler::WaitUntilIdle(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
+  return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
+}
+
+void Scheduler::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    accepting_ = false;
+    stopping_ = true;
+  }
+  for (std::thread& t : runners_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+int Scheduler::queued() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(queue_.size());
+}
+
+int Scheduler::running() const {
+  absl::MutexLock lock(&mu_);
+  return running_;
+}
+
+void Scheduler::RunnerLoop() {
+  while (true) {
+    std::string job_id;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
+      mu_.Await(absl::Condition(&ready));
+      if (stopping_) return;  // queued jobs stay queued (and persisted) for the next start
+      job_id = std::move(queue_.front());
+      queue_.pop_front();
+      ++running_;
+      NotifyChange();
+    }
+    run_(job_id);
+    absl::MutexLock lock(&mu_);
+    --running_;
+    NotifyChange();
+  }
+}
+
+}  // namespace lowbit::server

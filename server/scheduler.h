@@ -1,0 +1,66 @@
+// Scheduler: decides WHICH job runs WHEN. A bounded FIFO queue and a fixed number of runner threads,
+// each running one job at a time through the RunFn it was given. It knows nothing about quantization.
+//
+// Thread-safe. Lifecycle: Enqueue while accepting; StopAccepting() refuses new work; Shutdown() also
+// leaves queued jobs unstarted and joins the runners once their current jobs return.
+#ifndef LOWBIT_SERVER_SCHEDULER_H_
+#define LOWBIT_SERVER_SCHEDULER_H_
+
+#include <deque>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+
+namespace lowbit::server {
+
+class Scheduler {
+ public:
+  struct Options {
+    int max_concurrent_jobs = 1;  ///< jobs running at once
+    int max_queued_jobs = 16;     ///< jobs waiting; Enqueue beyond this is RESOURCE_EXHAUSTED
+  };
+  using RunFn = std::function<void(const std::string& job_id)>;
+  // Called with (queued, running) after every change, for metrics.
+  using ChangeFn = std::function<void(int queued, int running)>;
+
+  Scheduler(const Options& options, RunFn run, ChangeFn on_change = nullptr);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE after StopAccepting().
+  absl::Status Enqueue(const std::string& job_id);
+  // Removes a job that has not started; false if it is not in the queue.
+  bool RemoveQueued(const std::string& job_id);
+  void StopAccepting();
+  // Waits until no job is running or `timeout` passes; true if none is running.
+  bool WaitUntilIdle(absl::Duration timeout);
+  // Stops accepting, starts nothing more, and joins the runners after their current jobs.
+  void Shutdown();
+
+  int queued() const;
+  int running() const;
+
+ private:
+  void RunnerLoop();
+  void NotifyChange() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  const RunFn run_;
+  const ChangeFn on_change_;
+  mutable absl::Mutex mu_;
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> runners_;
+};
+
+}  // namespace lowbit::server
+
+#endif  // LOWBIT_SERVER_SCHEDULER_H_
