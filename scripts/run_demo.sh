@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: quantize the bundled real model (stories260K) with RTN 4-bit g32, from the llama2.c file
-# and from its Hugging Face conversion, printing the per-layer table and the report.
+# `make run`: the main job on the embedded defaults. Starts lowbitd on a local-directory object store
+# under the build folder (seeded with the bundled stories260K), submits an RTN 4-bit g32 job with the
+# lowbit CLI, watches it to the end, prints the report and stops the server with SIGTERM.
 set -euo pipefail
 BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,24 +11,48 @@ LOWBIT="$ROOT/$BUILD/lowbit"
 
 [ -f "$MODEL" ] || { echo "run: $MODEL not found (../shared/data must sit beside the checkout)"; exit 1; }
 rm -rf "$WORK"
-mkdir -p "$WORK"
+mkdir -p "$WORK/store/models"
+cp "$MODEL" "$WORK/store/models/"
 
-echo "== lowbit convert: llama2.c -> Hugging Face safetensors"
-"$LOWBIT" convert --input "$MODEL" --output "$WORK/stories260K-hf"
+"$ROOT/$BUILD/lowbitd" --grpc_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
+  --store_root="$WORK/store" --state_dir="$WORK/state" --ready_file="$WORK/ready" 2> "$WORK/lowbitd.log" &
+SERVER_PID=$!
+trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -f "$WORK/ready" ] && break; sleep 0.1; done
+[ -f "$WORK/ready" ] || { cat "$WORK/lowbitd.log"; exit 1; }
+read -r GRPC_PORT METRICS_PORT < "$WORK/ready"
+SERVER=127.0.0.1:$GRPC_PORT
+echo "== lowbitd serving gRPC on $SERVER, metrics on 127.0.0.1:$METRICS_PORT, store $WORK/store"
+
+echo "== lowbit submit: stories260K, RTN 4-bit, group 32 (watching)"
+"$LOWBIT" submit --server "$SERVER" --input models/stories260K.bin --output quantized/stories260K-rtn4-g32 \
+  --method rtn --bits 4 --group-size 32 --request-id make-run --watch
 
 echo
-echo "== lowbit quantize stories260K.bin: RTN 4-bit, group 32"
-"$LOWBIT" quantize --input "$MODEL" --output "$WORK/stories260K-rtn4-g32" --method rtn --bits 4 --group-size 32
-
-echo
-echo "== lowbit quantize stories260K-hf (safetensors): RTN 4-bit, group 32"
-"$LOWBIT" quantize --input "$WORK/stories260K-hf" --output "$WORK/stories260K-hf-rtn4-g32" --method rtn --bits 4 --group-size 32 | tail -n 2
-
-if cmp -s "$WORK/stories260K-rtn4-g32/model.safetensors" "$WORK/stories260K-hf-rtn4-g32/model.safetensors"; then
-  echo "both inputs produced byte-identical model.safetensors"
+echo "== the same job from the Hugging Face conversion (lowbit convert -> model.safetensors + config.json)"
+"$LOWBIT" convert --input "$WORK/store/models/stories260K.bin" --output "$WORK/store/models/stories260K-hf"
+"$LOWBIT" submit --server "$SERVER" --input models/stories260K-hf --output quantized/stories260K-hf-rtn4-g32 \
+  --method rtn --bits 4 --group-size 32 --watch | tail -n 2
+if cmp -s "$WORK/store/quantized/stories260K-rtn4-g32/model.safetensors" \
+          "$WORK/store/quantized/stories260K-hf-rtn4-g32/model.safetensors"; then
+  echo "the .bin and the safetensors inputs gave byte-identical model.safetensors"
 else
-  echo "run: outputs of the two inputs differ"; exit 1
+  echo "run: the two inputs gave different outputs"; exit 1
 fi
+
 echo
-echo "output files:"
-ls -l "$WORK/stories260K-rtn4-g32"
+echo "== lowbit list"
+"$LOWBIT" list --server "$SERVER"
+
+echo
+echo "== report summary (lowbit_report.json)"
+/usr/bin/python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["summary"], indent=2))' \
+  "$WORK/store/quantized/stories260K-rtn4-g32/lowbit_report.json"
+ls -l "$WORK/store/quantized/stories260K-rtn4-g32"
+
+echo
+echo "== stopping lowbitd (SIGTERM)"
+kill -TERM $SERVER_PID
+wait $SERVER_PID
+trap - EXIT
+tail -n 2 "$WORK/lowbitd.log"

@@ -76,9 +76,10 @@ void Scheduler::RunnerLoop() {
     std::string job_id;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
+      // Once the scheduler stops accepting, queued jobs stay queued (and persisted) for the next start.
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || (accepting_ && !queue_.empty()); };
       mu_.Await(absl::Condition(&ready));
-      if (stopping_) return;  // queued jobs stay queued (and persisted) for the next start
+      if (stopping_) return;
       job_id = std::move(queue_.front());
       queue_.pop_front();
       ++running_;

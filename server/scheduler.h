@@ -37,6 +37,7 @@ class Scheduler {
   absl::Status Enqueue(const std::string& job_id);
   // Removes a job that has not started; false if it is not in the queue.
   bool RemoveQueued(const std::string& job_id);
+  // Refuses new jobs and starts no queued ones; running jobs go on.
   void StopAccepting();
   // Waits until no job is running or `timeout` passes; true if none is running.
   bool WaitUntilIdle(absl::Duration timeout);

@@ -1,0 +1,206 @@
+"""lowbitd driven by Debian's python3-grpcio doing what grpcurl does: no lowbit proto files at all.
+
+Services are listed and described through server reflection, request messages are built from the
+descriptors the server returns and filled from JSON, responses are printed as JSON. Usage:
+  grpc_python_test.py LOWBITD SHARED_DATA REFLECTION_PROTO_ROOT
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+
+from lowbitd import Lowbitd
+
+LOWBITD, SHARED, REFLECTION_ROOT = sys.argv[1:4]
+
+# Stubs for the reflection protocol itself, generated from gRPC's own proto with Debian's protoc.
+gen = tempfile.mkdtemp(prefix="reflection-py-")
+subprocess.check_call(["protoc", "-I", REFLECTION_ROOT, "--python_out", gen,
+                       "grpc/reflection/v1alpha/reflection.proto"])
+# Loaded by path: the generated package "grpc.reflection" would otherwise collide with grpcio's "grpc".
+import importlib.util  # noqa: E402
+_spec = importlib.util.spec_from_file_location(
+    "reflection_pb2", os.path.join(gen, "grpc/reflection/v1alpha/reflection_pb2.py"))
+reflection_pb2 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reflection_pb2)
+
+
+class ReflectionClient:
+    """The grpcurl workflow: list, describe, build messages from JSON, call."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.info = channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        self.pool = descriptor_pool.DescriptorPool()
+        self.factory = message_factory.MessageFactory(self.pool)
+        self.added = set()
+
+    def _ask(self, **kwargs):
+        return next(iter(self.info(iter([reflection_pb2.ServerReflectionRequest(**kwargs)]))))
+
+    def list_services(self):
+        return sorted(s.name for s in self._ask(list_services="").list_services_response.service)
+
+    def _add_files(self, serialized):
+        pending = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in serialized]
+        # Add in dependency order; ask the server for any dependency it did not send.
+        while pending:
+            progress = False
+            for fd in list(pending):
+                if fd.name in self.added:
+                    pending.remove(fd)
+                    continue
+                missing = [d for d in fd.dependency if d not in self.added]
+                if not missing:
+                    self.pool.Add(fd)
+                    self.added.add(fd.name)
+                    pending.remove(fd)
+                    progress = True
+            if not pending:
+                break
+            if not progress:
+                for fd in pending:
+                    for dep in fd.dependency:
+                        if dep not in self.added and dep not in {p.name for p in pending}:
+                            r = self._ask(file_by_filename=dep)
+                            pending.extend(descriptor_pb2.FileDescriptorProto.FromString(b)
+                                           for b in r.file_descriptor_response.file_descriptor_proto)
+                            progress = True
+                if not progress:
+                    raise RuntimeError("unresolvable descriptors: %s" % [p.name for p in pending])
+
+    def describe(self, symbol):
+        r = self._ask(file_containing_symbol=symbol)
+        assert r.HasField("file_descriptor_response"), r
+        self._add_files(r.file_descriptor_response.file_descriptor_proto)
+        return self.pool.FindServiceByName(symbol)
+
+    def message_class(self, full_name):
+        return self.factory.GetPrototype(self.pool.FindMessageTypeByName(full_name))
+
+    def call(self, service, method, json_request, stream=False, timeout=30):
+        m = self.pool.FindServiceByName(service).FindMethodByName(method)
+        request = json_format.Parse(json_request, self.message_class(m.input_type.full_name)())
+        response_class = self.message_class(m.output_type.full_name)
+        path = "/%s/%s" % (service, method)
+        if stream:
+            rpc = self.channel.unary_stream(path, request_serializer=lambda x: x.SerializeToString(),
+                                            response_deserializer=response_class.FromString)
+            return rpc(request, timeout=timeout)
+        rpc = self.channel.unary_unary(path, request_serializer=lambda x: x.SerializeToString(),
+                                       response_deserializer=response_class.FromString)
+        return rpc(request, timeout=timeout)
+
+    def to_json(self, message):
+        return json_format.MessageToJson(message, descriptor_pool=self.pool)
+
+
+def check(condition, what):
+    if not condition:
+        raise AssertionError(what)
+    print("ok:", what)
+
+
+with Lowbitd(LOWBITD, SHARED) as server:
+    channel = grpc.insecure_channel(server.address)
+    client = ReflectionClient(channel)
+
+    services = client.list_services()
+    print("services:", services)
+    for s in ["lowbit.v1.Quantizer", "google.longrunning.Operations", "grpc.health.v1.Health"]:
+        check(s in services, "reflection lists " + s)
+
+    quantizer = client.describe("lowbit.v1.Quantizer")
+    methods = sorted(m.name for m in quantizer.methods)
+    check(methods == ["CancelJob", "GetJob", "ListJobs", "QuantizeModel", "WatchJob"], "describe Quantizer: %s" % methods)
+    file_proto = descriptor_pb2.FileDescriptorProto.FromString(quantizer.file.serialized_pb)
+    watch = [m for svc in file_proto.service for m in svc.method if m.name == "WatchJob"][0]
+    check(watch.server_streaming and not watch.client_streaming, "describe WatchJob: server streaming")
+    client.describe("google.longrunning.Operations")
+    client.describe("grpc.health.v1.Health")
+
+    health = client.call("grpc.health.v1.Health", "Check", '{"service": ""}')
+    check(client.to_json(health).find("SERVING") >= 0, "health: " + client.to_json(health).strip())
+
+    op = client.call("lowbit.v1.Quantizer", "QuantizeModel", json.dumps({
+        "sourceUri": "stories260K.bin", "destinationUri": "out/python-rtn4",
+        "rtn": {"bits": 4, "groupSize": 32}, "requestId": "python-1"}))
+    op_json = json.loads(client.to_json(op))
+    print("QuantizeModel ->", op_json["name"], op_json["metadata"]["state"])
+    check(op_json["metadata"]["@type"] == "type.googleapis.com/lowbit.v1.Job", "operation metadata is the Job")
+    job_name = op_json["metadata"]["name"]
+
+    again = json.loads(client.to_json(client.call("lowbit.v1.Quantizer", "QuantizeModel", json.dumps({
+        "sourceUri": "stories260K.bin", "destinationUri": "out/python-rtn4",
+        "rtn": {"bits": 4, "groupSize": 32}, "requestId": "python-1"}))))
+    check(again["name"] == op_json["name"], "request_id makes QuantizeModel idempotent")
+
+    deadline = time.time() + 60
+    while True:
+        job = json.loads(client.to_json(client.call("lowbit.v1.Quantizer", "GetJob", json.dumps({"name": job_name}))))
+        if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    check(job["state"] == "SUCCEEDED", "GetJob(JSON) reaches SUCCEEDED: %s" % job.get("error"))
+    check(len(job["layers"]) == 35 and job["layersDone"] == 35, "35 per-layer reports")
+    check(all(0 < l["relativeError"] < 0.2 for l in job["layers"]), "per-layer relative errors in (0, 0.2)")
+
+    got = json.loads(client.to_json(client.call("google.longrunning.Operations", "GetOperation",
+                                                  json.dumps({"name": op_json["name"]}))))
+    check(got["done"] is True, "Operations.GetOperation(JSON): done")
+    check(got["response"]["@type"] == "type.googleapis.com/lowbit.v1.QuantizeResult", "response is the QuantizeResult")
+    check(got["response"]["layersQuantized"] == "35", "result counts 35 layers")
+    print(json.dumps(got["response"], indent=1)[:400])
+
+    # Watch a second job from its first state to its end.
+    op2 = client.call("lowbit.v1.Quantizer", "QuantizeModel", json.dumps({
+        "sourceUri": "stories260K.bin", "destinationUri": "out/python-int8", "int8": {"symmetric": True}}))
+    name2 = json.loads(client.to_json(op2))["metadata"]["name"]
+    states = [json.loads(client.to_json(j))["state"] for j in
+              client.call("lowbit.v1.Quantizer", "WatchJob", json.dumps({"name": name2}), stream=True)]
+    print("WatchJob states:", states)
+    check(states[-1] == "SUCCEEDED" and len(states) >= 2, "WatchJob streams to the end")
+
+    listed = json.loads(client.to_json(client.call("lowbit.v1.Quantizer", "ListJobs",
+                                                    json.dumps({"filter": "state=SUCCEEDED", "pageSize": 1}))))
+    check(len(listed["jobs"]) == 1 and listed.get("nextPageToken"), "ListJobs pages and filters")
+
+    # Errors carry google.rpc.Status details: ErrorInfo and BadRequest.
+    try:
+        client.call("lowbit.v1.Quantizer", "QuantizeModel", json.dumps({
+            "sourceUri": "stories260K.bin", "destinationUri": "out/bad", "rtn": {"bits": 9}}))
+        raise AssertionError("bits 9 accepted")
+    except grpc.RpcError as e:
+        check(e.code() == grpc.StatusCode.INVALID_ARGUMENT, "bits 9 -> INVALID_ARGUMENT: " + e.details())
+        details = dict(e.trailing_metadata()).get("grpc-status-details-bin")
+        status = client.message_class("google.rpc.Status").FromString(details)
+        urls = [d.type_url for d in status.details]
+        check("type.googleapis.com/google.rpc.BadRequest" in urls and
+              "type.googleapis.com/google.rpc.ErrorInfo" in urls, "details: %s" % urls)
+    for request, code in [({"sourceUri": "missing.bin", "destinationUri": "out/m", "rtn": {}}, grpc.StatusCode.NOT_FOUND),
+                          ({"sourceUri": "stories260K.bin", "destinationUri": "out/python-rtn4", "rtn": {}},
+                           grpc.StatusCode.ALREADY_EXISTS),
+                          ({"sourceUri": "../outside.bin", "destinationUri": "out/o", "rtn": {}},
+                           grpc.StatusCode.PERMISSION_DENIED)]:
+        try:
+            client.call("lowbit.v1.Quantizer", "QuantizeModel", json.dumps(request))
+            raise AssertionError("accepted %s" % request)
+        except grpc.RpcError as e:
+            check(e.code() == code, "%s -> %s" % (request["sourceUri"], e.code()))
+    try:
+        client.call("lowbit.v1.Quantizer", "CancelJob", json.dumps({"name": job_name}))
+        raise AssertionError("cancelled a finished job")
+    except grpc.RpcError as e:
+        check(e.code() == grpc.StatusCode.FAILED_PRECONDITION, "cancel of a finished job -> FAILED_PRECONDITION")
+
+    code = server.stop()
+    check(code == 0, "SIGTERM: lowbitd exits 0")
+print("python grpc e2e: all checks passed")
