@@ -14,6 +14,7 @@
 #include "client/console.h"
 #include "client/flags.h"
 #include "core/util/status_macros.h"
+#include "google/rpc/error_details.pb.h"
 #include "lowbit/v1/quantizer.grpc.pb.h"
 
 ABSL_FLAG(std::string, server, "localhost:50051", "lowbitd address (host:port)");
@@ -37,11 +38,18 @@ absl::Status FromGrpc(const grpc::Status& s) {
 
 std::string JobName(const std::string& name) { return absl::StrContains(name, "/") ? name : "jobs/" + name; }
 
-std::string ToJson(const google::protobuf::Message& m, bool multiline) {
+// Job errors carry google.rpc.ErrorInfo and BadRequest inside Any; the JSON printer resolves them from
+// the generated pool, so their descriptors must be linked in even though nothing else names them.
+const google::protobuf::Descriptor* const kErrorDetailTypes[] = {google::rpc::ErrorInfo::descriptor(),
+                                                                 google::rpc::BadRequest::descriptor()};
+
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& m, bool multiline) {
   std::string json;
   google::protobuf::util::JsonPrintOptions options;
   options.add_whitespace = multiline;
-  (void)google::protobuf::util::MessageToJsonString(m, &json, options);  // cannot fail for a valid message
+  if (auto s = google::protobuf::util::MessageToJsonString(m, &json, options); !s.ok()) {
+    return absl::InternalError(absl::StrCat("cannot print ", m.GetTypeName(), " as JSON: ", s.ToString()));
+  }
   if (!multiline && !json.empty() && json.back() == '\n') json.pop_back();
   return json;
 }
@@ -123,7 +131,8 @@ absl::Status RunSubmitCommand() {
   v1::Job job;
   op.metadata().UnpackTo(&job);
   if (absl::GetFlag(FLAGS_json) && !absl::GetFlag(FLAGS_watch)) {
-    std::cout << ToJson(op, true);
+    ASSIGN_OR_RETURN(std::string json, ToJson(op, true));
+    std::cout << json;
     return absl::OkStatus();
   }
   std::cout << "submitted " << job.name() << " (" << op.name() << ")\n";
@@ -139,7 +148,8 @@ absl::Status RunGetCommand(const std::string& name) {
   v1::Job job;
   RETURN_IF_ERROR(FromGrpc(stub->GetJob(&context, request, &job)));
   if (absl::GetFlag(FLAGS_json)) {
-    std::cout << ToJson(job, true);
+    ASSIGN_OR_RETURN(std::string json, ToJson(job, true));
+    std::cout << json;
     return absl::OkStatus();
   }
   std::cout << StateLine(job) << "\n";
@@ -165,7 +175,8 @@ absl::Status RunListCommand() {
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());
   if (absl::GetFlag(FLAGS_json)) {
-    std::cout << ToJson(all, true);
+    ASSIGN_OR_RETURN(std::string json, ToJson(all, true));
+    std::cout << json;
     return absl::OkStatus();
   }
   std::cout << absl::StrFormat("%-32s %-10s %-9s %-22s %s\n", "job", "state", "layers", "created", "source");
@@ -191,7 +202,8 @@ absl::Status RunWatchCommand(const std::string& name) {
   while (reader->Read(&job)) {
     any = true;
     if (json) {
-      std::cout << ToJson(job, false) << "\n" << std::flush;
+      ASSIGN_OR_RETURN(std::string line, ToJson(job, false));
+      std::cout << line << "\n" << std::flush;
       continue;
     }
     if (printed == 0 && job.layers_size() > 0) std::cout << LayerTableHeader();
@@ -215,7 +227,12 @@ absl::Status RunCancelCommand(const std::string& name) {
   request.set_name(JobName(name));
   v1::Job job;
   RETURN_IF_ERROR(FromGrpc(stub->CancelJob(&context, request, &job)));
-  std::cout << (absl::GetFlag(FLAGS_json) ? ToJson(job, true) : StateLine(job) + "\n");
+  if (absl::GetFlag(FLAGS_json)) {
+    ASSIGN_OR_RETURN(std::string json, ToJson(job, true));
+    std::cout << json;
+  } else {
+    std::cout << StateLine(job) << "\n";
+  }
   return absl::OkStatus();
 }
 

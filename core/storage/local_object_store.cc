@@ -221,12 +221,17 @@ absl::StatusOr<std::vector<ObjectInfo>> LocalObjectStore::List(absl::string_view
 
 absl::StatusOr<std::unique_ptr<ObjectWriter>> LocalObjectStore::NewWriter(absl::string_view uri) {
   ASSIGN_OR_RETURN(std::string path, ResolvePath(uri));
-  std::error_code ec;
-  fs::create_directories(fs::path(path).parent_path(), ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create directory for ", uri, ": ", ec.message()));
   thread_local std::mt19937_64 rng{std::random_device{}()};
   const std::string partial = absl::StrCat(path, ".partial-", rng() % 1000000000);
-  const int fd = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Another job's Delete may prune an empty parent between our mkdir and open: try again.
+  int fd = -1;
+  for (int attempt = 0; attempt < 3 && fd < 0; ++attempt) {
+    std::error_code ec;
+    fs::create_directories(fs::path(path).parent_path(), ec);
+    if (ec) return absl::InternalError(absl::StrCat("cannot create directory for ", uri, ": ", ec.message()));
+    fd = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 && errno != ENOENT) break;
+  }
   if (fd < 0) return ErrnoError(errno, "create", partial);
   return std::unique_ptr<ObjectWriter>(new LocalObjectWriter(path, partial, fd));
 }

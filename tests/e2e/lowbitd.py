@@ -19,8 +19,11 @@ class Lowbitd:
         self.proc = None
 
     def start(self):
+        assert self.proc is None, "lowbitd is already running"
         ready = os.path.join(self.dir, "ready")
-        self.log = open(os.path.join(self.dir, "lowbitd.log"), "w")
+        if os.path.exists(ready):
+            os.remove(ready)
+        self.log = open(os.path.join(self.dir, "lowbitd.log"), "a")
         self.proc = subprocess.Popen(
             [self.binary, "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
              "--store_root=" + self.store, "--state_dir=" + os.path.join(self.dir, "state"),
