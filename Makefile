@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: setup build run test bench clean
+.PHONY: setup build run test bench load-check clean
 
 setup:
 	./scripts/setup.sh
@@ -19,6 +19,9 @@ test: build
 
 bench: build
 	./scripts/bench.sh $(BUILD)
+
+load-check: build
+	./scripts/load_check.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

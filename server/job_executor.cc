@@ -74,14 +74,14 @@ void JobExecutor::Run(const std::string& id) {
     registry_->Update(id, [](v1::Job& j) {
       j.set_state(v1::Job::CANCELLED);
       *j.mutable_error() = ToRpcStatus(absl::CancelledError("job cancelled before it started"));
-      *j.mutable_end_time() = TimeUtil::GetCurrentTime();
+      *j.mutable_end_time() = NowTimestamp();
     }).IgnoreError();
     metrics_->JobFinished("cancelled", 0);
     return;
   }
   registry_->Update(id, [](v1::Job& j) {
     j.set_state(v1::Job::RUNNING);
-    *j.mutable_start_time() = TimeUtil::GetCurrentTime();
+    *j.mutable_start_time() = NowTimestamp();
     j.set_layers_done(0);
     j.clear_layers();
   }).IgnoreError();
@@ -113,7 +113,7 @@ void JobExecutor::Run(const std::string& id) {
   }
   std::string outcome;
   registry_->Update(id, [&](v1::Job& j) {
-    *j.mutable_end_time() = TimeUtil::GetCurrentTime();
+    *j.mutable_end_time() = NowTimestamp();
     j.clear_eta();
     if (report.ok()) {
       j.set_state(v1::Job::SUCCEEDED);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "core/util/status_macros.h"
 #include "server/grpc_status.h"
+#include "server/proto_convert.h"
 
 namespace lowbit::server {
 
@@ -44,7 +45,7 @@ absl::StatusOr<std::vector<std::string>> JobRegistry::Restore() {
       *job.mutable_error() = ToRpcStatus(WithReason(
           absl::AbortedError("the server stopped while the job was running; its output was not committed"),
           "SERVER_RESTARTED"));
-      *job.mutable_end_time() = TimeUtil::GetCurrentTime();
+      *job.mutable_end_time() = NowTimestamp();
       Persist(job);
     }
     if (job.state() == v1::Job::QUEUED) queued.push_back(id);
@@ -68,7 +69,7 @@ v1::Job JobRegistry::Create(const v1::QuantizeModelRequest& request, bool* creat
   entry.job.set_name(absl::StrCat("jobs/", id));
   entry.job.set_state(v1::Job::QUEUED);
   *entry.job.mutable_request() = request;
-  *entry.job.mutable_create_time() = TimeUtil::GetCurrentTime();
+  *entry.job.mutable_create_time() = NowTimestamp();
   entry.version = 1;
   if (!request.request_id().empty()) by_request_id_[request.request_id()] = id;
   Persist(entry.job);
@@ -77,7 +78,7 @@ v1::Job JobRegistry::Create(const v1::QuantizeModelRequest& request, bool* creat
 }
 
 std::optional<v1::Job> JobRegistry::Get(const std::string& id) const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);  // pollers read concurrently
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return std::nullopt;
   return it->second.job;
@@ -85,7 +86,7 @@ std::optional<v1::Job> JobRegistry::Get(const std::string& id) const {
 
 std::optional<v1::Job> JobRegistry::GetByRequestId(const std::string& request_id) const {
   if (request_id.empty()) return std::nullopt;
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);  // pollers read concurrently
   auto it = by_request_id_.find(request_id);
   if (it == by_request_id_.end()) return std::nullopt;
   return jobs_.at(it->second).job;
@@ -93,7 +94,7 @@ std::optional<v1::Job> JobRegistry::GetByRequestId(const std::string& request_id
 
 JobRegistry::Page JobRegistry::List(int page_size, const std::string& page_token, v1::Job::State state) const {
   Page page;
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);  // pollers read concurrently
   // The token is the last id returned; ids sort by creation, so the next page starts after it.
   for (auto it = page_token.empty() ? jobs_.begin() : jobs_.upper_bound(page_token); it != jobs_.end(); ++it) {
     if (state != v1::Job::STATE_UNSPECIFIED && it->second.job.state() != state) continue;
@@ -137,7 +138,7 @@ void JobRegistry::RequestCancel(const std::string& id) {
 }
 
 bool JobRegistry::CancelRequested(const std::string& id) const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);  // pollers read concurrently
   auto it = jobs_.find(id);
   return it != jobs_.end() && it->second.cancel_requested;
 }

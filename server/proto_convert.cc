@@ -1,6 +1,9 @@
 #include "server/proto_convert.h"
 
+#include <google/protobuf/util/time_util.h>
+
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace lowbit::server {
 namespace {
@@ -62,6 +65,10 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
   }
   if (!violations.empty()) return InvalidRequest(violations);
   return spec;
+}
+
+google::protobuf::Timestamp NowTimestamp() {
+  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
 }
 
 v1::LayerReport ToProto(const LayerReport& layer) {

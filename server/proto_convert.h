@@ -16,6 +16,9 @@ namespace lowbit::server {
 // source and destination existence are checked by the caller, against the object store.
 absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelRequest& request);
 
+// The current time with full resolution (Debian's TimeUtil::GetCurrentTime() has whole seconds only).
+google::protobuf::Timestamp NowTimestamp();
+
 v1::LayerReport ToProto(const LayerReport& layer);
 v1::QuantizeResult ToProto(const JobReport& report);
 

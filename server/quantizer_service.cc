@@ -101,7 +101,7 @@ absl::StatusOr<v1::Job> JobServices::Cancel(const std::string& name) {
     registry->Update(id, [](v1::Job& j) {
       j.set_state(v1::Job::CANCELLED);
       *j.mutable_error() = ToRpcStatus(absl::CancelledError("job cancelled before it started"));
-      *j.mutable_end_time() = TimeUtil::GetCurrentTime();
+      *j.mutable_end_time() = NowTimestamp();
     }).IgnoreError();
     metrics->JobFinished("cancelled", 0);
   }

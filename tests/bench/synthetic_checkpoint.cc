@@ -5,6 +5,7 @@
 //
 //   lowbit_synth --shape smollm2-135m|llama2-7b [--layers N] [--dtype bf16|f16|f32] --output DIR
 #include <cstdio>
+#include <filesystem>
 #include <random>
 
 #include "absl/flags/flag.h"
@@ -62,8 +63,9 @@ int Main() {
   specs.push_back({"lm_head.weight", dtype, {s.vocab, s.hidden}});
 
   auto store = LocalObjectStore::Create({"/"});
-  const std::string dir = absl::GetFlag(FLAGS_output);
-  if (!store.ok() || dir.empty()) {
+  // The store is rooted at "/", so relative paths are made absolute against the working directory.
+  const std::string dir = std::filesystem::absolute(absl::GetFlag(FLAGS_output)).string();
+  if (!store.ok() || absl::GetFlag(FLAGS_output).empty()) {
     std::fprintf(stderr, "need --output\n");
     return 2;
   }
