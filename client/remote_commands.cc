@@ -206,7 +206,10 @@ absl::Status RunWatchCommand(const std::string& name) {
       std::cout << line << "\n" << std::flush;
       continue;
     }
-    if (printed == 0 && job.layers_size() > 0) std::cout << LayerTableHeader();
+    if (printed == 0 && job.layers_size() > 0) {
+      bar.Finish();
+      std::cout << LayerTableHeader();
+    }
     for (; printed < job.layers_size(); ++printed) {
       bar.Finish();
       std::cout << LayerTableRow(FromProto(job.layers(printed))) << std::flush;
