@@ -1,0 +1,43 @@
+#include "core/storage/routing_object_store.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/util/status_macros.h"
+
+namespace lowbit {
+
+absl::StatusOr<ObjectStore*> RoutingObjectStore::For(absl::string_view uri) {
+  if (absl::StartsWith(uri, "s3://")) {
+    if (s3_ == nullptr) return absl::Status(s3_unavailable_.code(), absl::StrCat(uri, ": ", s3_unavailable_.message()));
+    return s3_.get();
+  }
+  if (local_ == nullptr) return absl::FailedPreconditionError(absl::StrCat(uri, ": no local object store"));
+  return local_.get();
+}
+
+absl::StatusOr<ObjectInfo> RoutingObjectStore::Stat(absl::string_view uri) {
+  ASSIGN_OR_RETURN(ObjectStore * store, For(uri));
+  return store->Stat(uri);
+}
+
+absl::StatusOr<std::string> RoutingObjectStore::ReadRange(absl::string_view uri, uint64_t offset, uint64_t length) {
+  ASSIGN_OR_RETURN(ObjectStore * store, For(uri));
+  return store->ReadRange(uri, offset, length);
+}
+
+absl::StatusOr<std::vector<ObjectInfo>> RoutingObjectStore::List(absl::string_view prefix) {
+  ASSIGN_OR_RETURN(ObjectStore * store, For(prefix));
+  return store->List(prefix);
+}
+
+absl::StatusOr<std::unique_ptr<ObjectWriter>> RoutingObjectStore::NewWriter(absl::string_view uri) {
+  ASSIGN_OR_RETURN(ObjectStore * store, For(uri));
+  return store->NewWriter(uri);
+}
+
+absl::Status RoutingObjectStore::Delete(absl::string_view uri) {
+  ASSIGN_OR_RETURN(ObjectStore * store, For(uri));
+  return store->Delete(uri);
+}
+
+}  // namespace lowbit

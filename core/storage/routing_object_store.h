@@ -1,0 +1,35 @@
+// RoutingObjectStore: one ObjectStore over several, chosen by URI scheme: s3:// goes to S3, file:// and
+// plain paths to the local store. A job may read from one and write to the other.
+#ifndef LOWBIT_CORE_STORAGE_ROUTING_OBJECT_STORE_H_
+#define LOWBIT_CORE_STORAGE_ROUTING_OBJECT_STORE_H_
+
+#include <memory>
+
+#include "core/storage/local_object_store.h"
+#include "core/storage/s3_object_store.h"
+
+namespace lowbit {
+
+class RoutingObjectStore final : public ObjectStore {
+ public:
+  // `s3` may be null; then s3:// URIs fail with `s3_unavailable` (e.g. "no AWS credentials").
+  RoutingObjectStore(std::unique_ptr<LocalObjectStore> local, std::unique_ptr<S3ObjectStore> s3,
+                     absl::Status s3_unavailable = absl::FailedPreconditionError("S3 is not configured"))
+      : local_(std::move(local)), s3_(std::move(s3)), s3_unavailable_(std::move(s3_unavailable)) {}
+
+  absl::StatusOr<ObjectInfo> Stat(absl::string_view uri) override;
+  absl::StatusOr<std::string> ReadRange(absl::string_view uri, uint64_t offset, uint64_t length) override;
+  absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix) override;
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> NewWriter(absl::string_view uri) override;
+  absl::Status Delete(absl::string_view uri) override;
+
+ private:
+  absl::StatusOr<ObjectStore*> For(absl::string_view uri);
+  const std::unique_ptr<LocalObjectStore> local_;
+  const std::unique_ptr<S3ObjectStore> s3_;
+  const absl::Status s3_unavailable_;
+};
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_STORAGE_ROUTING_OBJECT_STORE_H_

@@ -1,0 +1,290 @@
+#include "core/storage/s3_object_store.h"
+
+#include <random>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "core/util/status_macros.h"
+
+namespace lowbit {
+namespace {
+
+constexpr char kEmptySha256[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+// The text of the first <tag>...</tag> in an S3 XML response, unescaped (S3's XML is simple and flat
+// where we read it).
+std::string XmlValue(absl::string_view xml, absl::string_view tag, size_t* pos = nullptr) {
+  const std::string open = absl::StrCat("<", tag, ">"), close = absl::StrCat("</", tag, ">");
+  size_t start = xml.find(open, pos ? *pos : 0);
+  if (start == absl::string_view::npos) return "";
+  start += open.size();
+  const size_t end = xml.find(close, start);
+  if (end == absl::string_view::npos) return "";
+  if (pos) *pos = end + close.size();
+  return absl::StrReplaceAll(xml.substr(start, end - start),
+                             {{"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&apos;", "'"}, {"&amp;", "&"}});
+}
+
+bool Retryable(long status) { return status >= 500 || status == 429; }
+
+// The status a non-2xx S3 response maps to, with S3's own error code in the message.
+absl::Status ErrorFor(const HttpResponse& r, const std::string& what) {
+  const std::string code = XmlValue(r.body, "Code");
+  const std::string message = XmlValue(r.body, "Message");
+  const std::string detail = absl::StrCat(what, ": HTTP ", r.status, code.empty() ? "" : absl::StrCat(" ", code),
+                                          message.empty() ? "" : absl::StrCat(" (", message, ")"));
+  switch (r.status) {
+    case 400: return absl::InvalidArgumentError(detail);
+    case 401:
+    case 403: return absl::PermissionDeniedError(absl::StrCat(detail, "; check the AWS credentials and permissions"));
+    case 404: return absl::NotFoundError(detail);
+    case 409:
+    case 412: return absl::FailedPreconditionError(detail);
+    case 416: return absl::OutOfRangeError(detail);
+    case 429:
+    case 500:
+    case 502:
+    case 503:
+    case 504: return absl::UnavailableError(detail);
+    default: return absl::UnknownError(detail);
+  }
+}
+
+class S3ObjectWriter final : public ObjectWriter {
+ public:
+  S3ObjectWriter(S3ObjectStore* store, std::string uri, std::string bucket, std::string key)
+      : store_(store), uri_(std::move(uri)), bucket_(std::move(bucket)), key_(std::move(key)) {}
+  ~S3ObjectWriter() override { Abort(); }
+
+  absl::Status Append(absl::string_view data) override {
+    if (closed_) return absl::FailedPreconditionError("writer is closed");
+    buffer_.append(data.data(), data.size());
+    written_ += data.size();
+    const uint64_t part = store_->options().part_size;
+    size_t sent = 0;
+    // Send whole parts as soon as they are complete; keep the tail for the next Append or Commit.
+    while (buffer_.size() - sent >= part) {
+      RETURN_IF_ERROR(UploadPart(absl::string_view(buffer_).substr(sent, part)));
+      sent += part;
+    }
+    if (sent > 0) buffer_.erase(0, sent);
+    return absl::OkStatus();
+  }
+
+  absl::Status Commit() override {
+    if (closed_) return absl::FailedPreconditionError("writer is closed");
+    if (upload_id_.empty()) {
+      // Small object: one PUT.
+      closed_ = true;
+      ASSIGN_OR_RETURN(HttpResponse r, store_->Send({"put", "PUT", bucket_, key_, {}, {{"content-md5", ContentMd5(buffer_)}},
+                                                     buffer_, uri_}));
+      buffer_.clear();
+      return absl::OkStatus();
+    }
+    if (!buffer_.empty()) RETURN_IF_ERROR(UploadPart(buffer_));
+    std::string xml = "<CompleteMultipartUpload>";
+    for (size_t i = 0; i < etags_.size(); ++i) {
+      absl::StrAppend(&xml, "<Part><PartNumber>", i + 1, "</PartNumber><ETag>", etags_[i], "</ETag></Part>");
+    }
+    absl::StrAppend(&xml, "</CompleteMultipartUpload>");
+    absl::StatusOr<HttpResponse> r = store_->Send({"complete_multipart", "POST", bucket_, key_, {{"uploadId", upload_id_}},
+                                                   {{"content-type", "application/xml"}}, xml, uri_});
+    if (absl::IsNotFound(r.status()) && store_->Stat(uri_).ok()) {
+      r = HttpResponse{200, {}, ""};  // a retried Complete whose first attempt succeeded
+    }
+    if (!r.ok()) return r.status();
+    // S3 can answer 200 and still fail the completion in the body.
+    if (absl::StrContains(r->body, "<Error>")) {
+      return absl::UnavailableError(absl::StrCat("completing the upload of ", uri_, " failed: ", XmlValue(r->body, "Code"),
+                                                 " ", XmlValue(r->body, "Message")));
+    }
+    closed_ = true;
+    upload_id_.clear();
+    buffer_.clear();
+    return absl::OkStatus();
+  }
+
+  void Abort() override {
+    if (closed_) return;
+    closed_ = true;
+    buffer_.clear();
+    if (!upload_id_.empty()) {
+      store_->Send({"abort_multipart", "DELETE", bucket_, key_, {{"uploadId", upload_id_}}, {}, {}, uri_}).IgnoreError();
+    }
+  }
+
+  uint64_t bytes_written() const override { return written_; }
+  int parts() const { return static_cast<int>(etags_.size()); }
+
+ private:
+  absl::Status UploadPart(absl::string_view data) {
+    if (upload_id_.empty()) {
+      ASSIGN_OR_RETURN(HttpResponse r, store_->Send({"create_multipart", "POST", bucket_, key_, {{"uploads", ""}}, {}, {}, uri_}));
+      upload_id_ = XmlValue(r.body, "UploadId");
+      if (upload_id_.empty()) return absl::UnavailableError(absl::StrCat("no UploadId in the answer for ", uri_));
+    }
+    const int number = static_cast<int>(etags_.size()) + 1;
+    ASSIGN_OR_RETURN(HttpResponse r, store_->Send({"upload_part", "PUT", bucket_, key_,
+                                                   {{"partNumber", absl::StrCat(number)}, {"uploadId", upload_id_}},
+                                                   {{"content-md5", ContentMd5(data)}}, data, uri_}));
+    auto etag = r.headers.find("etag");
+    if (etag == r.headers.end()) return absl::UnavailableError(absl::StrCat("no ETag for part ", number, " of ", uri_));
+    etags_.push_back(etag->second);
+    return absl::OkStatus();
+  }
+
+  S3ObjectStore* const store_;
+  const std::string uri_, bucket_, key_;
+  std::string buffer_;
+  std::string upload_id_;
+  std::vector<std::string> etags_;
+  uint64_t written_ = 0;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+absl::Status ParseS3Uri(absl::string_view uri, std::string* bucket, std::string* key) {
+  absl::string_view rest = uri;
+  if (!absl::ConsumePrefix(&rest, "s3://")) return absl::InvalidArgumentError(absl::StrCat("not an s3:// URI: ", uri));
+  const size_t slash = rest.find('/');
+  *bucket = std::string(rest.substr(0, slash));
+  *key = slash == absl::string_view::npos ? "" : std::string(rest.substr(slash + 1));
+  if (bucket->empty()) return absl::InvalidArgumentError(absl::StrCat("no bucket in ", uri));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<S3ObjectStore>> S3ObjectStore::Create(const Options& options) {
+  if (options.credentials.empty()) {
+    return absl::FailedPreconditionError(
+        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials");
+  }
+  if (options.part_size < (5u << 20)) return absl::InvalidArgumentError("part_size must be at least 5 MiB");
+  if (!options.endpoint.empty() && !absl::StartsWith(options.endpoint, "http://") &&
+      !absl::StartsWith(options.endpoint, "https://")) {
+    return absl::InvalidArgumentError(absl::StrCat("S3 endpoint must start with http:// or https://: ", options.endpoint));
+  }
+  return std::unique_ptr<S3ObjectStore>(new S3ObjectStore(options));
+}
+
+absl::StatusOr<HttpResponse> S3ObjectStore::Send(const Call& call) {
+  // Where the request goes.
+  std::string scheme = "https", host = absl::StrCat("s3.", options_.region, ".amazonaws.com");
+  if (!options_.endpoint.empty()) {
+    absl::string_view e = options_.endpoint;
+    scheme = absl::ConsumePrefix(&e, "https://") ? "https" : (absl::ConsumePrefix(&e, "http://"), "http");
+    host = std::string(absl::StripSuffix(e, "/"));
+  }
+  const bool path_style = options_.addressing == Addressing::kPath ||
+                          (options_.addressing == Addressing::kAuto && !options_.endpoint.empty());
+  std::string path = absl::StrCat("/", UriEncode(call.key, /*keep_slash=*/true));
+  if (path_style) {
+    path = absl::StrCat("/", call.bucket, call.key.empty() ? "" : path);
+  } else {
+    host = absl::StrCat(call.bucket, ".", host);
+  }
+  const std::string query = CanonicalQuery(call.query);
+  const std::string url = absl::StrCat(scheme, "://", host, path, query.empty() ? "" : "?", query);
+
+  const std::string payload_hash = call.body.empty() ? kEmptySha256 : Sha256Hex(call.body);
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  absl::Duration backoff = options_.initial_backoff;
+  absl::Status last;
+  for (int attempt = 1; attempt <= options_.max_attempts; ++attempt) {
+    if (attempt > 1) {
+      if (options_.observer) options_.observer->OnRetry(call.op);
+      // Full jitter: a uniform wait up to the current backoff, so retrying clients spread out.
+      std::uniform_int_distribution<int64_t> jitter(0, absl::ToInt64Microseconds(backoff));
+      absl::SleepFor(absl::Microseconds(jitter(rng)));
+      backoff = std::min(backoff * 2, options_.max_backoff);
+    }
+    HttpRequest request{call.method, url, call.headers, call.body};
+    SigV4Request to_sign{call.method, host, path, call.query, {}, payload_hash};
+    for (const auto& [k, v] : call.headers) to_sign.headers[k] = v;
+    for (auto& [k, v] : SignV4(to_sign, options_.credentials, options_.region, "s3", absl::Now())) request.headers[k] = v;
+    absl::StatusOr<HttpResponse> response = PerformHttp(request, options_.timeouts);
+    if (options_.observer) options_.observer->OnRequest(call.op, response.ok() ? static_cast<int>(response->status) : 0);
+    if (!response.ok()) {
+      last = absl::Status(response.status().code(), absl::StrCat(call.uri, ": ", response.status().message()));
+      continue;  // connect failures, resets and timeouts are worth another try
+    }
+    if (response->status >= 200 && response->status < 300) return response;
+    last = ErrorFor(*response, absl::StrCat(call.method, " ", call.uri));
+    if (!Retryable(response->status)) return last;
+  }
+  return absl::Status(last.code(), absl::StrCat(last.message(), " (gave up after ", options_.max_attempts, " attempts)"));
+}
+
+absl::StatusOr<ObjectInfo> S3ObjectStore::Stat(absl::string_view uri) {
+  std::string bucket, key;
+  RETURN_IF_ERROR(ParseS3Uri(uri, &bucket, &key));
+  ASSIGN_OR_RETURN(HttpResponse r, Send({"head", "HEAD", bucket, key, {}, {}, {}, std::string(uri)}));
+  uint64_t size = 0;
+  auto it = r.headers.find("content-length");
+  if (it == r.headers.end() || !absl::SimpleAtoi(it->second, &size)) {
+    return absl::UnavailableError(absl::StrCat("no Content-Length for ", uri));
+  }
+  return ObjectInfo{std::string(uri), size};
+}
+
+absl::StatusOr<std::string> S3ObjectStore::ReadRange(absl::string_view uri, uint64_t offset, uint64_t length) {
+  if (length == 0) return std::string();
+  std::string bucket, key;
+  RETURN_IF_ERROR(ParseS3Uri(uri, &bucket, &key));
+  absl::StatusOr<HttpResponse> r = Send({"get", "GET", bucket, key, {},
+                                         {{"range", absl::StrCat("bytes=", offset, "-", offset + length - 1)}}, {}, std::string(uri)});
+  if (!r.ok()) return r.status();
+  if (r->body.size() != length) {
+    return absl::OutOfRangeError(absl::StrCat("range [", offset, ", ", offset + length, ") of ", uri, " returned ",
+                                              r->body.size(), " bytes"));
+  }
+  return std::move(r->body);
+}
+
+absl::StatusOr<std::vector<ObjectInfo>> S3ObjectStore::List(absl::string_view prefix) {
+  std::string bucket, key_prefix;
+  RETURN_IF_ERROR(ParseS3Uri(prefix, &bucket, &key_prefix));
+  std::vector<ObjectInfo> out;
+  std::string token;
+  do {
+    std::vector<std::pair<std::string, std::string>> query = {{"list-type", "2"}, {"prefix", key_prefix}};
+    if (!token.empty()) query.emplace_back("continuation-token", token);
+    ASSIGN_OR_RETURN(HttpResponse r, Send({"list", "GET", bucket, "", query, {}, {}, std::string(prefix)}));
+    size_t pos = 0;
+    while (true) {
+      const size_t start = r.body.find("<Contents>", pos);
+      if (start == std::string::npos) break;
+      const size_t end = r.body.find("</Contents>", start);
+      const absl::string_view entry = absl::string_view(r.body).substr(start, end - start);
+      uint64_t size = 0;
+      (void)absl::SimpleAtoi(XmlValue(entry, "Size"), &size);
+      out.push_back({absl::StrCat("s3://", bucket, "/", XmlValue(entry, "Key")), size});
+      pos = end;
+    }
+    token = XmlValue(r.body, "IsTruncated") == "true" ? XmlValue(r.body, "NextContinuationToken") : "";
+  } while (!token.empty());
+  std::sort(out.begin(), out.end(), [](const ObjectInfo& a, const ObjectInfo& b) { return a.uri < b.uri; });
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<ObjectWriter>> S3ObjectStore::NewWriter(absl::string_view uri) {
+  std::string bucket, key;
+  RETURN_IF_ERROR(ParseS3Uri(uri, &bucket, &key));
+  if (key.empty()) return absl::InvalidArgumentError(absl::StrCat("no object key in ", uri));
+  return std::unique_ptr<ObjectWriter>(new S3ObjectWriter(this, std::string(uri), bucket, key));
+}
+
+absl::Status S3ObjectStore::Delete(absl::string_view uri) {
+  std::string bucket, key;
+  RETURN_IF_ERROR(ParseS3Uri(uri, &bucket, &key));
+  absl::StatusOr<HttpResponse> r = Send({"delete", "DELETE", bucket, key, {}, {}, {}, std::string(uri)});
+  if (!r.ok() && !absl::IsNotFound(r.status())) return r.status();
+  return absl::OkStatus();
+}
+
+}  // namespace lowbit
