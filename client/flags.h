@@ -23,6 +23,8 @@ ABSL_DECLARE_FLAG(std::vector<std::string>, exclude);
 ABSL_DECLARE_FLAG(bool, overwrite);
 ABSL_DECLARE_FLAG(bool, json);
 ABSL_DECLARE_FLAG(int, threads);
+ABSL_DECLARE_FLAG(std::string, s3_endpoint);
+ABSL_DECLARE_FLAG(std::string, s3_region);
 
 namespace lowbit::cli {
 

@@ -12,7 +12,7 @@
 #include "client/flags.h"
 #include "core/job/convert_job.h"
 #include "core/job/quantize_job.h"
-#include "core/storage/local_object_store.h"
+#include "core/storage/routing_object_store.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit::cli {
@@ -24,11 +24,12 @@ std::string ToUri(const std::string& path) {
   return absl::StrCat("file://", std::filesystem::absolute(path).lexically_normal().string());
 }
 
-absl::StatusOr<std::unique_ptr<ObjectStore>> StoreFor(const std::string& uri) {
-  if (!absl::StartsWith(uri, "file://")) {
-    return absl::InvalidArgumentError(absl::StrCat("unsupported URI scheme in ", uri));
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<LocalObjectStore> store, LocalObjectStore::Create({"/"}));
+// file:// (and plain paths) on the local filesystem, s3:// with the AWS configuration of the environment.
+absl::StatusOr<std::unique_ptr<ObjectStore>> OpenStore() {
+  StoreConfig config;
+  config.s3_endpoint = absl::GetFlag(FLAGS_s3_endpoint);
+  config.s3_region = absl::GetFlag(FLAGS_s3_region);
+  ASSIGN_OR_RETURN(std::unique_ptr<RoutingObjectStore> store, CreateObjectStore(config));
   return std::unique_ptr<ObjectStore>(std::move(store));
 }
 
@@ -69,15 +70,14 @@ absl::Status RunQuantizeCommand() {
   ASSIGN_OR_RETURN(QuantizeJobSpec spec, JobSpecFromFlags());
   spec.source_uri = ToUri(absl::GetFlag(FLAGS_input));
   spec.destination_uri = ToUri(absl::GetFlag(FLAGS_output));
-  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> source, StoreFor(spec.source_uri));
-  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> destination, StoreFor(spec.destination_uri));
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
   const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads)
                                                        : static_cast<int>(std::thread::hardware_concurrency());
   ThreadPool pool(threads);
   const bool json = absl::GetFlag(FLAGS_json);
   ConsoleObserver observer(!json);
   absl::StatusOr<JobReport> report =
-      RunQuantizeJob(spec, source.get(), destination.get(), {&pool, 2 * threads}, &observer);
+      RunQuantizeJob(spec, store.get(), store.get(), {&pool, 2 * threads}, &observer);
   observer.Finish();
   if (!report.ok()) return report.status();
   if (json) {
@@ -92,7 +92,7 @@ absl::Status RunConvertCommand() {
   RETURN_IF_ERROR(RequireInputOutput());
   const std::string source = ToUri(absl::GetFlag(FLAGS_input));
   const std::string destination = ToUri(absl::GetFlag(FLAGS_output));
-  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, StoreFor(source));
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
   ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, store->List(JoinUri(destination, "")));
   if (!existing.empty() && !absl::GetFlag(FLAGS_overwrite)) {
     return absl::AlreadyExistsError(absl::StrCat("destination ", destination, " is not empty; pass --overwrite"));

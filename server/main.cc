@@ -20,7 +20,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "core/storage/local_object_store.h"
+#include "core/storage/routing_object_store.h"
 #include "core/util/memory.h"
 #include "core/util/thread_pool.h"
 #include "server/health_service.h"
@@ -40,6 +40,8 @@ ABSL_FLAG(int, max_queued_jobs, 16, "jobs waiting beyond the running ones; more 
 ABSL_FLAG(int, worker_threads, 0, "quantization worker threads shared by all jobs (0 = one per core)");
 ABSL_FLAG(int, max_tensors_in_flight, 4, "tensors each job holds in memory at once (read, not yet written)");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30), "on SIGTERM, how long running jobs may take to finish");
+ABSL_FLAG(std::string, s3_endpoint, "", "S3-compatible endpoint for s3:// URIs (default: AWS_ENDPOINT_URL, or AWS)");
+ABSL_FLAG(std::string, s3_region, "", "S3 region (default: AWS_REGION, the profile's region, or us-east-1)");
 ABSL_FLAG(std::string, ready_file, "", "if set, written with '<grpc port> <metrics port>' once serving");
 
 namespace lowbit::server {
@@ -53,7 +55,14 @@ int Serve() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  absl::StatusOr<std::unique_ptr<LocalObjectStore>> store = LocalObjectStore::Create({absl::GetFlag(FLAGS_store_root)});
+  Metrics metrics;
+  // file:// under --store_root; s3:// with the credentials of the environment (never logged).
+  StoreConfig store_config;
+  store_config.local_root = absl::GetFlag(FLAGS_store_root);
+  store_config.s3_endpoint = absl::GetFlag(FLAGS_s3_endpoint);
+  store_config.s3_region = absl::GetFlag(FLAGS_s3_region);
+  store_config.observer = &metrics;
+  absl::StatusOr<std::unique_ptr<RoutingObjectStore>> store = CreateObjectStore(store_config);
   if (!store.ok()) {
     std::fprintf(stderr, "lowbitd: %s\n", store.status().ToString().c_str());
     return 1;
@@ -70,7 +79,6 @@ int Serve() {
     return 1;
   }
 
-  Metrics metrics;
   prometheus::Exposer exposer(absl::GetFlag(FLAGS_metrics_address));
   exposer.RegisterCollectable(metrics.registry());
 
@@ -107,7 +115,7 @@ int Serve() {
   const std::vector<int> metrics_ports = exposer.GetListeningPorts();
   const int metrics_port = metrics_ports.empty() ? 0 : metrics_ports.front();
   std::fprintf(stderr, "lowbitd: serving gRPC on port %d, metrics on port %d; store root %s; %d worker threads\n",
-               grpc_port, metrics_port, (*store)->root().c_str(), workers);
+               grpc_port, metrics_port, absl::GetFlag(FLAGS_store_root).c_str(), workers);
   if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
     std::ofstream(ready + ".tmp") << grpc_port << " " << metrics_port << "\n";
     std::rename((ready + ".tmp").c_str(), ready.c_str());

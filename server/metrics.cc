@@ -25,7 +25,18 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                       .Register(r);
   bytes_read_ = &BuildCounter().Name("lowbit_bytes_read_total").Help("Checkpoint bytes read.").Register(r).Add({});
   bytes_written_ = &BuildCounter().Name("lowbit_bytes_written_total").Help("Output bytes written.").Register(r).Add({});
+  store_requests_ = &BuildCounter()
+                         .Name("lowbit_object_store_requests_total")
+                         .Help("Object store (S3) requests by operation and HTTP status; code 0 is a transport failure.")
+                         .Register(r);
+  store_retries_ = &BuildCounter().Name("lowbit_object_store_retries_total").Help("Object store requests retried.").Register(r).Add({});
 }
+
+void Metrics::OnRequest(absl::string_view op, int code) {
+  store_requests_->Add({{"op", std::string(op)}, {"code", std::to_string(code)}}).Increment();
+}
+
+void Metrics::OnRetry(absl::string_view) { store_retries_->Increment(); }
 
 void Metrics::JobSubmitted() { jobs_submitted_->Increment(); }
 

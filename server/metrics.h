@@ -11,9 +11,11 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "core/storage/s3_object_store.h"
+
 namespace lowbit::server {
 
-class Metrics {
+class Metrics final : public StoreRequestObserver {
  public:
   Metrics();
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
@@ -25,6 +27,9 @@ class Metrics {
   void LayerQuantized(const std::string& method, double seconds, double relative_error);
   void BytesRead(double bytes);
   void BytesWritten(double bytes);
+  // Object store requests by operation and HTTP status ("0" when the transport failed), and retries.
+  void OnRequest(absl::string_view op, int code) override;
+  void OnRetry(absl::string_view op) override;
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -38,6 +43,8 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* layer_error_;
   prometheus::Counter* bytes_read_;
   prometheus::Counter* bytes_written_;
+  prometheus::Family<prometheus::Counter>* store_requests_;
+  prometheus::Counter* store_retries_;
 };
 
 }  // namespace lowbit::server

@@ -40,4 +40,18 @@ absl::Status RoutingObjectStore::Delete(absl::string_view uri) {
   return store->Delete(uri);
 }
 
+absl::StatusOr<std::unique_ptr<RoutingObjectStore>> CreateObjectStore(const StoreConfig& config) {
+  ASSIGN_OR_RETURN(std::unique_ptr<LocalObjectStore> local, LocalObjectStore::Create({config.local_root}));
+  ASSIGN_OR_RETURN(AwsConfig aws, LoadAwsConfig());
+  S3ObjectStore::Options options;
+  options.credentials = aws.credentials;
+  options.endpoint = config.s3_endpoint.empty() ? aws.endpoint_url : config.s3_endpoint;
+  options.region = !config.s3_region.empty() ? config.s3_region : (aws.region.empty() ? "us-east-1" : aws.region);
+  options.addressing = config.s3_addressing;
+  options.observer = config.observer;
+  absl::StatusOr<std::unique_ptr<S3ObjectStore>> s3 = S3ObjectStore::Create(options);
+  if (!s3.ok()) return std::make_unique<RoutingObjectStore>(std::move(local), nullptr, s3.status());
+  return std::make_unique<RoutingObjectStore>(std::move(local), *std::move(s3));
+}
+
 }  // namespace lowbit

@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "core/storage/aws_config.h"
 #include "core/storage/local_object_store.h"
 #include "core/storage/s3_object_store.h"
 
@@ -29,6 +30,18 @@ class RoutingObjectStore final : public ObjectStore {
   const std::unique_ptr<S3ObjectStore> s3_;
   const absl::Status s3_unavailable_;
 };
+
+struct StoreConfig {
+  std::string local_root = "/";  ///< root of file:// URIs and plain paths
+  std::string s3_endpoint;       ///< overrides AWS_ENDPOINT_URL[_S3] / the profile's endpoint_url
+  std::string s3_region;         ///< overrides AWS_REGION / the profile's region; default us-east-1
+  S3ObjectStore::Addressing s3_addressing = S3ObjectStore::Addressing::kAuto;
+  StoreRequestObserver* observer = nullptr;  ///< not owned
+};
+
+// The local store plus, when AWS credentials are found (see aws_config.h), an S3 store. Without
+// credentials s3:// URIs fail with FAILED_PRECONDITION saying so.
+absl::StatusOr<std::unique_ptr<RoutingObjectStore>> CreateObjectStore(const StoreConfig& config);
 
 }  // namespace lowbit
 
