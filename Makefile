@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: setup build run test bench load-check clean
+.PHONY: setup build run test bench load-check stream-bench clean
 
 setup:
 	./scripts/setup.sh
@@ -22,6 +22,9 @@ bench: build
 
 load-check: build
 	./scripts/load_check.sh $(BUILD)
+
+stream-bench: build
+	python3 scripts/stream_bench.py $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -83,6 +83,30 @@ std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJo
   return plan;
 }
 
+// A tensor kept in high precision becomes FP16, converted in chunks: checked for NaN/Inf and FP16
+// overflow on the way, with no full float32 copy (embeddings are the largest tensors of a model).
+absl::StatusOr<Tensor> ToF16(const PlannedTensor& p, const Tensor& tensor) {
+  constexpr size_t kChunk = 1 << 16;
+  const size_t n = static_cast<size_t>(NumElements(tensor.shape));
+  if (tensor.bytes.size() != n * DTypeSize(tensor.dtype)) {
+    return absl::DataLossError(absl::StrCat("holds ", tensor.bytes.size(), " bytes, its shape needs ", n * DTypeSize(tensor.dtype)));
+  }
+  Tensor out{p.info.name, DType::kF16, p.info.shape, std::string(n * 2, '\0')};
+  std::vector<float> chunk(kChunk);
+  for (size_t begin = 0; begin < n; begin += kChunk) {
+    const size_t len = std::min(kChunk, n - begin);
+    ConvertToF32(tensor.dtype, tensor.bytes.data() + begin * DTypeSize(tensor.dtype), len, chunk.data());
+    RETURN_IF_ERROR(CheckFinite(chunk.data(), static_cast<int64_t>(len), absl::StrCat("weights (from element ", begin, ")")));
+    for (size_t i = 0; i < len; ++i) {
+      if (std::abs(chunk[i]) > 65504.0f) {
+        return absl::InvalidArgumentError(absl::StrCat("value ", chunk[i], " at element ", begin + i, " overflows FP16"));
+      }
+    }
+    ConvertFromF32(DType::kF16, chunk.data(), len, out.bytes.data() + begin * 2);
+  }
+  return out;
+}
+
 absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor tensor) {
   const auto started = std::chrono::steady_clock::now();
   ProcessedTensor result;
@@ -90,24 +114,18 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
     result.outputs.push_back(std::move(tensor));
     return result;
   }
+  if (p.quantizer == nullptr) {
+    ASSIGN_OR_RETURN(Tensor out, ToF16(p, tensor));
+    result.outputs.push_back(std::move(out));
+    return result;
+  }
   ASSIGN_OR_RETURN(Matrix w, ToMatrix(tensor));
   tensor.bytes.clear();
   tensor.bytes.shrink_to_fit();
   RETURN_IF_ERROR(CheckFinite(w.data.data(), static_cast<int64_t>(w.data.size()), "weights"));
-  if (p.quantizer == nullptr) {
-    Tensor out{p.info.name, DType::kF16, p.info.shape, std::string(w.data.size() * 2, '\0')};
-    ConvertFromF32(DType::kF16, w.data.data(), w.data.size(), out.bytes.data());
-    for (size_t i = 0; i < w.data.size(); ++i) {
-      if (std::abs(w.data[i]) > 65504.0f) {
-        return absl::InvalidArgumentError(absl::StrCat("value ", w.data[i], " at element ", i, " overflows FP16"));
-      }
-    }
-    result.outputs.push_back(std::move(out));
-    return result;
-  }
   ASSIGN_OR_RETURN(QuantizedTensor q, p.quantizer->Quantize(w, nullptr));
   ASSIGN_OR_RETURN(result.outputs, PackGptq(LayerPrefix(p.info.name), q));
-  const double error = RelativeFrobeniusError(w, q.Dequantize());
+  const double error = RelativeFrobeniusError(w, q);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   result.layer = LayerReport{p.info.name, std::string(MethodName(p.quant->method)), p.info.shape,
                              q.BitsPerWeight(), error, seconds};
@@ -233,10 +251,21 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
     return absl::OkStatus();
   };
   const size_t max_in_flight = static_cast<size_t>(std::max(1, options.max_tensors_in_flight));
+  uint64_t bytes_in_flight = 0;  // checkpoint bytes of the tensors in `window`
+  auto write_oldest = [&]() -> absl::Status {
+    bytes_in_flight -= plan[window.front().first].info.size;
+    return write_front();
+  };
   for (size_t i = 0; i < plan.size(); ++i) {
+    // Make room before reading: the window never holds more than the bounds allow (beyond one tensor).
+    while (!window.empty() && (window.size() >= max_in_flight ||
+                               bytes_in_flight + plan[i].info.size > options.max_bytes_in_flight)) {
+      RETURN_IF_ERROR(write_oldest());
+    }
     if (observer->IsCancelled()) return absl::CancelledError("job cancelled");
     ASSIGN_OR_RETURN(Tensor tensor, reader->Read(plan[i].info));
     report.summary.bytes_read += plan[i].info.size;
+    bytes_in_flight += plan[i].info.size;
     auto work = [&p = plan[i], t = std::move(tensor)]() mutable { return ProcessTensor(p, std::move(t)); };
     if (options.pool != nullptr) {
       window.emplace_back(i, options.pool->Submit(std::move(work)));
@@ -245,9 +274,8 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
       done.set_value(work());
       window.emplace_back(i, done.get_future());
     }
-    if (window.size() >= max_in_flight) RETURN_IF_ERROR(write_front());
   }
-  while (!window.empty()) RETURN_IF_ERROR(write_front());
+  while (!window.empty()) RETURN_IF_ERROR(write_oldest());
   RETURN_IF_ERROR(model->Finish());
   RETURN_IF_ERROR(model_out->Commit());
   report.files.push_back({kModelFile, model_out->bytes_written()});

@@ -1,9 +1,11 @@
 // RunQuantizeJob: one quantization job end to end, used by `lowbit quantize` and by every server job,
 // so both produce byte-identical output.
 //
-// The layer pipeline: the calling thread reads one tensor at a time and hands it to the worker pool
+// The layer pipeline: the calling thread reads one tensor at a time (with ranged reads, so the next
+// tensor downloads while workers quantize the ones before it) and hands it to the worker pool
 // (convert → check → quantize → pack → measure error), keeping at most `max_tensors_in_flight` tensors
-// in memory; results are written in order into one streamed model.safetensors. Outputs appear only
+// and `max_bytes_in_flight` bytes in memory; results are written in order into one streamed
+// model.safetensors. Outputs appear only
 // when complete: config files next, lowbit_report.json last as the commit marker. On failure or
 // cancellation everything this job wrote is deleted.
 #ifndef LOWBIT_CORE_JOB_QUANTIZE_JOB_H_
@@ -58,6 +60,7 @@ class JobObserver {
 struct JobOptions {
   ThreadPool* pool = nullptr;       ///< workers shared by all jobs; nullptr runs everything inline
   int max_tensors_in_flight = 4;    ///< bound on tensors held in memory (read, not yet written)
+  uint64_t max_bytes_in_flight = 256ull << 20;  ///< bound on their checkpoint bytes (working memory is ~3x); one tensor may exceed it alone
 };
 
 // Reads from `source`, writes to `destination` (may be the same store). INVALID_ARGUMENT for a bad

@@ -2,19 +2,20 @@
 
 namespace lowbit {
 
+void QuantizedTensor::DequantizeRow(int64_t r, float* out) const {
+  const int64_t groups = num_groups();
+  const uint8_t* code = codes.data() + r * cols;
+  for (int64_t g = 0; g < groups; ++g) {
+    const float scale = scales[r * groups + g];
+    const float zero = static_cast<float>(zeros[r * groups + g]);
+    const int64_t end = std::min(cols, (g + 1) * group_size);
+    for (int64_t c = g * group_size; c < end; ++c) out[c] = scale * (static_cast<float>(code[c]) - zero);
+  }
+}
+
 Matrix QuantizedTensor::Dequantize() const {
   Matrix w{rows, cols, std::vector<float>(static_cast<size_t>(rows * cols))};
-  const int64_t groups = num_groups();
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* code = codes.data() + r * cols;
-    float* out = w.row(r);
-    for (int64_t g = 0; g < groups; ++g) {
-      const float scale = scales[r * groups + g];
-      const float zero = static_cast<float>(zeros[r * groups + g]);
-      const int64_t end = std::min(cols, (g + 1) * group_size);
-      for (int64_t c = g * group_size; c < end; ++c) out[c] = scale * (static_cast<float>(code[c]) - zero);
-    }
-  }
+  for (int64_t r = 0; r < rows; ++r) DequantizeRow(r, w.row(r));
   return w;
 }
 

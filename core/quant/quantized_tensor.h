@@ -30,6 +30,8 @@ struct QuantizedTensor {
   int64_t group_of(int64_t col) const { return col / group_size; }
 
   Matrix Dequantize() const;
+  // Dequantizes one row into `out` (cols floats), so errors can be measured without a full copy.
+  void DequantizeRow(int64_t row, float* out) const;
   // Storage bits per weight of the packed form: codes, plus an FP16 scale and a `bits`-wide zero per group.
   double BitsPerWeight() const;
 };

@@ -195,7 +195,13 @@ absl::StatusOr<std::string> LocalObjectStore::ReadRange(absl::string_view uri, u
     return absl::OutOfRangeError(absl::StrCat("range [", offset, ", ", offset + length, ") is past the end of ",
                                               uri, " (", mapping->size, " bytes)"));
   }
-  return std::string(reinterpret_cast<const char*>(mapping->data) + offset, length);
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  std::string bytes(reinterpret_cast<const char*>(mapping->data) + offset, length);
+  // The pages stay in the page cache; dropping them from this process keeps RSS to what jobs hold.
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(mapping->data) + offset + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(mapping->data) + offset + length) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  return bytes;
 }
 
 absl::StatusOr<std::vector<ObjectInfo>> LocalObjectStore::List(absl::string_view prefix) {

@@ -124,6 +124,32 @@ class CancelAfter final : public JobObserver {
   int done_ = 0;
 };
 
+// Tensors read but not yet written never exceed the byte bound (a single larger tensor is allowed alone).
+class InFlightRecorder final : public JobObserver {
+ public:
+  explicit InFlightRecorder(const CheckpointReader* reader) {
+    for (const TensorInfo& t : reader->tensors()) size_[t.name] = t.size;
+  }
+  void OnTensorDone(const std::string& name, const LayerReport*, uint64_t bytes_read, uint64_t) override {
+    done_ += size_[name];
+    max_in_flight_ = std::max(max_in_flight_, bytes_read - done_);
+  }
+  uint64_t max_in_flight_ = 0;
+
+ private:
+  std::map<std::string, uint64_t> size_;
+  uint64_t done_ = 0;
+};
+
+TEST_F(QuantizeJobTest, BytesInFlightStayUnderTheBound) {
+  auto reader = *OpenCheckpoint(store_.get(), kModel);
+  InFlightRecorder recorder(reader.get());
+  JobOptions options{&pool_, 16, 64 << 10};
+  ASSERT_TRUE(RunQuantizeJob(Spec(kModel, dir_.File("out")), store_.get(), store_.get(), options, &recorder).ok());
+  EXPECT_GT(recorder.max_in_flight_, 0u);
+  EXPECT_LE(recorder.max_in_flight_, 64u << 10) << "after each write, what is still held fits the bound";
+}
+
 TEST_F(QuantizeJobTest, CancelledJobLeavesNoOutput) {
   CancelAfter cancel(5);
   auto report = RunQuantizeJob(Spec(kModel, dir_.File("out")), store_.get(), store_.get(), {&pool_, 2}, &cancel);
