@@ -22,11 +22,18 @@ src = os.path.join(work, "llama2-7b-shapes")
 
 def timed(cmd, env=None):
     """Wall seconds and peak RSS (MB) of a command, from GNU time."""
-    out = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + cmd, env=env, capture_output=True, text=True)
+    out = subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S"] + cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
-    seconds, kb = out.stderr.strip().splitlines()[-1].split()
+    seconds, kb, user, system = out.stderr.strip().splitlines()[-1].split()
+    print("  (lowbit CPU: %s s user + %s s system)" % (user, system))
     return float(seconds), int(kb) / 1024
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a running process, from /proc."""
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 try:
@@ -49,8 +56,10 @@ try:
         print("(uploaded with boto3 in %.1f s)" % (time.time() - t))
         env = dict(os.environ, AWS_ACCESS_KEY_ID=server.access_key, AWS_SECRET_ACCESS_KEY=server.secret_key,
                    AWS_REGION="us-east-1", AWS_ENDPOINT_URL=server.endpoint)
+        server_cpu = cpu_seconds(server.proc.pid)
         s3_s, s3_rss = timed([lowbit, "quantize", "--input", "s3://bench/llama2-7b-shapes", "--output", "s3://bench/out",
                               "--bits", "4", "--group-size", "128"], env=env)
+        print("  (the S3 server used %.1f CPU-seconds of the same cores meanwhile)" % (cpu_seconds(server.proc.pid) - server_cpu))
         print("s3rver -> s3rver:       %.1f s, %.0f MB/s, peak RSS %.0f MB" % (s3_s, size / 1e6 / s3_s, s3_rss))
         print("S3 throughput / local throughput = %.2f" % (local_s / s3_s))
     finally:

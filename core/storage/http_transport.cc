@@ -44,6 +44,7 @@ absl::StatusOr<HttpResponse> PerformHttp(const HttpRequest& request, const HttpT
   if (curl == nullptr) return absl::InternalError("curl_easy_init failed");
   curl_easy_reset(curl);
   HttpResponse response;
+  response.body.reserve(request.expected_response_bytes);  // no regrowth copies of large bodies
   curl_slist* headers = nullptr;
   for (const auto& [k, v] : request.headers) headers = curl_slist_append(headers, absl::StrCat(k, ": ", v).c_str());
   // No "Expect: 100-continue" round trip, and no form content type curl would add to POST bodies.

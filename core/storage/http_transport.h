@@ -17,6 +17,7 @@ struct HttpRequest {
   std::string url;
   std::map<std::string, std::string> headers;  ///< sent as given
   absl::string_view body;                      ///< not owned
+  size_t expected_response_bytes = 0;          ///< reserved up front (ranged GETs know their size)
 };
 
 struct HttpResponse {

@@ -1,5 +1,6 @@
 #include "core/storage/s3_object_store.h"
 
+#include <deque>
 #include <random>
 #include <thread>
 
@@ -8,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "core/util/status_macros.h"
 
@@ -55,6 +57,8 @@ absl::Status ErrorFor(const HttpResponse& r, const std::string& what) {
   }
 }
 
+// Uploads parts on its own thread, so the job's thread goes on reading the next tensors meanwhile. At
+// most kQueuedParts parts wait (memory: that many parts plus the one being filled).
 class S3ObjectWriter final : public ObjectWriter {
  public:
   S3ObjectWriter(S3ObjectStore* store, std::string uri, std::string bucket, std::string key)
@@ -67,9 +71,9 @@ class S3ObjectWriter final : public ObjectWriter {
     written_ += data.size();
     const uint64_t part = store_->options().part_size;
     size_t sent = 0;
-    // Send whole parts as soon as they are complete; keep the tail for the next Append or Commit.
+    // Hand whole parts to the uploader as soon as they are complete; keep the tail.
     while (buffer_.size() - sent >= part) {
-      RETURN_IF_ERROR(UploadPart(absl::string_view(buffer_).substr(sent, part)));
+      RETURN_IF_ERROR(Enqueue(buffer_.substr(sent, part)));
       sent += part;
     }
     if (sent > 0) buffer_.erase(0, sent);
@@ -78,7 +82,7 @@ class S3ObjectWriter final : public ObjectWriter {
 
   absl::Status Commit() override {
     if (closed_) return absl::FailedPreconditionError("writer is closed");
-    if (upload_id_.empty()) {
+    if (!uploader_.joinable()) {
       // Small object: one PUT.
       closed_ = true;
       ASSIGN_OR_RETURN(HttpResponse r, store_->Send({"put", "PUT", bucket_, key_, {}, {{"content-md5", ContentMd5(buffer_)}},
@@ -86,10 +90,15 @@ class S3ObjectWriter final : public ObjectWriter {
       buffer_.clear();
       return absl::OkStatus();
     }
-    if (!buffer_.empty()) RETURN_IF_ERROR(UploadPart(buffer_));
+    if (!buffer_.empty()) RETURN_IF_ERROR(Enqueue(std::move(buffer_)));
+    buffer_.clear();
+    RETURN_IF_ERROR(StopUploader(/*discard=*/false));
     std::string xml = "<CompleteMultipartUpload>";
-    for (size_t i = 0; i < etags_.size(); ++i) {
-      absl::StrAppend(&xml, "<Part><PartNumber>", i + 1, "</PartNumber><ETag>", etags_[i], "</ETag></Part>");
+    {
+      absl::MutexLock lock(&mu_);
+      for (size_t i = 0; i < etags_.size(); ++i) {
+        absl::StrAppend(&xml, "<Part><PartNumber>", i + 1, "</PartNumber><ETag>", etags_[i], "</ETag></Part>");
+      }
     }
     absl::StrAppend(&xml, "</CompleteMultipartUpload>");
     absl::StatusOr<HttpResponse> r = store_->Send({"complete_multipart", "POST", bucket_, key_, {{"uploadId", upload_id_}},
@@ -105,7 +114,6 @@ class S3ObjectWriter final : public ObjectWriter {
     }
     closed_ = true;
     upload_id_.clear();
-    buffer_.clear();
     return absl::OkStatus();
   }
 
@@ -113,38 +121,99 @@ class S3ObjectWriter final : public ObjectWriter {
     if (closed_) return;
     closed_ = true;
     buffer_.clear();
+    StopUploader(/*discard=*/true).IgnoreError();
     if (!upload_id_.empty()) {
       store_->Send({"abort_multipart", "DELETE", bucket_, key_, {{"uploadId", upload_id_}}, {}, {}, uri_}).IgnoreError();
     }
   }
 
   uint64_t bytes_written() const override { return written_; }
-  int parts() const { return static_cast<int>(etags_.size()); }
 
  private:
-  absl::Status UploadPart(absl::string_view data) {
-    if (upload_id_.empty()) {
+  static constexpr size_t kQueuedParts = 2;
+
+  // Starts the multipart upload (first call) and queues one part, waiting while the queue is full.
+  absl::Status Enqueue(std::string part) {
+    if (!uploader_.joinable()) {
       ASSIGN_OR_RETURN(HttpResponse r, store_->Send({"create_multipart", "POST", bucket_, key_, {{"uploads", ""}}, {}, {}, uri_}));
       upload_id_ = XmlValue(r.body, "UploadId");
       if (upload_id_.empty()) return absl::UnavailableError(absl::StrCat("no UploadId in the answer for ", uri_));
+      uploader_ = std::thread([this] { UploadLoop(); });
     }
-    const int number = static_cast<int>(etags_.size()) + 1;
-    ASSIGN_OR_RETURN(HttpResponse r, store_->Send({"upload_part", "PUT", bucket_, key_,
-                                                   {{"partNumber", absl::StrCat(number)}, {"uploadId", upload_id_}},
-                                                   {{"content-md5", ContentMd5(data)}}, data, uri_}));
-    auto etag = r.headers.find("etag");
-    if (etag == r.headers.end()) return absl::UnavailableError(absl::StrCat("no ETag for part ", number, " of ", uri_));
-    etags_.push_back(etag->second);
+    absl::MutexLock lock(&mu_);
+    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return queue_.size() + sending_ < kQueuedParts || !error_.ok();
+    };
+    mu_.Await(absl::Condition(&room));
+    if (!error_.ok()) return error_;
+    queue_.push_back(std::move(part));
     return absl::OkStatus();
+  }
+
+  // Lets queued parts finish (or drops them: `discard`) and joins the uploader.
+  absl::Status StopUploader(bool discard) {
+    if (!uploader_.joinable()) return absl::OkStatus();
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      if (discard) queue_.clear();
+    }
+    uploader_.join();
+    absl::MutexLock lock(&mu_);
+    return error_;
+  }
+
+  void UploadLoop() {
+    while (true) {
+      std::string part;
+      {
+        absl::MutexLock lock(&mu_);
+        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_ || !queue_.empty(); };
+        mu_.Await(absl::Condition(&ready));
+        if (queue_.empty()) return;  // done, and everything is sent
+        part = std::move(queue_.front());
+        queue_.pop_front();
+        ++sending_;
+      }
+      int number;
+      {
+        absl::MutexLock lock(&mu_);
+        number = static_cast<int>(etags_.size()) + 1;
+      }
+      absl::StatusOr<HttpResponse> r = store_->Send({"upload_part", "PUT", bucket_, key_,
+                                                     {{"partNumber", absl::StrCat(number)}, {"uploadId", upload_id_}},
+                                                     {{"content-md5", ContentMd5(part)}}, part, uri_});
+      absl::Status failed = r.status();
+      std::string etag;
+      if (r.ok()) {
+        auto it = r->headers.find("etag");
+        if (it == r->headers.end()) failed = absl::UnavailableError(absl::StrCat("no ETag for part ", number, " of ", uri_));
+        else etag = it->second;
+      }
+      absl::MutexLock lock(&mu_);
+      --sending_;
+      if (!failed.ok()) {
+        error_ = failed;
+        queue_.clear();  // the upload is lost; Commit or Abort reports and cleans up
+        return;
+      }
+      etags_.push_back(etag);
+    }
   }
 
   S3ObjectStore* const store_;
   const std::string uri_, bucket_, key_;
-  std::string buffer_;
+  std::string buffer_;  ///< the part being filled (job thread only)
   std::string upload_id_;
-  std::vector<std::string> etags_;
   uint64_t written_ = 0;
   bool closed_ = false;
+  std::thread uploader_;
+  absl::Mutex mu_;
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);  ///< parts waiting to be sent
+  int sending_ ABSL_GUARDED_BY(mu_) = 0;                ///< parts being sent (0 or 1)
+  std::vector<std::string> etags_ ABSL_GUARDED_BY(mu_);  ///< in part order; read by Commit after the join
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
@@ -191,7 +260,7 @@ absl::StatusOr<HttpResponse> S3ObjectStore::Send(const Call& call) {
   const std::string query = CanonicalQuery(call.query);
   const std::string url = absl::StrCat(scheme, "://", host, path, query.empty() ? "" : "?", query);
 
-  const std::string payload_hash = call.body.empty() ? kEmptySha256 : Sha256Hex(call.body);
+  const std::string payload_hash = call.body.empty() ? kEmptySha256 : "UNSIGNED-PAYLOAD";
   thread_local std::mt19937_64 rng{std::random_device{}()};
   absl::Duration backoff = options_.initial_backoff;
   absl::Status last;
@@ -203,7 +272,7 @@ absl::StatusOr<HttpResponse> S3ObjectStore::Send(const Call& call) {
       absl::SleepFor(absl::Microseconds(jitter(rng)));
       backoff = std::min(backoff * 2, options_.max_backoff);
     }
-    HttpRequest request{call.method, url, call.headers, call.body};
+    HttpRequest request{call.method, url, call.headers, call.body, call.expected_response_bytes};
     SigV4Request to_sign{call.method, host, path, call.query, {}, payload_hash};
     for (const auto& [k, v] : call.headers) to_sign.headers[k] = v;
     for (auto& [k, v] : SignV4(to_sign, options_.credentials, options_.region, "s3", absl::Now())) request.headers[k] = v;
@@ -237,7 +306,8 @@ absl::StatusOr<std::string> S3ObjectStore::ReadRange(absl::string_view uri, uint
   std::string bucket, key;
   RETURN_IF_ERROR(ParseS3Uri(uri, &bucket, &key));
   absl::StatusOr<HttpResponse> r = Send({"get", "GET", bucket, key, {},
-                                         {{"range", absl::StrCat("bytes=", offset, "-", offset + length - 1)}}, {}, std::string(uri)});
+                                         {{"range", absl::StrCat("bytes=", offset, "-", offset + length - 1)}}, {},
+                                         std::string(uri), length});
   if (!r.ok()) return r.status();
   if (r->body.size() != length) {
     return absl::OutOfRangeError(absl::StrCat("range [", offset, ", ", offset + length, ") of ", uri, " returned ",

@@ -2,7 +2,8 @@
 //
 // Reads are ranged GETs; writes are multipart uploads of `part_size` parts sent as data is appended
 // (each with Content-MD5, so the server rejects a corrupted part), completed on Commit and aborted on
-// Abort, so an object appears whole or not at all. Every request is signed with SigV4 and retried with
+// Abort, so an object appears whole or not at all. Bodies are signed as UNSIGNED-PAYLOAD: Content-MD5
+// already protects them, and hashing every byte twice would cost more than the transfer on loopback. Every request is signed with SigV4 and retried with
 // exponential backoff and full jitter on 5xx, 429/SlowDown, timeouts and connection resets; 4xx errors
 // (bad credentials, missing objects) fail at once with a message naming the URI, never a secret.
 // Thread-safe.
@@ -67,6 +68,7 @@ class S3ObjectStore final : public ObjectStore {
     std::map<std::string, std::string> headers;
     absl::string_view body;
     std::string uri;  ///< for error messages
+    size_t expected_response_bytes = 0;
   };
   absl::StatusOr<HttpResponse> Send(const Call& call);
   const Options& options() const { return options_; }
