@@ -19,6 +19,9 @@ ABSL_FLAG(std::vector<std::string>, exclude, {}, "comma-separated glob patterns 
 ABSL_FLAG(bool, overwrite, false, "replace an existing output");
 ABSL_FLAG(bool, json, false, "print machine-readable JSON instead of tables");
 ABSL_FLAG(int, threads, 0, "worker threads (0 = one per core)");
+ABSL_FLAG(std::string, model, "", "generate: checkpoint to run");
+ABSL_FLAG(std::string, tokenizer, "", "generate: llama2.c tokenizer.bin");
+ABSL_FLAG(int, steps, 256, "generate: tokens to decode greedily from BOS");
 ABSL_FLAG(std::string, s3_endpoint, "", "S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, or AWS itself)");
 ABSL_FLAG(std::string, s3_region, "", "S3 region (default: AWS_REGION, the profile's region, or us-east-1)");
 

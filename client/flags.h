@@ -24,6 +24,9 @@ ABSL_DECLARE_FLAG(bool, overwrite);
 ABSL_DECLARE_FLAG(bool, json);
 ABSL_DECLARE_FLAG(int, threads);
 ABSL_DECLARE_FLAG(std::string, s3_endpoint);
+ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(std::string, tokenizer);
+ABSL_DECLARE_FLAG(int, steps);
 ABSL_DECLARE_FLAG(std::string, s3_region);
 
 namespace lowbit::cli {

@@ -10,7 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "client/console.h"
 #include "client/flags.h"
+#include "core/checkpoint/checkpoint_reader.h"
 #include "core/job/convert_job.h"
+#include "core/runtime/llama_model.h"
+#include "core/runtime/tokenizer.h"
 #include "core/job/quantize_job.h"
 #include "core/storage/routing_object_store.h"
 #include "core/util/status_macros.h"
@@ -99,6 +102,25 @@ absl::Status RunConvertCommand() {
   }
   RETURN_IF_ERROR(RunConvertJob(store.get(), source, destination));
   std::cout << "wrote " << destination << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunGenerateCommand() {
+  const std::string model_uri = ToUri(absl::GetFlag(FLAGS_model));
+  if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_tokenizer).empty()) {
+    return absl::InvalidArgumentError("--model and --tokenizer are required");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(store.get(), model_uri));
+  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(*reader));
+  ASSIGN_OR_RETURN(Llama2cTokenizer tokenizer,
+                   Llama2cTokenizer::Load(store.get(), ToUri(absl::GetFlag(FLAGS_tokenizer)), model.vocab_size()));
+  int previous = Llama2cTokenizer::kBos;
+  for (int token : GreedyDecode(model, Llama2cTokenizer::kBos, absl::GetFlag(FLAGS_steps))) {
+    std::cout << tokenizer.Decode(previous, token);
+    previous = token;
+  }
+  std::cout << "\n";
   return absl::OkStatus();
 }
 

@@ -8,6 +8,7 @@ namespace lowbit::cli {
 
 absl::Status RunQuantizeCommand();
 absl::Status RunConvertCommand();
+absl::Status RunGenerateCommand();
 
 }  // namespace lowbit::cli
 

@@ -54,6 +54,12 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& m, bool mult
   return json;
 }
 
+absl::Status PrintJson(const google::protobuf::Message& m) {
+  ASSIGN_OR_RETURN(std::string json, ToJson(m, true));
+  std::cout << json;
+  return absl::OkStatus();
+}
+
 LayerReport FromProto(const v1::LayerReport& p) {
   return {p.name(), p.method(), std::vector<int64_t>(p.shape().begin(), p.shape().end()), p.bits_per_weight(),
           p.relative_error(), p.seconds()};
@@ -130,11 +136,7 @@ absl::Status RunSubmitCommand() {
   RETURN_IF_ERROR(FromGrpc(stub->QuantizeModel(&context, request, &op)));
   v1::Job job;
   op.metadata().UnpackTo(&job);
-  if (absl::GetFlag(FLAGS_json) && !absl::GetFlag(FLAGS_watch)) {
-    ASSIGN_OR_RETURN(std::string json, ToJson(op, true));
-    std::cout << json;
-    return absl::OkStatus();
-  }
+  if (absl::GetFlag(FLAGS_json) && !absl::GetFlag(FLAGS_watch)) return PrintJson(op);
   std::cout << "submitted " << job.name() << " (" << op.name() << ")\n";
   if (absl::GetFlag(FLAGS_watch)) return RunWatchCommand(job.name());
   return absl::OkStatus();
@@ -147,11 +149,7 @@ absl::Status RunGetCommand(const std::string& name) {
   request.set_name(JobName(name));
   v1::Job job;
   RETURN_IF_ERROR(FromGrpc(stub->GetJob(&context, request, &job)));
-  if (absl::GetFlag(FLAGS_json)) {
-    ASSIGN_OR_RETURN(std::string json, ToJson(job, true));
-    std::cout << json;
-    return absl::OkStatus();
-  }
+  if (absl::GetFlag(FLAGS_json)) return PrintJson(job);
   std::cout << StateLine(job) << "\n";
   if (job.layers_size() > 0) {
     std::cout << LayerTableHeader();
@@ -174,11 +172,7 @@ absl::Status RunListCommand() {
     for (const v1::Job& job : page.jobs()) *all.add_jobs() = job;
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());
-  if (absl::GetFlag(FLAGS_json)) {
-    ASSIGN_OR_RETURN(std::string json, ToJson(all, true));
-    std::cout << json;
-    return absl::OkStatus();
-  }
+  if (absl::GetFlag(FLAGS_json)) return PrintJson(all);
   std::cout << absl::StrFormat("%-32s %-10s %-9s %-22s %s\n", "job", "state", "layers", "created", "source");
   for (const v1::Job& job : all.jobs()) {
     std::cout << absl::StrFormat("%-32s %-10s %4d/%-4d %-22s %s\n", job.name(), v1::Job::State_Name(job.state()),
@@ -230,12 +224,8 @@ absl::Status RunCancelCommand(const std::string& name) {
   request.set_name(JobName(name));
   v1::Job job;
   RETURN_IF_ERROR(FromGrpc(stub->CancelJob(&context, request, &job)));
-  if (absl::GetFlag(FLAGS_json)) {
-    ASSIGN_OR_RETURN(std::string json, ToJson(job, true));
-    std::cout << json;
-  } else {
-    std::cout << StateLine(job) << "\n";
-  }
+  if (absl::GetFlag(FLAGS_json)) return PrintJson(job);
+  std::cout << StateLine(job) << "\n";
   return absl::OkStatus();
 }
 

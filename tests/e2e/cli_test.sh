@@ -43,6 +43,11 @@ for l in r["layers"]:
 assert r["summary"]["layers_quantized"] == 35
 PY
 
+# The forward pass: greedy decoding reproduces llama2.c's reference text.
+"$LOWBIT" generate --model "$MODEL" --tokenizer "$DATA/models/stories260K/tok512.bin" --steps 200 > "$WORK/generated.txt" || fail "generate"
+cmp -s <(tr -d '\n' < "$WORK/generated.txt") <(tr -d '\n' < "$DATA/models/stories260K/golden_greedy_prefix.txt") \
+  || fail "lowbit generate differs from golden_greedy_prefix.txt"
+
 # Bad inputs.
 printf 'abc' > "$WORK/truncated.safetensors"
 expect_error truncated "truncated.safetensors" quantize --input "$WORK/truncated.safetensors"

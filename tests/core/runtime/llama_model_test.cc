@@ -1,0 +1,84 @@
+// The forward pass on the real stories260K: greedy decoding from BOS must reproduce, token for token,
+// the text llama2.c's own reference implementation generates, from the .bin and from its HF conversion.
+#include "core/runtime/llama_model.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "gtest/gtest.h"
+#include "core/job/convert_job.h"
+#include "core/runtime/tokenizer.h"
+#include "core/storage/local_object_store.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace lowbit {
+namespace {
+
+const std::string kModel = testing::SharedData("models/stories260K/stories260K.bin");
+const std::string kTokenizer = testing::SharedData("models/stories260K/tok512.bin");
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string GreedyText(ObjectStore* store, const std::string& model_uri, int steps) {
+  auto reader = OpenCheckpoint(store, model_uri);
+  EXPECT_TRUE(reader.ok()) << reader.status();
+  auto model = LlamaModel::Load(**reader);
+  EXPECT_TRUE(model.ok()) << model.status();
+  auto tokenizer = Llama2cTokenizer::Load(store, kTokenizer, model->vocab_size());
+  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+  std::string text;
+  int previous = Llama2cTokenizer::kBos;
+  for (int token : GreedyDecode(*model, Llama2cTokenizer::kBos, steps)) {
+    text += tokenizer->Decode(previous, token);
+    previous = token;
+  }
+  return text;
+}
+
+// Whitespace at the file's end is not part of the comparison (the reference prints a final newline).
+std::string Trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+TEST(LlamaModelTest, GreedyDecodingReproducesTheReferenceFromBothFormats) {
+  auto store = *LocalObjectStore::Create({"/"});
+  const std::string golden = Trimmed(ReadText(testing::SharedData("models/stories260K/golden_greedy_prefix.txt")));
+  const std::string from_bin = GreedyText(store.get(), kModel, 200);
+  EXPECT_EQ(Trimmed(from_bin), golden);
+  testing::TempDir dir;
+  ASSERT_TRUE(RunConvertJob(store.get(), kModel, dir.File("hf")).ok());
+  EXPECT_EQ(Trimmed(GreedyText(store.get(), dir.File("hf"), 200)), golden);
+  // The 256-step run of the reference C implementation, too.
+  EXPECT_EQ(Trimmed(GreedyText(store.get(), kModel, 256)),
+            Trimmed(ReadText(testing::SharedData("models/stories260K/greedy_256steps_runc.txt"))));
+}
+
+TEST(TokenizerTest, EncodeDecodeRoundTripsTheGoldenText) {
+  auto store = *LocalObjectStore::Create({"/"});
+  auto tokenizer = Llama2cTokenizer::Load(store.get(), kTokenizer, 512);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const std::string golden = ReadText(testing::SharedData("models/stories260K/golden_greedy_prefix.txt"));
+  const std::vector<int> tokens = tokenizer->Encode(golden, /*bos=*/true);
+  ASSERT_GT(tokens.size(), 10u);
+  EXPECT_EQ(tokens[0], Llama2cTokenizer::kBos);
+  EXPECT_LT(tokens.size(), golden.size() / 2) << "BPE merges must compress the text";
+  std::string decoded;
+  for (size_t i = 1; i < tokens.size(); ++i) decoded += tokenizer->Decode(tokens[i - 1], tokens[i]);
+  EXPECT_EQ(decoded, golden);
+}
+
+TEST(TokenizerTest, TruncatedFileIsDataLoss) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("tok.bin")) << std::string(20, '\x01');
+  auto store = *LocalObjectStore::Create({"/"});
+  EXPECT_EQ(Llama2cTokenizer::Load(store.get(), dir.File("tok.bin"), 512).status().code(), absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace lowbit
