@@ -139,19 +139,23 @@ absl::StatusOr<QuantizedTensor> UnpackGptq(const Tensor& qweight, const Tensor& 
   if (g_idx.dtype != DType::kI32 || g_idx.shape != std::vector<int64_t>{cols}) {
     return absl::InvalidArgumentError(absl::StrCat("tensor ", g_idx.name, " must be I32 [", cols, "]"));
   }
-  // Group size from g_idx: the first column of group 1 (sequential g_idx, as written without act-order).
+  // The group count is the scales' first dimension. Every group but the last is full, so the group size
+  // is the number of columns in group 0. g_idx may be sequential (col / group_size) or, after act-order,
+  // any assignment.
   const int32_t* gi = As<int32_t>(g_idx);
-  int64_t group_size = cols;
-  for (int64_t i = 0; i < cols; ++i) {
-    if (gi[i] != 0) {
-      group_size = i;
-      break;
-    }
+  if (scales.shape.size() != 2 || scales.shape[0] <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", scales.name, " must be [groups, out]"));
   }
+  const int64_t groups_stored = scales.shape[0];
+  int64_t group_size = 0;
+  for (int64_t i = 0; i < cols; ++i) group_size += gi[i] == 0 ? 1 : 0;
+  if (groups_stored == 1 || group_size == 0) group_size = cols;
+  bool sequential = true;
   for (int64_t i = 0; i < cols; ++i) {
-    if (gi[i] != i / group_size) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor ", g_idx.name, " is not a sequential group index"));
+    if (gi[i] < 0 || gi[i] >= groups_stored) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", g_idx.name, " names group ", gi[i], " of ", groups_stored));
     }
+    sequential = sequential && gi[i] == i / group_size;
   }
   const std::vector<TensorSpec> specs = GptqTensorSpecs("", rows, cols, bits, group_size);
   if (absl::Status s = ExpectShape(qweight, DType::kI32, specs[0].shape); !s.ok()) return s;
@@ -163,6 +167,7 @@ absl::StatusOr<QuantizedTensor> UnpackGptq(const Tensor& qweight, const Tensor& 
   q.cols = cols;
   q.bits = bits;
   q.group_size = group_size;
+  if (!sequential) q.g_idx.assign(gi, gi + cols);
   const int64_t groups = q.num_groups();
   q.codes.resize(static_cast<size_t>(rows * cols));
   q.scales.resize(static_cast<size_t>(rows * groups));

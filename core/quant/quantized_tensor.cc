@@ -5,6 +5,13 @@ namespace lowbit {
 void QuantizedTensor::DequantizeRow(int64_t r, float* out) const {
   const int64_t groups = num_groups();
   const uint8_t* code = codes.data() + r * cols;
+  if (!g_idx.empty()) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t g = r * groups + g_idx[c];
+      out[c] = scales[g] * (static_cast<float>(code[c]) - static_cast<float>(zeros[g]));
+    }
+    return;
+  }
   for (int64_t g = 0; g < groups; ++g) {
     const float scale = scales[r * groups + g];
     const float zero = static_cast<float>(zeros[r * groups + g]);

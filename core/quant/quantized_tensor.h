@@ -24,10 +24,11 @@ struct QuantizedTensor {
   std::vector<uint8_t> codes;  ///< rows * cols, row-major
   std::vector<float> scales;   ///< rows * num_groups(), row-major
   std::vector<int32_t> zeros;  ///< rows * num_groups(), row-major
+  std::vector<int32_t> g_idx;  ///< group of each column when not col / group_size (GPTQ act-order); else empty
 
   // Groups per row; the last one is ragged when cols % group_size != 0.
   int64_t num_groups() const { return (cols + group_size - 1) / group_size; }
-  int64_t group_of(int64_t col) const { return col / group_size; }
+  int64_t group_of(int64_t col) const { return g_idx.empty() ? col / group_size : g_idx[col]; }
 
   Matrix Dequantize() const;
   // Dequantizes one row into `out` (cols floats), so errors can be measured without a full copy.

@@ -5,7 +5,10 @@
 #include <random>
 
 #include "benchmark/benchmark.h"
+#include <cblas.h>
+
 #include "core/pack/gptq.h"
+#include "core/quant/gptq.h"
 #include "core/quant/rtn.h"
 #include "core/tensor/dtype.h"
 #include "core/util/memory.h"
@@ -85,6 +88,65 @@ void BM_Rtn4bitG128WithPacking(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(src.size() * 2));
 }
 BENCHMARK(BM_Rtn4bitG128WithPacking)->Unit(benchmark::kMillisecond);
+
+// GPTQ's cost is BLAS-shaped (a Cholesky inverse of H and rank-128 updates), so it is reported beside
+// sgemm on the same matrices in the same run.
+void BM_Sgemm4096(benchmark::State& state) {
+  const int n = 4096;
+  std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a), c(a.size());
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * n * n, benchmark::Counter::kIsIterationInvariantRate,
+                                                 benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_Sgemm4096)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+const CalibrationStats& RealisticHessian4096() {
+  static const CalibrationStats stats = [] {
+    // 2048 correlated calibration tokens (x = z·A with a banded mixing), as a real layer's inputs are.
+    const int64_t n = 2048, d = 4096;
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal;
+    std::vector<float> x(static_cast<size_t>(n * d));
+    for (float& v : x) v = normal(rng);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t j = 1; j < d; ++j) x[t * d + j] += 0.5f * x[t * d + j - 1];
+    CalibrationStats s;
+    s.cols = d;
+    AccumulateHessian(x.data(), n, &s);
+    return s;
+  }();
+  return stats;
+}
+
+void BM_HessianAccumulation4096(benchmark::State& state) {
+  const int64_t n = 512, d = 4096;
+  std::vector<float> x(static_cast<size_t>(n * d), 0.25f);
+  CalibrationStats s;
+  s.cols = d;
+  for (auto _ : state) AccumulateHessian(x.data(), n, &s);
+  // syrk does n·d² multiply-adds on one triangle.
+  state.counters["GFLOP/s"] = benchmark::Counter(1.0 * n * d * d, benchmark::Counter::kIsIterationInvariantRate,
+                                                 benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_HessianAccumulation4096)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_Gptq4bitG128Layer4096(benchmark::State& state) {
+  const CalibrationStats& stats = RealisticHessian4096();
+  Matrix w{kRows, kCols, std::vector<float>(static_cast<size_t>(kRows * kCols))};
+  ConvertToF32(DType::kBF16, Bf16Weights().data(), w.data.size(), w.data.data());
+  for (auto _ : state) {
+    auto r = QuantizeGptq(w, stats, {4, 128, false, 0.01, false, false, 128});
+    benchmark::DoNotOptimize(r);
+  }
+  // Inverse Cholesky ~ d³ (three factorisations/inversions of d³/3) plus the lazy updates ~ rows·d².
+  const double flops = 1.0 * kCols * kCols * kCols + 1.0 * kRows * kCols * kCols;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
+                                                 benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_Gptq4bitG128Layer4096)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 }  // namespace
 }  // namespace lowbit

@@ -1,0 +1,57 @@
+// GPTQ (Frantar et al., 2022): quantizes a linear layer column by column, each column's rounding error
+// fed back into the columns not yet quantized through the inverse Hessian H⁻¹ of the layer's inputs
+// (H = 2XXᵀ/n), using the upper Cholesky factor of H⁻¹, with lazy batch updates: inside a block of
+// columns updates are applied at once, to the rest of the matrix as one matrix product (BLAS).
+//
+// Options follow AutoGPTQ/GPTQModel: damp_percent, act_order (desc_act: columns in order of decreasing
+// H diagonal, recorded as g_idx), static_groups (grids from the original weights, so act-order keeps
+// sequential groups), dead columns (zero H diagonal: weight zeroed). If the damped H is not positive
+// definite the damping is raised and the factorisation retried; the result says so.
+#ifndef LOWBIT_CORE_QUANT_GPTQ_H_
+#define LOWBIT_CORE_QUANT_GPTQ_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/quant/quantized_tensor.h"
+#include "core/tensor/tensor.h"
+
+namespace lowbit {
+
+// Second-moment statistics of one linear layer's inputs, accumulated over calibration tokens.
+struct CalibrationStats {
+  int64_t cols = 0;             ///< input features
+  int64_t samples = 0;          ///< tokens accumulated
+  std::vector<float> hessian;   ///< cols * cols, row-major: H = 2/n Σ x xᵀ
+};
+
+// Adds `n` input rows x (n x cols, row-major) to H with one BLAS syrk, keeping H = 2/n Σ x xᵀ.
+void AccumulateHessian(const float* x, int64_t n, CalibrationStats* stats);
+
+struct GptqOptions {
+  int bits = 4;                ///< 2..8
+  int64_t group_size = 128;    ///< -1 = one group per output channel
+  bool symmetric = false;
+  double damp_percent = 0.01;  ///< added to the diagonal, as a fraction of its mean
+  bool act_order = false;      ///< desc_act
+  bool static_groups = false;
+  int64_t block_size = 128;    ///< columns per lazy batch
+};
+
+struct GptqResult {
+  QuantizedTensor tensor;
+  double damp_percent_used = 0;  ///< > damp_percent when the factorisation needed retries
+  int cholesky_retries = 0;
+};
+
+// INVALID_ARGUMENT for bad options, a Hessian of the wrong size or non-finite weights; FAILED_PRECONDITION
+// if H stays indefinite after the retries.
+absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats& stats, const GptqOptions& options);
+
+// tr(ΔW H ΔWᵀ) / tr(W H Wᵀ): the layer's relative output error on the calibration inputs.
+double RelativeOutputError(const Matrix& w, const Matrix& w_hat, const CalibrationStats& stats);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_QUANT_GPTQ_H_
