@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: setup build run test bench load-check stream-bench clean
+.PHONY: setup build run test bench load-check stream-bench quality-table clean
 
 setup:
 	./scripts/setup.sh
@@ -25,6 +25,9 @@ load-check: build
 
 stream-bench: build
 	python3 scripts/stream_bench.py $(BUILD)
+
+quality-table: build
+	python3 scripts/quality_table.py $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -47,4 +47,9 @@ std::string SummaryLine(const JobSummary& s) {
       s.bytes_read / 1e6, s.bytes_written / 1e6, s.seconds);
 }
 
+std::string EvaluationLine(const Evaluation& e) {
+  return absl::StrFormat("evaluation on %d tokens: perplexity %.4f (source %.4f), KL to the source %.5f nats/token\n",
+                         e.tokens, e.perplexity, e.reference_perplexity, e.kl_divergence);
+}
+
 }  // namespace lowbit::cli

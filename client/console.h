@@ -25,6 +25,7 @@ class ProgressBar {
 std::string LayerTableHeader();
 std::string LayerTableRow(const LayerReport& layer);
 std::string SummaryLine(const JobSummary& summary);
+std::string EvaluationLine(const Evaluation& evaluation);
 
 }  // namespace lowbit::cli
 

@@ -8,7 +8,17 @@
 
 ABSL_FLAG(std::string, input, "", "checkpoint to read: a path, file:// or s3:// URI (.safetensors, index, llama2.c .bin, or a directory)");
 ABSL_FLAG(std::string, output, "", "output directory (path or URI)");
-ABSL_FLAG(std::string, method, "rtn", "quantization method: rtn | int8");
+ABSL_FLAG(std::string, method, "rtn", "quantization method: rtn | int8 | gptq");
+ABSL_FLAG(double, damp_percent, 0.01, "gptq: diagonal damping as a fraction of its mean");
+ABSL_FLAG(bool, act_order, false, "gptq: quantize columns by decreasing Hessian diagonal (desc_act, g_idx)");
+ABSL_FLAG(bool, static_groups, false, "gptq: grids from the original weights");
+ABSL_FLAG(std::string, calib, "", "gptq: calibration text (path or URI), tokenized with --tokenizer");
+ABSL_FLAG(int, calib_samples, 32, "gptq: calibration windows");
+ABSL_FLAG(int, calib_seqlen, 128, "gptq: tokens per calibration window");
+ABSL_FLAG(int, calib_seed, 0, "gptq: seed choosing the calibration windows");
+ABSL_FLAG(std::string, eval_text, "", "evaluate the result: perplexity and KL to the source on this text");
+ABSL_FLAG(int, eval_windows, 16, "evaluation: non-overlapping windows");
+ABSL_FLAG(int, eval_seqlen, 128, "evaluation: tokens per window");
 ABSL_FLAG(int, bits, 4, "bits per weight code, 2..8 (int8: 8)");
 ABSL_FLAG(int, group_size, 128, "input columns per quantization group; -1 = per output channel");
 ABSL_FLAG(bool, sym, false, "symmetric (absmax) grid instead of zero-point");
@@ -41,7 +51,7 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags() {
   QuantizeJobSpec spec;
   const std::string method = absl::GetFlag(FLAGS_method);
   std::optional<Method> parsed = ParseMethod(method);
-  if (!parsed) return absl::InvalidArgumentError(absl::StrCat("--method: unknown method '", method, "' (rtn, int8)"));
+  if (!parsed) return absl::InvalidArgumentError(absl::StrCat("--method: unknown method '", method, "' (rtn, int8, gptq)"));
   spec.quant.method = *parsed;
   spec.quant.bits = absl::GetFlag(FLAGS_bits);
   spec.quant.group_size = absl::GetFlag(FLAGS_group_size);
@@ -55,6 +65,13 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags() {
   spec.include = absl::GetFlag(FLAGS_include);
   spec.exclude = absl::GetFlag(FLAGS_exclude);
   spec.overwrite = absl::GetFlag(FLAGS_overwrite);
+  spec.quant.damp_percent = absl::GetFlag(FLAGS_damp_percent);
+  spec.quant.act_order = absl::GetFlag(FLAGS_act_order);
+  spec.quant.static_groups = absl::GetFlag(FLAGS_static_groups);
+  spec.tokenizer_uri = absl::GetFlag(FLAGS_tokenizer);
+  spec.calibration = {absl::GetFlag(FLAGS_calib), absl::GetFlag(FLAGS_calib_samples), absl::GetFlag(FLAGS_calib_seqlen),
+                      static_cast<uint32_t>(absl::GetFlag(FLAGS_calib_seed))};
+  spec.evaluation = {absl::GetFlag(FLAGS_eval_text), absl::GetFlag(FLAGS_eval_windows), absl::GetFlag(FLAGS_eval_seqlen)};
   return spec;
 }
 

@@ -73,6 +73,9 @@ absl::Status RunQuantizeCommand() {
   ASSIGN_OR_RETURN(QuantizeJobSpec spec, JobSpecFromFlags());
   spec.source_uri = ToUri(absl::GetFlag(FLAGS_input));
   spec.destination_uri = ToUri(absl::GetFlag(FLAGS_output));
+  for (std::string* uri : {&spec.tokenizer_uri, &spec.calibration.text_uri, &spec.evaluation.text_uri}) {
+    if (!uri->empty()) *uri = ToUri(*uri);
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
   const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads)
                                                        : static_cast<int>(std::thread::hardware_concurrency());
@@ -86,7 +89,9 @@ absl::Status RunQuantizeCommand() {
   if (json) {
     std::cout << ToJson(*report).dump(2) << "\n";
   } else {
-    std::cout << SummaryLine(report->summary) << "wrote " << spec.destination_uri << "\n";
+    std::cout << SummaryLine(report->summary);
+    if (report->evaluation) std::cout << EvaluationLine(*report->evaluation);
+    std::cout << "wrote " << spec.destination_uri << "\n";
   }
   return absl::OkStatus();
 }

@@ -62,7 +62,7 @@ absl::Status PrintJson(const google::protobuf::Message& m) {
 
 LayerReport FromProto(const v1::LayerReport& p) {
   return {p.name(), p.method(), std::vector<int64_t>(p.shape().begin(), p.shape().end()), p.bits_per_weight(),
-          p.relative_error(), p.seconds()};
+          p.relative_error(), p.seconds(), p.note()};
 }
 
 JobSummary FromProto(const v1::QuantizeResult& r) {
@@ -111,6 +111,14 @@ absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
   request.set_destination_uri(absl::GetFlag(FLAGS_output));
   if (spec.quant.method == Method::kInt8) {
     request.mutable_int8()->set_symmetric(spec.quant.symmetric);
+  } else if (spec.quant.method == Method::kGptq) {
+    v1::GptqParams* g = request.mutable_gptq();
+    g->set_bits(spec.quant.bits);
+    g->set_group_size(static_cast<int32_t>(spec.quant.group_size));
+    g->set_symmetric(spec.quant.symmetric);
+    g->set_damp_percent(spec.quant.damp_percent);
+    g->set_act_order(spec.quant.act_order);
+    g->set_static_groups(spec.quant.static_groups);
   } else {
     v1::RtnParams* rtn = request.mutable_rtn();
     rtn->set_bits(spec.quant.bits);
@@ -123,6 +131,14 @@ absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
   request.mutable_layers()->set_quantize_lm_head(spec.quantize_lm_head);
   request.set_overwrite(spec.overwrite);
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  request.set_tokenizer_uri(spec.tokenizer_uri);
+  request.mutable_calibration()->set_text_uri(spec.calibration.text_uri);
+  request.mutable_calibration()->set_samples(spec.calibration.samples);
+  request.mutable_calibration()->set_seqlen(spec.calibration.seqlen);
+  request.mutable_calibration()->set_seed(spec.calibration.seed);
+  request.mutable_evaluation()->set_text_uri(spec.evaluation.text_uri);
+  request.mutable_evaluation()->set_windows(spec.evaluation.windows);
+  request.mutable_evaluation()->set_seqlen(spec.evaluation.seqlen);
   return request;
 }
 

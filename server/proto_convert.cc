@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -36,8 +37,15 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
     case v1::QuantizeModelRequest::kInt8:
       spec.quant = {Method::kInt8, 8, -1, request.int8().symmetric(), false};
       break;
+    case v1::QuantizeModelRequest::kGptq: {
+      const v1::GptqParams& g = request.gptq();
+      spec.quant = {Method::kGptq, g.bits() == 0 ? 4 : g.bits(), g.group_size() == 0 ? 128 : g.group_size(),
+                    g.symmetric(), false, g.damp_percent() == 0 ? 0.01 : g.damp_percent(), g.act_order(), g.static_groups()};
+      if (absl::Status s = ValidateQuantConfig(spec.quant); !s.ok()) violations.push_back({"gptq", std::string(s.message())});
+      break;
+    }
     case v1::QuantizeModelRequest::METHOD_NOT_SET:
-      violations.push_back({"method", "set one of rtn, int8"});
+      violations.push_back({"method", "set one of rtn, int8, gptq"});
       break;
   }
   if (request.output_format() != v1::OUTPUT_FORMAT_UNSPECIFIED && request.output_format() != v1::OUTPUT_FORMAT_GPTQ) {
@@ -58,10 +66,21 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
     spec.overrides.push_back({o.pattern(), RtnConfig(o.rtn(), field + ".rtn", &violations)});
   }
   spec.overwrite = request.overwrite();
+  spec.tokenizer_uri = request.tokenizer_uri();
+  const v1::CalibrationData& c = request.calibration();
+  spec.calibration = {c.text_uri(), c.samples() == 0 ? 32 : c.samples(), c.seqlen() == 0 ? 128 : c.seqlen(), c.seed()};
+  const v1::EvaluationRequest& e = request.evaluation();
+  spec.evaluation = {e.text_uri(), e.windows() == 0 ? 16 : e.windows(), e.seqlen() == 0 ? 128 : e.seqlen()};
   if (violations.empty()) {
     absl::Status s = ValidateJobSpec(spec);
-    if (!s.ok()) violations.push_back({request.method_case() == v1::QuantizeModelRequest::kInt8 ? "int8" : "rtn",
-                                       std::string(s.message())});
+    if (!s.ok()) {
+      const absl::string_view message = s.message();
+      const std::string field = absl::StartsWith(message, "calibration") ? "calibration"
+                                : absl::StartsWith(message, "evaluation") ? "evaluation"
+                                : request.method_case() == v1::QuantizeModelRequest::kInt8 ? "int8"
+                                : request.method_case() == v1::QuantizeModelRequest::kGptq ? "gptq" : "rtn";
+      violations.push_back({field, std::string(message)});
+    }
   }
   if (!violations.empty()) return InvalidRequest(violations);
   return spec;
@@ -79,6 +98,7 @@ v1::LayerReport ToProto(const LayerReport& layer) {
   p.set_bits_per_weight(layer.bits_per_weight);
   p.set_relative_error(layer.relative_error);
   p.set_seconds(layer.seconds);
+  p.set_note(layer.note);
   return p;
 }
 
@@ -99,6 +119,13 @@ v1::QuantizeResult ToProto(const JobReport& report) {
   r.set_bytes_read(static_cast<int64_t>(s.bytes_read));
   r.set_bytes_written(static_cast<int64_t>(s.bytes_written));
   r.set_seconds(s.seconds);
+  if (report.evaluation) {
+    v1::EvaluationResult* e = r.mutable_evaluation();
+    e->set_perplexity(report.evaluation->perplexity);
+    e->set_reference_perplexity(report.evaluation->reference_perplexity);
+    e->set_kl_divergence(report.evaluation->kl_divergence);
+    e->set_tokens(report.evaluation->tokens);
+  }
   return r;
 }
 

@@ -14,6 +14,8 @@
 #include "core/job/output_transaction.h"
 #include "core/pack/gptq.h"
 #include "core/quant/error_metrics.h"
+#include "core/runtime/calibration.h"
+#include "core/runtime/evaluation.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
@@ -26,6 +28,7 @@ struct PlannedTensor {
   TensorInfo info;
   const QuantConfig* quant = nullptr;  ///< null: kept in high precision
   const Quantizer* quantizer = nullptr;
+  const GptqResult* calibrated = nullptr;  ///< computed before streaming (calibrated methods)
   std::vector<TensorSpec> outputs;
 };
 
@@ -56,7 +59,7 @@ std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJo
                                 const Quantizers& quantizers) {
   std::vector<PlannedTensor> plan;
   for (const TensorInfo& info : reader.tensors()) {
-    PlannedTensor p{info, nullptr, nullptr, {}};
+    PlannedTensor p{info, nullptr, nullptr, nullptr, {}};
     const TensorRole role = RoleOf(info.name, info.shape.size());
     const bool quantize = (role == TensorRole::kLinear || (role == TensorRole::kLmHead && spec.quantize_lm_head)) &&
                           IsFloatDType(info.dtype) && info.shape.size() == 2 &&
@@ -123,21 +126,40 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
   tensor.bytes.clear();
   tensor.bytes.shrink_to_fit();
   RETURN_IF_ERROR(CheckFinite(w.data.data(), static_cast<int64_t>(w.data.size()), "weights"));
-  ASSIGN_OR_RETURN(QuantizedTensor q, p.quantizer->Quantize(w, nullptr));
-  ASSIGN_OR_RETURN(result.outputs, PackGptq(LayerPrefix(p.info.name), q));
-  const double error = RelativeFrobeniusError(w, q);
+  std::string note;
+  QuantizedTensor computed;
+  const QuantizedTensor* q = nullptr;
+  if (p.calibrated != nullptr) {
+    q = &p.calibrated->tensor;
+    if (p.calibrated->cholesky_retries > 0) {
+      note = absl::StrCat("H was not positive definite: damping raised to ", p.calibrated->damp_percent_used, " after ",
+                          p.calibrated->cholesky_retries, " retries");
+    }
+  } else {
+    ASSIGN_OR_RETURN(computed, p.quantizer->Quantize(w, nullptr));
+    q = &computed;
+  }
+  ASSIGN_OR_RETURN(result.outputs, PackGptq(LayerPrefix(p.info.name), *q));
+  const double error = RelativeFrobeniusError(w, *q);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   result.layer = LayerReport{p.info.name, std::string(MethodName(p.quant->method)), p.info.shape,
-                             q.BitsPerWeight(), error, seconds};
+                             q->BitsPerWeight(), error, seconds, note};
   return result;
 }
 
 nlohmann::json ToJson(const QuantConfig& quant) {
-  return {{"method", MethodName(quant.method)},
-          {"bits", quant.bits},
-          {"group_size", quant.group_size},
-          {"sym", quant.symmetric},
-          {"mse_clip", quant.mse_clip}};
+  nlohmann::json j = {{"method", MethodName(quant.method)},
+                      {"bits", quant.bits},
+                      {"group_size", quant.group_size},
+                      {"sym", quant.symmetric}};
+  if (quant.method == Method::kGptq) {
+    j["damp_percent"] = quant.damp_percent;
+    j["desc_act"] = quant.act_order;
+    j["static_groups"] = quant.static_groups;
+  } else {
+    j["mse_clip"] = quant.mse_clip;
+  }
+  return j;
 }
 
 nlohmann::json ConfigJson(const QuantizeJobSpec& spec) {
@@ -168,6 +190,44 @@ nlohmann::json GptqDynamic(const std::vector<LayerOverride>& overrides) {
   return dynamic;
 }
 
+// GPTQ on the whole model, block by block, on calibration windows of the job's text. The model is held
+// in memory in float32 for this (streaming it block by block is later work).
+absl::StatusOr<std::map<std::string, GptqResult>> CalibrateGptq(const CheckpointReader& reader, ObjectStore* store,
+                                                                const QuantizeJobSpec& spec,
+                                                                const std::vector<PlannedTensor>& plan) {
+  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(reader));
+  ASSIGN_OR_RETURN(Llama2cTokenizer tokenizer, Llama2cTokenizer::Load(store, spec.tokenizer_uri, model.vocab_size()));
+  const CalibrationSpec& c = spec.calibration;
+  ASSIGN_OR_RETURN(std::vector<std::vector<int>> windows,
+                   CalibrationWindows(store, c.text_uri, tokenizer, {c.samples, c.seqlen, c.seed}));
+  std::map<std::string, const QuantConfig*> configs;
+  for (const PlannedTensor& p : plan) {
+    if (p.quant != nullptr) configs[p.info.name] = p.quant;
+  }
+  // Overrides may change bits or groups per layer: run GPTQ once per distinct config is not needed,
+  // since the options only matter per layer; group layers by config and run the blocks in one pass.
+  const QuantConfig& q = spec.quant;
+  GptqOptions options{q.bits, q.group_size, q.symmetric, q.damp_percent, q.act_order, q.static_groups, 128};
+  if (!spec.overrides.empty()) {
+    return absl::UnimplementedError("overrides: not supported with gptq yet");
+  }
+  return RunSequentialGptq(model, windows, options, [&](const std::string& name) { return configs.count(name) > 0; });
+}
+
+// Perplexity and KL of the model as written (read back through the dequantizing reader) against the
+// source model.
+absl::StatusOr<Evaluation> EvaluateOutput(const CheckpointReader& source_reader, ObjectStore* source,
+                                          ObjectStore* destination, const QuantizeJobSpec& spec) {
+  ASSIGN_OR_RETURN(LlamaModel reference, LlamaModel::Load(source_reader));
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> written,
+                   OpenDequantizedGptq(destination, JoinUri(spec.destination_uri, kModelFile)));
+  ASSIGN_OR_RETURN(LlamaModel quantized, LlamaModel::Load(*written));
+  ASSIGN_OR_RETURN(Llama2cTokenizer tokenizer, Llama2cTokenizer::Load(source, spec.tokenizer_uri, reference.vocab_size()));
+  ASSIGN_OR_RETURN(EvalResult r, Evaluate(quantized, &reference, source, spec.evaluation.text_uri, tokenizer,
+                                          {spec.evaluation.windows, spec.evaluation.seqlen}));
+  return Evaluation{r.perplexity, r.reference_perplexity, r.kl_divergence, r.tokens, spec.evaluation.text_uri};
+}
+
 absl::Status CheckDestination(ObjectStore* destination, const QuantizeJobSpec& spec) {
   ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, destination->List(JoinUri(spec.destination_uri, "")));
   if (existing.empty()) return absl::OkStatus();
@@ -185,6 +245,17 @@ absl::Status CheckDestination(ObjectStore* destination, const QuantizeJobSpec& s
 absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   if (spec.source_uri.empty()) return absl::InvalidArgumentError("source_uri: must not be empty");
   if (spec.destination_uri.empty()) return absl::InvalidArgumentError("destination_uri: must not be empty");
+  if (spec.quant.method == Method::kGptq && (spec.calibration.text_uri.empty() || spec.tokenizer_uri.empty())) {
+    return absl::InvalidArgumentError("calibration: gptq needs a calibration text and the model's tokenizer");
+  }
+  if (!spec.evaluation.text_uri.empty() && spec.tokenizer_uri.empty()) {
+    return absl::InvalidArgumentError("evaluation: needs the model's tokenizer");
+  }
+  for (const LayerOverride& o : spec.overrides) {
+    if (o.quant.method != spec.quant.method) {
+      return absl::InvalidArgumentError("overrides: must use the job's method");
+    }
+  }
   std::vector<const QuantConfig*> configs = {&spec.quant};
   for (const LayerOverride& o : spec.overrides) configs.push_back(&o.quant);
   for (const QuantConfig* config : configs) {
@@ -211,7 +282,16 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
   RETURN_IF_ERROR(CheckDestination(destination, spec));
 
-  const std::vector<PlannedTensor> plan = Plan(*reader, spec, quantizers);
+  std::vector<PlannedTensor> plan = Plan(*reader, spec, quantizers);
+  // Calibrated methods run on the model itself before the streaming pass writes their results.
+  std::map<std::string, GptqResult> calibrated;
+  if (spec.quant.method == Method::kGptq) {
+    ASSIGN_OR_RETURN(calibrated, CalibrateGptq(*reader, source, spec, plan));
+    for (PlannedTensor& p : plan) {
+      auto it = calibrated.find(p.info.name);
+      if (it != calibrated.end()) p.calibrated = &it->second;
+    }
+  }
   int64_t layers_total = 0;
   std::vector<TensorSpec> specs;
   for (const PlannedTensor& p : plan) {
@@ -283,12 +363,20 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
 
   nlohmann::json config = reader->descriptor().config;
   nlohmann::json quantize_config = GptqQuantizeConfig(spec.quant.bits, spec.quant.group_size, spec.quant.symmetric);
+  if (spec.quant.method == Method::kGptq) {
+    quantize_config["desc_act"] = spec.quant.act_order;
+    quantize_config["static_groups"] = spec.quant.static_groups;
+    quantize_config["damp_percent"] = spec.quant.damp_percent;
+  }
   if (!spec.overrides.empty()) quantize_config["dynamic"] = GptqDynamic(spec.overrides);
   config["quantization_config"] = quantize_config;
   config["torch_dtype"] = "float16";
   RETURN_IF_ERROR(output.WriteAll("config.json", config.dump(2), &report));
   RETURN_IF_ERROR(output.WriteAll("quantize_config.json", quantize_config.dump(2), &report));
 
+  if (!spec.evaluation.text_uri.empty()) {
+    ASSIGN_OR_RETURN(report.evaluation, EvaluateOutput(*reader, source, destination, spec));
+  }
   Summarize(&report);
   report.summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   RETURN_IF_ERROR(output.WriteAll(kReportFile, ToJson(report).dump(2), &report));

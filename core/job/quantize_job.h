@@ -32,6 +32,20 @@ struct LayerOverride {
   QuantConfig quant;
 };
 
+// Data for calibrated methods (GPTQ) and for evaluation: texts tokenized with the model's tokenizer.
+struct CalibrationSpec {
+  std::string text_uri;       ///< calibration text; required by gptq
+  int samples = 32;           ///< windows
+  int seqlen = 128;           ///< tokens per window
+  uint32_t seed = 0;
+};
+
+struct EvaluationSpec {
+  std::string text_uri;       ///< when set, the written model is evaluated against the source model
+  int windows = 16;
+  int seqlen = 128;
+};
+
 struct QuantizeJobSpec {
   std::string source_uri;        ///< checkpoint file or directory
   std::string destination_uri;   ///< output directory
@@ -42,6 +56,9 @@ struct QuantizeJobSpec {
   std::vector<std::string> exclude;  ///< glob patterns of linear layers to keep in high precision
   std::vector<LayerOverride> overrides;  ///< the first matching pattern wins over `quant`
   bool overwrite = false;            ///< replace an existing output instead of ALREADY_EXISTS
+  std::string tokenizer_uri;         ///< llama2.c tokenizer.bin, for calibration and evaluation texts
+  CalibrationSpec calibration;
+  EvaluationSpec evaluation;
 };
 
 // Progress callbacks, all made from the job's own thread, in tensor order.

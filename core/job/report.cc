@@ -22,12 +22,14 @@ void Summarize(JobReport* report) {
 }
 
 nlohmann::json ToJson(const LayerReport& layer) {
-  return {{"name", layer.name},
-          {"method", layer.method},
-          {"shape", layer.shape},
-          {"bits_per_weight", layer.bits_per_weight},
-          {"relative_error", layer.relative_error},
-          {"seconds", layer.seconds}};
+  nlohmann::json j = {{"name", layer.name},
+                      {"method", layer.method},
+                      {"shape", layer.shape},
+                      {"bits_per_weight", layer.bits_per_weight},
+                      {"relative_error", layer.relative_error},
+                      {"seconds", layer.seconds}};
+  if (!layer.note.empty()) j["note"] = layer.note;
+  return j;
 }
 
 nlohmann::json ToJson(const JobReport& report) {
@@ -36,7 +38,7 @@ nlohmann::json ToJson(const JobReport& report) {
   nlohmann::json files = nlohmann::json::array();
   for (const OutputFile& f : report.files) files.push_back({{"name", f.name}, {"bytes", f.bytes}});
   const JobSummary& s = report.summary;
-  return {{"source", report.source},
+  nlohmann::json j = {{"source", report.source},
           {"destination", report.destination},
           {"config", report.config},
           {"layers", layers},
@@ -51,6 +53,15 @@ nlohmann::json ToJson(const JobReport& report) {
             {"bytes_read", s.bytes_read},
             {"bytes_written", s.bytes_written},
             {"seconds", s.seconds}}}};
+  if (report.evaluation) {
+    const Evaluation& e = *report.evaluation;
+    j["evaluation"] = {{"perplexity", e.perplexity},
+                       {"reference_perplexity", e.reference_perplexity},
+                       {"kl_divergence", e.kl_divergence},
+                       {"tokens", e.tokens},
+                       {"text", e.text}};
+  }
+  return j;
 }
 
 }  // namespace lowbit

@@ -4,6 +4,7 @@
 #define LOWBIT_CORE_JOB_REPORT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,15 @@ struct LayerReport {
   double bits_per_weight = 0;   ///< storage of codes + scales + zeros per weight
   double relative_error = 0;    ///< ||W − Ŵ||_F / ||W||_F
   double seconds = 0;           ///< quantize + pack wall time
+  std::string note;             ///< e.g. GPTQ's raised damping; empty when there is nothing to say
+};
+
+struct Evaluation {
+  double perplexity = 0;            ///< of the quantized model
+  double reference_perplexity = 0;  ///< of the source model, same windows
+  double kl_divergence = 0;         ///< mean KL(source || quantized) per token, nats
+  int64_t tokens = 0;
+  std::string text;                 ///< the evaluation text's URI
 };
 
 struct OutputFile {
@@ -44,6 +54,7 @@ struct JobReport {
   std::vector<LayerReport> layers;
   std::vector<OutputFile> files;
   JobSummary summary;
+  std::optional<Evaluation> evaluation;
 };
 
 // Fills `report->summary` from its layers (all but bytes and seconds).

@@ -13,14 +13,13 @@
 #include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "core/quant/gptq.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/tensor/tensor.h"
 
 namespace lowbit {
 
-struct CalibrationStats;  // input statistics of one linear layer (calibration runtime)
-
-enum class Method { kRtn, kInt8 };
+enum class Method { kRtn, kInt8, kGptq };
 
 absl::string_view MethodName(Method method);
 std::optional<Method> ParseMethod(absl::string_view name);
@@ -31,6 +30,9 @@ struct QuantConfig {
   int64_t group_size = 128;  ///< input columns per group, -1 = per output channel (INT8: -1)
   bool symmetric = false;    ///< absmax grid instead of zero-point
   bool mse_clip = false;     ///< RTN only: search a clipping factor per group
+  double damp_percent = 0.01;  ///< GPTQ: diagonal damping as a fraction of its mean
+  bool act_order = false;      ///< GPTQ: desc_act, columns by decreasing Hessian diagonal (g_idx)
+  bool static_groups = false;  ///< GPTQ: grids from the original weights
 };
 
 // INVALID_ARGUMENT naming the offending field ("bits", "group_size", ...).

@@ -106,12 +106,27 @@ absl::StatusOr<LlamaModel> LlamaModel::Load(const CheckpointReader& reader) {
   return m;
 }
 
-const std::vector<float>& LlamaModel::Forward(int token) {
+Matrix* LlamaModel::MutableLinear(const std::string& name) {
+  const int layer = LayerIndexOf(name);
+  if (layer < 0 || layer >= num_layers()) return nullptr;
+  Block& b = blocks_[static_cast<size_t>(layer)];
+  for (auto [suffix, m] : {std::pair<const char*, Matrix*>{"self_attn.q_proj.weight", &b.q}, {"self_attn.k_proj.weight", &b.k},
+                           {"self_attn.v_proj.weight", &b.v}, {"self_attn.o_proj.weight", &b.o},
+                           {"mlp.gate_proj.weight", &b.gate}, {"mlp.up_proj.weight", &b.up},
+                           {"mlp.down_proj.weight", &b.down}}) {
+    if (name == absl::StrCat("model.layers.", layer, ".", suffix)) return m;
+  }
+  return nullptr;
+}
+
+const std::vector<float>& LlamaModel::Forward(int token, int last_layer) {
   const int64_t kv_dim = kv_heads_ * head_dim_, group = heads_ / kv_heads_;
   std::copy(embed_.row(token), embed_.row(token) + dim_, x_.begin());
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& b = blocks_[l];
+    const int layer = static_cast<int>(l);
     RmsNorm(x_.data(), b.attn_norm.data(), dim_, eps_, xb_.data());
+    if (capture_) capture_(layer, LinearInput::kQkv, xb_.data());
     MatVec(b.q, xb_.data(), q_.data());
     MatVec(b.k, xb_.data(), k_.data());
     MatVec(b.v, xb_.data(), v_.data());
@@ -143,14 +158,21 @@ const std::vector<float>& LlamaModel::Forward(int token) {
         for (int64_t i = 0; i < head_dim_; ++i) out[i] += a * v[i];
       }
     }
+    if (capture_) capture_(layer, LinearInput::kO, out_.data());
     MatVec(b.o, out_.data(), xb_.data());
     for (int64_t i = 0; i < dim_; ++i) x_[i] += xb_[i];
     RmsNorm(x_.data(), b.ffn_norm.data(), dim_, eps_, xb_.data());
+    if (capture_) capture_(layer, LinearInput::kGateUp, xb_.data());
     MatVec(b.gate, xb_.data(), h1_.data());
     MatVec(b.up, xb_.data(), h3_.data());
     for (int64_t i = 0; i < hidden_; ++i) h1_[i] = h1_[i] / (1.0f + std::exp(-h1_[i])) * h3_[i];  // SiLU(gate) * up
+    if (capture_) capture_(layer, LinearInput::kDown, h1_.data());
     MatVec(b.down, h1_.data(), xb_.data());
     for (int64_t i = 0; i < dim_; ++i) x_[i] += xb_[i];
+    if (layer == last_layer) {
+      ++pos_;
+      return logits_;
+    }
   }
   RmsNorm(x_.data(), final_norm_.data(), dim_, eps_, xb_.data());
   MatVec(lm_head_.data.empty() ? embed_ : lm_head_, xb_.data(), logits_.data());

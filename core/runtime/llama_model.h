@@ -8,6 +8,8 @@
 #ifndef LOWBIT_CORE_RUNTIME_LLAMA_MODEL_H_
 #define LOWBIT_CORE_RUNTIME_LLAMA_MODEL_H_
 
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -15,13 +17,29 @@
 
 namespace lowbit {
 
+// The four places a decoder block's linear layers read their input.
+enum class LinearInput {
+  kQkv = 0,     ///< q/k/v_proj: the attention RMSNorm's output
+  kO = 1,       ///< o_proj: the attention output
+  kGateUp = 2,  ///< gate/up_proj: the MLP RMSNorm's output
+  kDown = 3,    ///< down_proj: SiLU(gate) * up
+};
+
 class LlamaModel {
  public:
+  // Called with each linear input vector (length = that layer's input width) while a capture is set.
+  using Capture = std::function<void(int layer, LinearInput input, const float* x)>;
+
   // INVALID_ARGUMENT if the checkpoint is not a Llama-family decoder or a tensor has the wrong shape.
   static absl::StatusOr<LlamaModel> Load(const CheckpointReader& reader);
 
-  // Runs one token at the next position; returns the logits over the vocabulary.
-  const std::vector<float>& Forward(int token);
+  // Runs one token at the next position; returns the logits over the vocabulary. With `last_layer` >= 0
+  // it stops after that decoder block (calibration needs no more) and the logits are not computed.
+  const std::vector<float>& Forward(int token, int last_layer = -1);
+  void set_capture(Capture capture) { capture_ = std::move(capture); }
+  // The linear layer's weights by HF name, to replace them with their quantized values; null if absent.
+  Matrix* MutableLinear(const std::string& name);
+  int num_layers() const { return static_cast<int>(blocks_.size()); }
   void Reset() { pos_ = 0; }
   int vocab_size() const { return static_cast<int>(vocab_); }
   int max_positions() const { return static_cast<int>(max_pos_); }
@@ -39,6 +57,7 @@ class LlamaModel {
   std::vector<float> key_cache_, value_cache_;  // [layer][pos][kv_dim]
   std::vector<float> x_, xb_, q_, k_, v_, att_, out_, h1_, h3_, logits_;
   int64_t pos_ = 0;
+  Capture capture_;
 };
 
 // Greedy decoding from BOS for `steps` tokens (stopping early at BOS/EOS, as llama2.c's run does).

@@ -48,6 +48,30 @@ PY
 cmp -s <(tr -d '\n' < "$WORK/generated.txt") <(tr -d '\n' < "$DATA/models/stories260K/golden_greedy_prefix.txt") \
   || fail "lowbit generate differs from golden_greedy_prefix.txt"
 
+# GPTQ end to end with evaluation: calibrated on tiny-shakespeare, evaluated (read back from the written
+# files) on WikiText-2; at the same bits it must be closer to the FP32 model than RTN.
+TOK="$DATA/models/stories260K/tok512.bin"
+EVAL=(--tokenizer "$TOK" --eval-text "$DATA/text/wikitext2-test.raw" --eval-windows 8 --json)
+for cfg in "4 32" "3 32"; do
+  set -- $cfg
+  "$LOWBIT" quantize --input "$MODEL" --output "$WORK/gptq-$1" --method gptq --bits "$1" --group-size "$2" \
+    --calib "$DATA/text/tiny-shakespeare.txt" --calib-samples 16 "${EVAL[@]}" > "$WORK/gptq-$1.json" || fail "gptq $cfg"
+  "$LOWBIT" quantize --input "$MODEL" --output "$WORK/rtn-$1" --method rtn --bits "$1" --group-size "$2" \
+    "${EVAL[@]}" > "$WORK/rtn-$1.json" || fail "rtn $cfg with evaluation"
+  /usr/bin/python3 - "$WORK/gptq-$1.json" "$WORK/rtn-$1.json" <<'PY' || fail "gptq vs rtn at $cfg"
+import json, sys
+g, r = (json.load(open(p)) for p in sys.argv[1:3])
+assert g["config"]["method"] == "gptq" and len(g["layers"]) == 35
+ge, re_ = g["evaluation"], r["evaluation"]
+assert ge["reference_perplexity"] == re_["reference_perplexity"] and ge["tokens"] == re_["tokens"] > 0
+assert 0 < ge["kl_divergence"] < re_["kl_divergence"], (ge, re_)
+print("ok: gptq %s-bit: KL %.4f < RTN %.4f; perplexity %.2f vs %.2f (FP32 %.2f)" % (
+    g["config"]["bits"], ge["kl_divergence"], re_["kl_divergence"], ge["perplexity"], re_["perplexity"],
+    ge["reference_perplexity"]))
+PY
+done
+expect_error gptq-needs-calibration "calibration" quantize --input "$MODEL" --method gptq
+
 # Bad inputs.
 printf 'abc' > "$WORK/truncated.safetensors"
 expect_error truncated "truncated.safetensors" quantize --input "$WORK/truncated.safetensors"

@@ -1,0 +1,86 @@
+#include "core/runtime/calibration.h"
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/util/status_macros.h"
+
+namespace lowbit {
+
+absl::StatusOr<std::vector<std::vector<int>>> CalibrationWindows(ObjectStore* store, absl::string_view uri,
+                                                                 const Llama2cTokenizer& tokenizer,
+                                                                 const CalibrationOptions& options) {
+  ASSIGN_OR_RETURN(std::string text, store->ReadAll(uri));
+  // Enough tokens for distinct windows; lines keep BPE's quadratic merge loop short.
+  const size_t wanted = static_cast<size_t>(options.samples) * static_cast<size_t>(options.seqlen) * 4;
+  std::vector<int> tokens;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
+    std::vector<int> t = tokenizer.Encode(line, /*bos=*/false);
+    tokens.insert(tokens.end(), t.begin(), t.end());
+    if (tokens.size() >= wanted) break;
+  }
+  if (tokens.size() < static_cast<size_t>(options.seqlen)) {
+    return absl::InvalidArgumentError(absl::StrCat("calibration text ", uri, " has ", tokens.size(),
+                                                   " tokens, fewer than one window of ", options.seqlen));
+  }
+  std::mt19937 rng(options.seed);
+  std::uniform_int_distribution<size_t> start(0, tokens.size() - static_cast<size_t>(options.seqlen));
+  std::vector<std::vector<int>> windows;
+  for (int s = 0; s < options.samples; ++s) {
+    const size_t at = start(rng);
+    std::vector<int> w = {Llama2cTokenizer::kBos};
+    w.insert(w.end(), tokens.begin() + static_cast<std::ptrdiff_t>(at),
+             tokens.begin() + static_cast<std::ptrdiff_t>(at) + options.seqlen - 1);
+    windows.push_back(std::move(w));
+  }
+  return windows;
+}
+
+absl::StatusOr<std::map<std::string, GptqResult>> RunSequentialGptq(
+    LlamaModel& model, const std::vector<std::vector<int>>& windows, const GptqOptions& options,
+    const std::function<bool(const std::string&)>& include, const std::function<void(const std::string&)>& progress) {
+  static const std::vector<std::pair<LinearInput, std::vector<std::string>>> kSteps = {
+      {LinearInput::kQkv, {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"}},
+      {LinearInput::kO, {"self_attn.o_proj.weight"}},
+      {LinearInput::kGateUp, {"mlp.gate_proj.weight", "mlp.up_proj.weight"}},
+      {LinearInput::kDown, {"mlp.down_proj.weight"}},
+  };
+  std::map<std::string, GptqResult> results;
+  for (int layer = 0; layer < model.num_layers(); ++layer) {
+    for (const auto& [input, suffixes] : kSteps) {
+      std::vector<std::string> names;
+      for (const std::string& s : suffixes) {
+        const std::string name = absl::StrCat("model.layers.", layer, ".", s);
+        if (include(name)) names.push_back(name);
+      }
+      if (names.empty()) continue;
+      // One pass over the calibration windows up to this block, collecting this input's statistics.
+      CalibrationStats stats;
+      stats.cols = model.MutableLinear(names.front())->cols;
+      std::vector<float> rows;
+      model.set_capture([&, layer, input = input](int l, LinearInput in, const float* x) {
+        if (l == layer && in == input) rows.insert(rows.end(), x, x + stats.cols);
+      });
+      for (const std::vector<int>& window : windows) {
+        model.Reset();
+        for (int token : window) model.Forward(token, layer);
+        AccumulateHessian(rows.data(), static_cast<int64_t>(rows.size()) / stats.cols, &stats);
+        rows.clear();
+      }
+      model.set_capture(nullptr);
+      for (const std::string& name : names) {
+        Matrix* w = model.MutableLinear(name);
+        absl::StatusOr<GptqResult> r = QuantizeGptq(*w, stats, options);
+        if (!r.ok()) return absl::Status(r.status().code(), absl::StrCat("tensor ", name, ": ", r.status().message()));
+        *w = r->tensor.Dequantize();  // later blocks see this layer as it will be
+        results.emplace(name, *std::move(r));
+        if (progress) progress(name);
+      }
+    }
+  }
+  model.Reset();
+  return results;
+}
+
+}  // namespace lowbit
