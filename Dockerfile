@@ -13,7 +13,7 @@ RUN cd tools && npm ci --no-audit --no-fund \
 
 FROM debian:bookworm-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libgrpc++1.51 libprotobuf32 libabsl20220623 libopenblas0 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
+      libgrpc++1.51 libprotobuf32 libabsl20220623 libopenblas0 libprometheus-cpp-core1.0 \
       libcurl4 ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/lowbitd /src/build/lowbit /usr/local/bin/

@@ -1,11 +1,14 @@
 // lowbitd: the quantization job server.
 //
-// Shutdown on SIGTERM/SIGINT: a watcher thread (signals are blocked everywhere else, so no handler ever
-// runs inside gRPC or Abseil) marks health NOT_SERVING, stops taking jobs, gives running jobs the grace
-// period to finish, then preempts them at their next tensor (they return to QUEUED and run again after
-// a restart) and shuts the gRPC server down. Exit status 0.
+// Shutdown on SIGTERM/SIGINT: the signal handler only writes the signal number to a pipe (the self-pipe
+// trick: async-signal-safe, and it works whichever thread the kernel picks, including threads libraries
+// started before main such as OpenBLAS's). A watcher thread reads the pipe, marks health NOT_SERVING,
+// stops taking jobs, gives running jobs the grace period to finish, then preempts them at their next
+// tensor (they return to QUEUED and run again after a restart) and shuts the gRPC server down. Exit 0.
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -13,7 +16,6 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <prometheus/exposer.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -28,6 +30,7 @@
 #include "server/job_registry.h"
 #include "server/job_store.h"
 #include "server/metrics.h"
+#include "server/metrics_http.h"
 #include "server/quantizer_service.h"
 #include "server/scheduler.h"
 
@@ -47,13 +50,24 @@ ABSL_FLAG(std::string, ready_file, "", "if set, written with '<grpc port> <metri
 namespace lowbit::server {
 namespace {
 
+int signal_pipe[2] = {-1, -1};
+
+void OnShutdownSignal(int signal) {
+  const char byte = static_cast<char>(signal);
+  [[maybe_unused]] ssize_t n = ::write(signal_pipe[1], &byte, 1);
+}
+
 int Serve() {
-  // Block the shutdown signals before any thread starts, so only the watcher below receives them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (::pipe(signal_pipe) != 0) {
+    std::perror("lowbitd: pipe");
+    return 1;
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnShutdownSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
 
   Metrics metrics;
   // file:// under --store_root; s3:// with the credentials of the environment (never logged).
@@ -79,8 +93,12 @@ int Serve() {
     return 1;
   }
 
-  prometheus::Exposer exposer(absl::GetFlag(FLAGS_metrics_address));
-  exposer.RegisterCollectable(metrics.registry());
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> metrics_http =
+      MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_address), metrics.registry());
+  if (!metrics_http.ok()) {
+    std::fprintf(stderr, "lowbitd: %s\n", metrics_http.status().ToString().c_str());
+    return 1;
+  }
 
   const int workers = absl::GetFlag(FLAGS_worker_threads) > 0 ? absl::GetFlag(FLAGS_worker_threads)
                                                               : static_cast<int>(std::thread::hardware_concurrency());
@@ -112,8 +130,7 @@ int Serve() {
     std::fprintf(stderr, "lowbitd: cannot listen on %s\n", absl::GetFlag(FLAGS_grpc_address).c_str());
     return 1;
   }
-  const std::vector<int> metrics_ports = exposer.GetListeningPorts();
-  const int metrics_port = metrics_ports.empty() ? 0 : metrics_ports.front();
+  const int metrics_port = (*metrics_http)->port();
   std::fprintf(stderr, "lowbitd: serving gRPC on port %d, metrics on port %d; store root %s; %d worker threads\n",
                grpc_port, metrics_port, absl::GetFlag(FLAGS_store_root).c_str(), workers);
   if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
@@ -122,8 +139,10 @@ int Serve() {
   }
 
   std::thread watcher([&] {
-    int signal = 0;
-    sigwait(&signals, &signal);
+    char byte = 0;
+    while (::read(signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    const int signal = byte;
     std::fprintf(stderr, "lowbitd: signal %d: draining (grace %s)\n", signal,
                  absl::FormatDuration(absl::GetFlag(FLAGS_grace_period)).c_str());
     health_service.SetServing(false);
