@@ -16,6 +16,8 @@ ABSL_FLAG(std::string, calib, "", "gptq: calibration text (path or URI), tokeniz
 ABSL_FLAG(int, calib_samples, 32, "gptq: calibration windows");
 ABSL_FLAG(int, calib_seqlen, 128, "gptq: tokens per calibration window");
 ABSL_FLAG(int, calib_seed, 0, "gptq: seed choosing the calibration windows");
+ABSL_FLAG(std::string, reference, "", "eval: the model to measure KL divergence against (e.g. the unquantized one)");
+ABSL_FLAG(std::string, text, "", "eval: text to evaluate on");
 ABSL_FLAG(std::string, eval_text, "", "evaluate the result: perplexity and KL to the source on this text");
 ABSL_FLAG(int, eval_windows, 16, "evaluation: non-overlapping windows");
 ABSL_FLAG(int, eval_seqlen, 128, "evaluation: tokens per window");

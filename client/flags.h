@@ -27,6 +27,10 @@ ABSL_DECLARE_FLAG(std::string, s3_endpoint);
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(std::string, tokenizer);
 ABSL_DECLARE_FLAG(int, steps);
+ABSL_DECLARE_FLAG(std::string, reference);
+ABSL_DECLARE_FLAG(std::string, text);
+ABSL_DECLARE_FLAG(int, eval_windows);
+ABSL_DECLARE_FLAG(int, eval_seqlen);
 ABSL_DECLARE_FLAG(std::string, s3_region);
 
 namespace lowbit::cli {

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -12,6 +13,8 @@
 #include "client/flags.h"
 #include "core/checkpoint/checkpoint_reader.h"
 #include "core/job/convert_job.h"
+#include "core/pack/gptq.h"
+#include "core/runtime/evaluation.h"
 #include "core/runtime/llama_model.h"
 #include "core/runtime/tokenizer.h"
 #include "core/job/quantize_job.h"
@@ -126,6 +129,34 @@ absl::Status RunGenerateCommand() {
     previous = token;
   }
   std::cout << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunEvalCommand() {
+  if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_tokenizer).empty() || absl::GetFlag(FLAGS_text).empty()) {
+    return absl::InvalidArgumentError("--model, --tokenizer and --text are required");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
+  // Quantized outputs of lowbit (GPTQ layout) are dequantized on the way in; plain checkpoints pass through.
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenDequantizedGptq(store.get(), ToUri(absl::GetFlag(FLAGS_model))));
+  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(*reader));
+  std::optional<LlamaModel> reference;
+  if (!absl::GetFlag(FLAGS_reference).empty()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> ref_reader,
+                     OpenDequantizedGptq(store.get(), ToUri(absl::GetFlag(FLAGS_reference))));
+    ASSIGN_OR_RETURN(reference, LlamaModel::Load(*ref_reader));
+  }
+  ASSIGN_OR_RETURN(Llama2cTokenizer tokenizer,
+                   Llama2cTokenizer::Load(store.get(), ToUri(absl::GetFlag(FLAGS_tokenizer)), model.vocab_size()));
+  ASSIGN_OR_RETURN(EvalResult r, Evaluate(model, reference ? &*reference : nullptr, store.get(), ToUri(absl::GetFlag(FLAGS_text)),
+                                          tokenizer, {absl::GetFlag(FLAGS_eval_windows), absl::GetFlag(FLAGS_eval_seqlen)}));
+  if (absl::GetFlag(FLAGS_json)) {
+    nlohmann::json j = {{"perplexity", r.perplexity}, {"tokens", r.tokens}};
+    if (reference) j["reference_perplexity"] = r.reference_perplexity, j["kl_divergence"] = r.kl_divergence;
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << EvaluationLine({r.perplexity, r.reference_perplexity, r.kl_divergence, r.tokens, ""});
+  }
   return absl::OkStatus();
 }
 

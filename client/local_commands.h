@@ -9,6 +9,7 @@ namespace lowbit::cli {
 absl::Status RunQuantizeCommand();
 absl::Status RunConvertCommand();
 absl::Status RunGenerateCommand();
+absl::Status RunEvalCommand();
 
 }  // namespace lowbit::cli
 

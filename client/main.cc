@@ -19,6 +19,7 @@ constexpr char kUsage[] = R"(lowbit: quantize LLM checkpoints.
   lowbit quantize --input PATH --output DIR [--method rtn|int8] [--bits N] [--group-size N] [--sym] [--json]
   lowbit convert  --input MODEL.bin --output DIR      (llama2.c -> Hugging Face safetensors)
   lowbit generate --model MODEL --tokenizer tokenizer.bin [--steps N]   (greedy decoding from BOS)
+  lowbit eval     --model MODEL [--reference MODEL] --text TEXT --tokenizer tokenizer.bin   (perplexity, KL)
 
   lowbit submit   --input URI --output URI [method flags as for quantize] [--request-id ID] [--watch]
   lowbit get      JOB            lowbit watch JOB            lowbit cancel JOB
@@ -50,6 +51,8 @@ int main(int argc, char** argv) {
     status = lowbit::cli::RunQuantizeCommand();
   } else if (command == "convert") {
     status = lowbit::cli::RunConvertCommand();
+  } else if (command == "eval") {
+    status = lowbit::cli::RunEvalCommand();
   } else if (command == "generate") {
     status = lowbit::cli::RunGenerateCommand();
   } else if (command == "submit") {

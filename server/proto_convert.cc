@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 
 namespace lowbit::server {
@@ -79,7 +80,8 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
                                 : absl::StartsWith(message, "evaluation") ? "evaluation"
                                 : request.method_case() == v1::QuantizeModelRequest::kInt8 ? "int8"
                                 : request.method_case() == v1::QuantizeModelRequest::kGptq ? "gptq" : "rtn";
-      violations.push_back({field, std::string(message)});
+      // Core messages start with the field they are about; the violation names it already.
+      violations.push_back({field, std::string(absl::StripPrefix(message, field + ": "))});
     }
   }
   if (!violations.empty()) return InvalidRequest(violations);

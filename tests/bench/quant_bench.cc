@@ -8,7 +8,10 @@
 #include <cblas.h>
 
 #include "core/pack/gptq.h"
+#include "core/checkpoint/checkpoint_reader.h"
 #include "core/quant/gptq.h"
+#include "core/runtime/llama_model.h"
+#include "core/storage/local_object_store.h"
 #include "core/quant/rtn.h"
 #include "core/tensor/dtype.h"
 #include "core/util/memory.h"
@@ -147,6 +150,21 @@ void BM_Gptq4bitG128Layer4096(benchmark::State& state) {
                                                  benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_Gptq4bitG128Layer4096)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+
+// Decoding speed of the FP32 forward pass on the real stories260K (one token per iteration).
+void BM_ForwardStories260K(benchmark::State& state) {
+  auto store = *LocalObjectStore::Create({"/"});
+  auto reader = *OpenCheckpoint(store.get(), std::string(LOWBIT_SHARED_DATA) + "/models/stories260K/stories260K.bin");
+  LlamaModel model = *LlamaModel::Load(*reader);
+  int token = 1, pos = 0;
+  for (auto _ : state) {
+    if (++pos == 256) model.Reset(), pos = 0;
+    const std::vector<float>& logits = model.Forward(token);
+    token = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_ForwardStories260K)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace lowbit

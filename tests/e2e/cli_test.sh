@@ -70,6 +70,15 @@ print("ok: gptq %s-bit: KL %.4f < RTN %.4f; perplexity %.2f vs %.2f (FP32 %.2f)"
     ge["reference_perplexity"]))
 PY
 done
+# lowbit eval on a written GPTQ model agrees with the job's own evaluation of it.
+"$LOWBIT" eval --model "$WORK/gptq-4" --reference "$MODEL" --text "$DATA/text/wikitext2-test.raw" --tokenizer "$TOK" \
+  --eval-windows 8 --json > "$WORK/eval.json" || fail "lowbit eval"
+/usr/bin/python3 - "$WORK/eval.json" "$WORK/gptq-4.json" <<'PY' || fail "lowbit eval differs from the job's evaluation"
+import json, sys
+e, job = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))["evaluation"]
+assert abs(e["perplexity"] - job["perplexity"]) < 1e-9 and abs(e["kl_divergence"] - job["kl_divergence"]) < 1e-12, (e, job)
+print("ok: lowbit eval: perplexity %.4f, KL %.5f, as the job reported" % (e["perplexity"], e["kl_divergence"]))
+PY
 expect_error gptq-needs-calibration "calibration" quantize --input "$MODEL" --method gptq
 
 # Bad inputs.
