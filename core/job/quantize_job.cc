@@ -6,6 +6,7 @@
 #include <deque>
 #include <future>
 #include <optional>
+#include <set>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -200,18 +201,13 @@ absl::StatusOr<std::map<std::string, GptqResult>> CalibrateGptq(const Checkpoint
   const CalibrationSpec& c = spec.calibration;
   ASSIGN_OR_RETURN(std::vector<std::vector<int>> windows,
                    CalibrationWindows(store, c.text_uri, tokenizer, {c.samples, c.seqlen, c.seed}));
-  std::map<std::string, const QuantConfig*> configs;
+  std::set<std::string> planned;  // the layers the plan quantizes (include/exclude applied)
   for (const PlannedTensor& p : plan) {
-    if (p.quant != nullptr) configs[p.info.name] = p.quant;
+    if (p.quant != nullptr) planned.insert(p.info.name);
   }
-  // Overrides may change bits or groups per layer: run GPTQ once per distinct config is not needed,
-  // since the options only matter per layer; group layers by config and run the blocks in one pass.
   const QuantConfig& q = spec.quant;
   GptqOptions options{q.bits, q.group_size, q.symmetric, q.damp_percent, q.act_order, q.static_groups, 128};
-  if (!spec.overrides.empty()) {
-    return absl::UnimplementedError("overrides: not supported with gptq yet");
-  }
-  return RunSequentialGptq(model, windows, options, [&](const std::string& name) { return configs.count(name) > 0; });
+  return RunSequentialGptq(model, windows, options, [&](const std::string& name) { return planned.count(name) > 0; });
 }
 
 // Perplexity and KL of the model as written (read back through the dequantizing reader) against the
@@ -250,6 +246,9 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   }
   if (!spec.evaluation.text_uri.empty() && spec.tokenizer_uri.empty()) {
     return absl::InvalidArgumentError("evaluation: needs the model's tokenizer");
+  }
+  if (spec.quant.method == Method::kGptq && !spec.overrides.empty()) {
+    return absl::InvalidArgumentError("overrides: not supported with gptq");
   }
   for (const LayerOverride& o : spec.overrides) {
     if (o.quant.method != spec.quant.method) {
