@@ -93,7 +93,11 @@ void JobExecutor::Run(const std::string& id) {
       report = spec.status();
     } else {
       ProgressObserver observer(id, registry_, metrics_, &preempt_);
-      report = RunQuantizeJob(*spec, store_, store_, {pool_, options_.max_tensors_in_flight}, &observer);
+      JobOptions job_options;
+      job_options.pool = pool_;
+      job_options.max_tensors_in_flight = options_.max_tensors_in_flight;
+      job_options.max_resident_model_bytes = options_.max_resident_model_bytes;
+      report = RunQuantizeJob(*spec, store_, store_, job_options, &observer);
     }
   } catch (const std::exception& e) {
     // core/ does not throw, but an allocation can; the job fails, the server lives on.

@@ -17,7 +17,8 @@ namespace lowbit::server {
 class JobExecutor {
  public:
   struct Options {
-    int max_tensors_in_flight = 4;  ///< per job
+    int max_tensors_in_flight = 4;               ///< per job
+    uint64_t max_resident_model_bytes = 4ull << 30;  ///< gptq/evaluation hold the model in float32
   };
   // Nothing is owned; all must outlive the executor.
   JobExecutor(const Options& options, JobRegistry* registry, ObjectStore* store, ThreadPool* pool, Metrics* metrics)

@@ -42,6 +42,7 @@ ABSL_FLAG(int, max_concurrent_jobs, 1, "jobs running at once");
 ABSL_FLAG(int, max_queued_jobs, 16, "jobs waiting beyond the running ones; more are refused with RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, worker_threads, 0, "quantization worker threads shared by all jobs (0 = one per core)");
 ABSL_FLAG(int, max_tensors_in_flight, 4, "tensors each job holds in memory at once (read, not yet written)");
+ABSL_FLAG(int, max_resident_model_mib, 4096, "gptq and evaluation hold the model in float32; larger models are refused");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30), "on SIGTERM, how long running jobs may take to finish");
 ABSL_FLAG(std::string, s3_endpoint, "", "S3-compatible endpoint for s3:// URIs (default: AWS_ENDPOINT_URL, or AWS)");
 ABSL_FLAG(std::string, s3_region, "", "S3 region (default: AWS_REGION, the profile's region, or us-east-1)");
@@ -103,7 +104,9 @@ int Serve() {
   const int workers = absl::GetFlag(FLAGS_worker_threads) > 0 ? absl::GetFlag(FLAGS_worker_threads)
                                                               : static_cast<int>(std::thread::hardware_concurrency());
   ThreadPool pool(workers);
-  JobExecutor executor({absl::GetFlag(FLAGS_max_tensors_in_flight)}, &registry, store->get(), &pool, &metrics);
+  JobExecutor executor({absl::GetFlag(FLAGS_max_tensors_in_flight),
+                        static_cast<uint64_t>(absl::GetFlag(FLAGS_max_resident_model_mib)) << 20},
+                       &registry, store->get(), &pool, &metrics);
   Scheduler scheduler({absl::GetFlag(FLAGS_max_concurrent_jobs), absl::GetFlag(FLAGS_max_queued_jobs)},
                       [&executor](const std::string& id) { executor.Run(id); },
                       [&metrics](int queued, int running) { metrics.QueueChanged(queued, running); });

@@ -281,6 +281,15 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
   RETURN_IF_ERROR(CheckDestination(destination, spec));
 
+  if (spec.quant.method == Method::kGptq || !spec.evaluation.text_uri.empty()) {
+    uint64_t resident = 0;
+    for (const TensorInfo& t : reader->tensors()) resident += static_cast<uint64_t>(NumElements(t.shape)) * sizeof(float);
+    if (resident > options.max_resident_model_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "calibration and evaluation hold the model in float32 (", resident >> 20, " MiB), above the limit of ",
+          options.max_resident_model_bytes >> 20, " MiB; use rtn or int8 without evaluation for this model"));
+    }
+  }
   std::vector<PlannedTensor> plan = Plan(*reader, spec, quantizers);
   // Calibrated methods run on the model itself before the streaming pass writes their results.
   std::map<std::string, GptqResult> calibrated;

@@ -78,6 +78,9 @@ struct JobOptions {
   ThreadPool* pool = nullptr;       ///< workers shared by all jobs; nullptr runs everything inline
   int max_tensors_in_flight = 4;    ///< bound on tensors held in memory (read, not yet written)
   uint64_t max_bytes_in_flight = 256ull << 20;  ///< bound on their checkpoint bytes (working memory is ~3x); one tensor may exceed it alone
+  // Calibration (gptq) and evaluation hold the whole model in float32; larger models are refused with
+  // RESOURCE_EXHAUSTED instead of risking the process (and every other job in it).
+  uint64_t max_resident_model_bytes = 4ull << 30;
 };
 
 // Reads from `source`, writes to `destination` (may be the same store). INVALID_ARGUMENT for a bad

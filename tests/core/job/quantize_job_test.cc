@@ -202,6 +202,17 @@ TEST_F(QuantizeJobTest, OverridesApplyToMatchingLayersAndAreRecordedForGptqModel
   }
 }
 
+TEST_F(QuantizeJobTest, WholeModelMethodsRefuseModelsAboveTheResidentLimit) {
+  auto spec = Spec(kModel, dir_.File("out"));
+  spec.quant.method = Method::kGptq;
+  spec.tokenizer_uri = testing::SharedData("models/stories260K/tok512.bin");
+  spec.calibration.text_uri = testing::SharedData("text/tiny-shakespeare.txt");
+  JobOptions small{&pool_, 4, 256u << 20, /*max_resident_model_bytes=*/512 << 10};  // stories260K needs ~1 MiB
+  auto report = RunQuantizeJob(spec, store_.get(), store_.get(), small);
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kResourceExhausted) << report.status();
+  EXPECT_FALSE(fs::exists(dir_.File("out")));
+}
+
 TEST_F(QuantizeJobTest, BadConfigIsRejectedBeforeAnyOutput) {
   auto spec = Spec(kModel, dir_.File("out"));
   spec.quant.bits = 5;  // valid for RTN, but the GPTQ layout has no 5-bit packing
