@@ -2,6 +2,9 @@
 
 #include <random>
 
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/util/status_macros.h"
@@ -12,13 +15,41 @@ absl::StatusOr<std::vector<std::vector<int>>> CalibrationWindows(ObjectStore* st
                                                                  const Llama2cTokenizer& tokenizer,
                                                                  const CalibrationOptions& options) {
   ASSIGN_OR_RETURN(std::string text, store->ReadAll(uri));
-  // Enough tokens for distinct windows; lines keep BPE's quadratic merge loop short.
-  const size_t wanted = static_cast<size_t>(options.samples) * static_cast<size_t>(options.seqlen) * 4;
   std::vector<int> tokens;
-  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
-    std::vector<int> t = tokenizer.Encode(line, /*bos=*/false);
-    tokens.insert(tokens.end(), t.begin(), t.end());
-    if (tokens.size() >= wanted) break;
+  if (absl::EndsWith(uri, ".ids.json")) {
+    const nlohmann::json ids = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    auto id_ok = [&](const nlohmann::json& v) {
+      return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < tokenizer.vocab_size();
+    };
+    if (!ids.is_array() || ids.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(uri, ": expected a JSON array of token ids or of windows"));
+    }
+    if (ids[0].is_array()) {  // windows as given
+      std::vector<std::vector<int>> windows;
+      for (const nlohmann::json& w : ids) {
+        if (static_cast<int>(windows.size()) == options.samples) break;
+        if (!w.is_array() || w.empty()) return absl::InvalidArgumentError(absl::StrCat(uri, ": a window is not a non-empty array"));
+        std::vector<int> window;
+        for (const nlohmann::json& v : w) {
+          if (!id_ok(v)) return absl::InvalidArgumentError(absl::StrCat(uri, ": token id ", v.dump(), " is outside the vocabulary"));
+          if (static_cast<int>(window.size()) < options.seqlen) window.push_back(v.get<int>());
+        }
+        windows.push_back(std::move(window));
+      }
+      return windows;
+    }
+    for (const nlohmann::json& v : ids) {
+      if (!id_ok(v)) return absl::InvalidArgumentError(absl::StrCat(uri, ": token id ", v.dump(), " is outside the vocabulary"));
+      tokens.push_back(v.get<int>());
+    }
+  } else {
+    // Enough tokens for distinct windows; lines keep BPE's quadratic merge loop short.
+    const size_t wanted = static_cast<size_t>(options.samples) * static_cast<size_t>(options.seqlen) * 4;
+    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
+      std::vector<int> t = tokenizer.Encode(line, /*bos=*/false);
+      tokens.insert(tokens.end(), t.begin(), t.end());
+      if (tokens.size() >= wanted) break;
+    }
   }
   if (tokens.size() < static_cast<size_t>(options.seqlen)) {
     return absl::InvalidArgumentError(absl::StrCat("calibration text ", uri, " has ", tokens.size(),

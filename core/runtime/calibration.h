@@ -25,8 +25,10 @@ struct CalibrationOptions {
   uint32_t seed = 0;    ///< picks the windows
 };
 
-// `samples` windows of `seqlen` tokens drawn with `seed` from the text at `uri` (tokenized line by line).
-// INVALID_ARGUMENT if the text is too short.
+// `samples` windows of `seqlen` tokens drawn with `seed` from the text at `uri` (tokenized line by line),
+// or, for a URI ending in ".ids.json", from pre-tokenized ids: one JSON array of token ids (a stream
+// windows are drawn from) or an array of arrays (windows used as given, cut to `seqlen`). INVALID_ARGUMENT
+// if there are too few tokens or an id is outside the vocabulary.
 absl::StatusOr<std::vector<std::vector<int>>> CalibrationWindows(ObjectStore* store, absl::string_view uri,
                                                                  const Llama2cTokenizer& tokenizer,
                                                                  const CalibrationOptions& options);

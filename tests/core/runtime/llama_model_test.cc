@@ -2,11 +2,13 @@
 // the text llama2.c's own reference implementation generates, from the .bin and from its HF conversion.
 #include "core/runtime/llama_model.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
 #include "gtest/gtest.h"
 #include "core/job/convert_job.h"
+#include "core/runtime/calibration.h"
 #include "core/runtime/tokenizer.h"
 #include "core/storage/local_object_store.h"
 #include "tests/test_util/temp_dir.h"
@@ -71,6 +73,40 @@ TEST(TokenizerTest, EncodeDecodeRoundTripsTheGoldenText) {
   std::string decoded;
   for (size_t i = 1; i < tokens.size(); ++i) decoded += tokenizer->Decode(tokens[i - 1], tokens[i]);
   EXPECT_EQ(decoded, golden);
+}
+
+TEST(CalibrationTest, WindowsFromTextAndFromPreTokenizedIds) {
+  auto store = *LocalObjectStore::Create({"/"});
+  auto tokenizer = *Llama2cTokenizer::Load(store.get(), kTokenizer, 512);
+  auto from_text = CalibrationWindows(store.get(), testing::SharedData("text/tiny-shakespeare.txt"), tokenizer, {8, 64, 3});
+  ASSERT_TRUE(from_text.ok()) << from_text.status();
+  ASSERT_EQ(from_text->size(), 8u);
+  for (const auto& w : *from_text) {
+    ASSERT_EQ(w.size(), 64u);
+    EXPECT_EQ(w[0], Llama2cTokenizer::kBos);
+  }
+  // The same windows again for the same seed; different ones for another.
+  EXPECT_EQ(*from_text, *CalibrationWindows(store.get(), testing::SharedData("text/tiny-shakespeare.txt"), tokenizer, {8, 64, 3}));
+  EXPECT_NE(*from_text, *CalibrationWindows(store.get(), testing::SharedData("text/tiny-shakespeare.txt"), tokenizer, {8, 64, 4}));
+
+  testing::TempDir dir;
+  const std::vector<int> golden = tokenizer.Encode(ReadText(testing::SharedData("models/stories260K/golden_greedy_prefix.txt")), false);
+  std::ofstream(dir.File("stream.ids.json")) << nlohmann::json(golden).dump();
+  auto from_stream = CalibrationWindows(store.get(), dir.File("stream.ids.json"), tokenizer, {4, 16, 0});
+  ASSERT_TRUE(from_stream.ok()) << from_stream.status();
+  ASSERT_EQ(from_stream->size(), 4u);
+  for (const auto& w : *from_stream) {
+    // BOS, then 15 consecutive ids of the stream.
+    auto at = std::search(golden.begin(), golden.end(), w.begin() + 1, w.end());
+    EXPECT_NE(at, golden.end());
+  }
+  std::ofstream(dir.File("windows.ids.json")) << "[[1, 5, 6, 7], [1, 9]]";
+  auto given = CalibrationWindows(store.get(), dir.File("windows.ids.json"), tokenizer, {32, 3, 0});
+  ASSERT_TRUE(given.ok()) << given.status();
+  EXPECT_EQ(*given, (std::vector<std::vector<int>>{{1, 5, 6}, {1, 9}}));
+  std::ofstream(dir.File("bad.ids.json")) << "[1, 2, 99999]";
+  EXPECT_EQ(CalibrationWindows(store.get(), dir.File("bad.ids.json"), tokenizer, {1, 2, 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(TokenizerTest, TruncatedFileIsDataLoss) {
