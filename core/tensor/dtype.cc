@@ -1,5 +1,9 @@
 #include "core/tensor/dtype.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace lowbit {
 
 size_t DTypeSize(DType dtype) {
@@ -40,6 +44,45 @@ bool IsFloatDType(DType dtype) {
   return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16;
 }
 
+namespace {
+
+#if defined(__x86_64__)
+// F16C converts 8 values per instruction, rounding to nearest even like the scalar code. Compiled for
+// F16C alone and chosen at run time, so the binary still runs on CPUs without it.
+__attribute__((target("avx,f16c"))) void F16ToF32F16c(const uint8_t* in, size_t n, float* out) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * i))));
+  }
+  for (; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, in + 2 * i, 2);
+    out[i] = F16ToF32(h);
+  }
+}
+
+__attribute__((target("avx,f16c"))) void F32ToF16F16c(const float* in, size_t n, uint8_t* out) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  for (; i < n; ++i) {
+    const uint16_t h = F32ToF16(in[i]);
+    std::memcpy(out + 2 * i, &h, 2);
+  }
+}
+
+bool HasF16c() {
+  static const bool has = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  return has;
+}
+#else
+bool HasF16c() { return false; }
+#endif
+
+}  // namespace
+
 void ConvertToF32(DType src, const void* data, size_t n, float* out) {
   switch (src) {
     case DType::kF32:
@@ -57,6 +100,9 @@ void ConvertToF32(DType src, const void* data, size_t n, float* out) {
     }
     case DType::kF16: {
       const auto* bytes = static_cast<const uint8_t*>(data);
+#if defined(__x86_64__)
+      if (HasF16c()) return F16ToF32F16c(bytes, n, out);
+#endif
       for (size_t i = 0; i < n; ++i) {
         uint16_t h;
         std::memcpy(&h, bytes + 2 * i, 2);
@@ -83,6 +129,9 @@ void ConvertFromF32(DType dst, const float* data, size_t n, void* out) {
       }
       return;
     case DType::kF16:
+#if defined(__x86_64__)
+      if (HasF16c()) return F32ToF16F16c(data, n, bytes);
+#endif
       for (size_t i = 0; i < n; ++i) {
         const uint16_t h = F32ToF16(data[i]);
         std::memcpy(bytes + 2 * i, &h, 2);

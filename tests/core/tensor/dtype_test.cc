@@ -157,6 +157,37 @@ TEST(DTypeTest, BulkConversionsMatchScalar) {
   }
 }
 
+// The bulk paths (F16C where the CPU has it) agree with the scalar reference on every F16 pattern and on
+// every rounding midpoint, at odd lengths so the scalar tails run too.
+TEST(DTypeTest, BulkF16MatchesScalarOnAllPatternsAndMidpoints) {
+  std::vector<uint16_t> all(65536 + 3);
+  for (size_t h = 0; h < all.size(); ++h) all[h] = static_cast<uint16_t>(h);
+  std::vector<float> wide(all.size());
+  ConvertToF32(DType::kF16, all.data(), all.size(), wide.data());
+  for (size_t h = 0; h < all.size(); ++h) {
+    const float scalar = F16ToF32(all[h]);
+    if (std::isnan(scalar)) {
+      ASSERT_TRUE(std::isnan(wide[h])) << h;
+    } else {
+      ASSERT_EQ(FloatBits(wide[h]), FloatBits(scalar)) << "pattern " << h;
+    }
+  }
+  std::vector<float> narrowable;
+  for (uint32_t h = 0; h < 0x7c00; ++h) {
+    const float lo = F16ToF32(static_cast<uint16_t>(h));
+    const float hi = h + 1 < 0x7c00 ? F16ToF32(static_cast<uint16_t>(h + 1)) : 65536.0f;
+    const float mid = static_cast<float>((static_cast<double>(lo) + hi) / 2);
+    for (float v : {lo, mid, std::nextafter(mid, 0.0f), std::nextafter(mid, INFINITY)}) {
+      narrowable.push_back(v);
+      narrowable.push_back(-v);
+    }
+  }
+  narrowable.insert(narrowable.end(), {INFINITY, -INFINITY, 1e9f, -1e9f, 0.0f});
+  std::vector<uint16_t> narrow(narrowable.size());
+  ConvertFromF32(DType::kF16, narrowable.data(), narrowable.size(), narrow.data());
+  for (size_t i = 0; i < narrowable.size(); ++i) ASSERT_EQ(narrow[i], F32ToF16(narrowable[i])) << narrowable[i];
+}
+
 TEST(DTypeTest, ParsesSafetensorsNames) {
   EXPECT_EQ(ParseDType("BF16"), DType::kBF16);
   EXPECT_EQ(ParseDType("F16"), DType::kF16);
