@@ -104,11 +104,7 @@ absl::Status RunConvertCommand() {
   const std::string source = ToUri(absl::GetFlag(FLAGS_input));
   const std::string destination = ToUri(absl::GetFlag(FLAGS_output));
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
-  ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, store->List(JoinUri(destination, "")));
-  if (!existing.empty() && !absl::GetFlag(FLAGS_overwrite)) {
-    return absl::AlreadyExistsError(absl::StrCat("destination ", destination, " is not empty; pass --overwrite"));
-  }
-  RETURN_IF_ERROR(RunConvertJob(store.get(), source, destination));
+  RETURN_IF_ERROR(RunConvertJob(store.get(), source, destination, absl::GetFlag(FLAGS_overwrite)));
   std::cout << "wrote " << destination << "\n";
   return absl::OkStatus();
 }

@@ -6,8 +6,10 @@
 
 namespace lowbit {
 
-absl::Status RunConvertJob(ObjectStore* store, const std::string& source_uri, const std::string& destination_uri) {
+absl::Status RunConvertJob(ObjectStore* store, const std::string& source_uri, const std::string& destination_uri,
+                           bool overwrite) {
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(store, source_uri));
+  RETURN_IF_ERROR(CheckDestination(store, destination_uri, overwrite, ""));
   std::vector<TensorSpec> specs;
   for (const TensorInfo& t : reader->tensors()) specs.push_back({t.name, t.dtype, t.shape});
   OutputTransaction output(store, destination_uri);

@@ -1,6 +1,7 @@
 // RunConvertJob: rewrites any readable checkpoint (e.g. llama2.c .bin) as a Hugging Face checkpoint:
 // model.safetensors with HF names and layout, in the source dtypes, plus config.json. Streams one
-// tensor at a time; the output appears whole or not at all.
+// tensor at a time; the output appears whole or not at all. ALREADY_EXISTS for an occupied destination
+// unless `overwrite`.
 #ifndef LOWBIT_CORE_JOB_CONVERT_JOB_H_
 #define LOWBIT_CORE_JOB_CONVERT_JOB_H_
 
@@ -11,7 +12,8 @@
 
 namespace lowbit {
 
-absl::Status RunConvertJob(ObjectStore* store, const std::string& source_uri, const std::string& destination_uri);
+absl::Status RunConvertJob(ObjectStore* store, const std::string& source_uri, const std::string& destination_uri,
+                           bool overwrite = false);
 
 }  // namespace lowbit
 

@@ -9,11 +9,26 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "core/job/report.h"
 #include "core/storage/object_store.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
+
+// OK if the output directory `dir` holds no objects. Otherwise ALREADY_EXISTS, unless `overwrite`: then
+// the old commit marker `report_name` is deleted first, so a crash mid-job never leaves an old report
+// beside new files.
+inline absl::Status CheckDestination(ObjectStore* store, const std::string& dir, bool overwrite,
+                                     absl::string_view report_name) {
+  ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, store->List(JoinUri(dir, "")));
+  if (existing.empty()) return absl::OkStatus();
+  if (!overwrite) {
+    return absl::AlreadyExistsError(absl::StrCat("destination ", dir, " already holds ", existing.size(),
+                                                 " object(s); set overwrite to replace them"));
+  }
+  return report_name.empty() ? absl::OkStatus() : store->Delete(JoinUri(dir, report_name));
+}
 
 class OutputTransaction {
  public:

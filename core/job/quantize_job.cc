@@ -224,17 +224,6 @@ absl::StatusOr<Evaluation> EvaluateOutput(const CheckpointReader& source_reader,
   return Evaluation{r.perplexity, r.reference_perplexity, r.kl_divergence, r.tokens, spec.evaluation.text_uri};
 }
 
-absl::Status CheckDestination(ObjectStore* destination, const QuantizeJobSpec& spec) {
-  ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, destination->List(JoinUri(spec.destination_uri, "")));
-  if (existing.empty()) return absl::OkStatus();
-  if (!spec.overwrite) {
-    return absl::AlreadyExistsError(absl::StrCat("destination ", spec.destination_uri, " already holds ",
-                                                 existing.size(), " object(s); set overwrite to replace them"));
-  }
-  // Overwriting: drop the old commit marker first, so a crash mid-job never leaves an old report beside
-  // new files.
-  return destination->Delete(JoinUri(spec.destination_uri, kReportFile));
-}
 
 }  // namespace
 
@@ -279,7 +268,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
     quantizers.overrides.push_back(std::move(q));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
-  RETURN_IF_ERROR(CheckDestination(destination, spec));
+  RETURN_IF_ERROR(CheckDestination(destination, spec.destination_uri, spec.overwrite, kReportFile));
 
   if (spec.quant.method == Method::kGptq || !spec.evaluation.text_uri.empty()) {
     uint64_t resident = 0;

@@ -6,7 +6,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
@@ -43,13 +42,8 @@ absl::StatusOr<std::vector<std::vector<int>>> CalibrationWindows(ObjectStore* st
       tokens.push_back(v.get<int>());
     }
   } else {
-    // Enough tokens for distinct windows; lines keep BPE's quadratic merge loop short.
-    const size_t wanted = static_cast<size_t>(options.samples) * static_cast<size_t>(options.seqlen) * 4;
-    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
-      std::vector<int> t = tokenizer.Encode(line, /*bos=*/false);
-      tokens.insert(tokens.end(), t.begin(), t.end());
-      if (tokens.size() >= wanted) break;
-    }
+    // Enough tokens for windows that rarely overlap.
+    tokens = tokenizer.EncodeLines(text, static_cast<size_t>(options.samples) * static_cast<size_t>(options.seqlen) * 4);
   }
   if (tokens.size() < static_cast<size_t>(options.seqlen)) {
     return absl::InvalidArgumentError(absl::StrCat("calibration text ", uri, " has ", tokens.size(),

@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
@@ -27,12 +26,7 @@ absl::StatusOr<EvalResult> Evaluate(LlamaModel& model, LlamaModel* reference, Ob
                                     const EvalOptions& options) {
   ASSIGN_OR_RETURN(std::string text, store->ReadAll(text_uri));
   const size_t per_window = static_cast<size_t>(options.seqlen - 1);
-  std::vector<int> tokens;
-  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
-    std::vector<int> t = tokenizer.Encode(line, /*bos=*/false);
-    tokens.insert(tokens.end(), t.begin(), t.end());
-    if (tokens.size() >= per_window * static_cast<size_t>(options.windows)) break;
-  }
+  const std::vector<int> tokens = tokenizer.EncodeLines(text, per_window * static_cast<size_t>(options.windows));
   const size_t windows = std::min(static_cast<size_t>(options.windows), tokens.size() / per_window);
   if (windows == 0) {
     return absl::InvalidArgumentError(absl::StrCat("evaluation text ", text_uri, " has fewer than ", per_window, " tokens"));

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
@@ -63,6 +64,16 @@ std::vector<int> Llama2cTokenizer::Encode(absl::string_view text, bool bos) cons
     if (best_id < 0) break;
     tokens[best_at] = best_id;
     tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
+  }
+  return tokens;
+}
+
+std::vector<int> Llama2cTokenizer::EncodeLines(absl::string_view text, size_t max_tokens) const {
+  std::vector<int> tokens;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
+    if (tokens.size() >= max_tokens) break;
+    std::vector<int> t = Encode(line, /*bos=*/false);
+    tokens.insert(tokens.end(), t.begin(), t.end());
   }
   return tokens;
 }

@@ -26,6 +26,9 @@ class Llama2cTokenizer {
   // BPE encoding as llama2.c does it: a leading space (the dummy prefix), UTF-8 code points looked up
   // whole or as bytes, then repeated merging of the adjacent pair whose merge has the best score.
   std::vector<int> Encode(absl::string_view text, bool bos) const;
+  // Encodes a long text line by line (BPE's merge loop is quadratic in its input), stopping once at least
+  // `max_tokens` tokens are collected. No BOS; each line gets its own dummy-prefix space.
+  std::vector<int> EncodeLines(absl::string_view text, size_t max_tokens) const;
   // The text of `token` following `previous` (a leading space after BOS is dropped; <0xNN> -> byte).
   std::string Decode(int previous, int token) const;
   int vocab_size() const { return static_cast<int>(pieces_.size()); }
