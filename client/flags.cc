@@ -5,24 +5,42 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "core/util/status_macros.h"
 
 ABSL_FLAG(std::string, input, "", "checkpoint to read: a path, file:// or s3:// URI (.safetensors, index, llama2.c .bin, or a directory)");
 ABSL_FLAG(std::string, output, "", "output directory (path or URI)");
-ABSL_FLAG(std::string, method, "rtn", "quantization method: rtn | int8 | gptq");
-ABSL_FLAG(double, damp_percent, 0.01, "gptq: diagonal damping as a fraction of its mean");
+ABSL_FLAG(std::string, method, "rtn", "quantization method: rtn | int8 | gptq | awq | lut | vq | onebit");
+ABSL_FLAG(std::string, format, "auto", "output format: auto (gptq for rtn/int8/gptq/awq, native for lut/vq/onebit) | gptq | awq | native");
+ABSL_FLAG(int, grid, 20, "awq: points of the alpha search");
+ABSL_FLAG(bool, clip, true, "awq: clip search per output group (--noclip to skip)");
+ABSL_FLAG(std::string, mode, "kmeans", "lut: kmeans | uniform | unique");
+ABSL_FLAG(std::string, granularity, "per_tensor", "lut: per_tensor | per_grouped_channel (--group-size output channels per LUT, default 32)");
+ABSL_FLAG(int, cluster_dim, 1, "lut: 1, or 2 / 4 for vector palettization");
+ABSL_FLAG(bool, per_channel_scale, false, "lut: normalise each output channel by its max |w| first");
+ABSL_FLAG(bool, sensitive, true, "lut: weight k-means by the Hessian diagonal when --calib is given");
+ABSL_FLAG(int, seed, 0, "lut, vq: k-means seed");
+ABSL_FLAG(int, max_iterations, 0, "lut: Lloyd iterations (default 50); onebit: decomposition iterations (default 100)");
+ABSL_FLAG(int, dim, 2, "vq: dimensions per vector, 1, 2 or 4");
+ABSL_FLAG(int, group_cols, 256, "vq: columns per codebook");
+ABSL_FLAG(int, group_rows, 256, "vq: rows per codebook, -1 = all");
+ABSL_FLAG(int, em_iterations, 25, "vq: k-means iterations of the codebook initialisation");
+ABSL_FLAG(int, update_iterations, 10, "vq: codebook update steps after the pass (0 = none)");
+ABSL_FLAG(std::string, decomposition, "nmf", "onebit: rank-1 decomposition of |W|: nmf | svd");
+ABSL_FLAG(int, refine_iterations, 0, "onebit: calibrated least-squares rounds for the value vectors (needs --calib)");
+ABSL_FLAG(double, damp_percent, 0.01, "gptq, vq: diagonal damping as a fraction of its mean");
 ABSL_FLAG(bool, act_order, false, "gptq: quantize columns by decreasing Hessian diagonal (desc_act, g_idx)");
 ABSL_FLAG(bool, static_groups, false, "gptq: grids from the original weights");
-ABSL_FLAG(std::string, calib, "", "gptq: calibration text (path or URI), tokenized with --tokenizer");
-ABSL_FLAG(int, calib_samples, 32, "gptq: calibration windows");
-ABSL_FLAG(int, calib_seqlen, 128, "gptq: tokens per calibration window");
-ABSL_FLAG(int, calib_seed, 0, "gptq: seed choosing the calibration windows");
+ABSL_FLAG(std::string, calib, "", "calibration text for gptq, awq, vq, sensitive lut, refined onebit (path or URI), tokenized with --tokenizer");
+ABSL_FLAG(int, calib_samples, 32, "calibration windows");
+ABSL_FLAG(int, calib_seqlen, 128, "tokens per calibration window");
+ABSL_FLAG(int, calib_seed, 0, "seed choosing the calibration windows");
 ABSL_FLAG(std::string, reference, "", "eval: the model to measure KL divergence against (e.g. the unquantized one)");
 ABSL_FLAG(std::string, text, "", "eval: text to evaluate on");
 ABSL_FLAG(std::string, eval_text, "", "evaluate the result: perplexity and KL to the source on this text");
 ABSL_FLAG(int, eval_windows, 16, "evaluation: non-overlapping windows");
 ABSL_FLAG(int, eval_seqlen, 128, "evaluation: tokens per window");
-ABSL_FLAG(int, bits, 4, "bits per weight code, 2..8 (int8: 8)");
-ABSL_FLAG(int, group_size, 128, "input columns per quantization group; -1 = per output channel");
+ABSL_FLAG(int, bits, 0, "bits per weight code, 2..8, default 4 (int8: 8; lut: 1, 2, 3, 4, 6, 8; vq: bits per dimension, default 3)");
+ABSL_FLAG(int, group_size, 0, "input columns per quantization group, default 128; -1 = per output channel (lut: output channels per LUT, default 32)");
 ABSL_FLAG(bool, sym, false, "symmetric (absmax) grid instead of zero-point");
 ABSL_FLAG(bool, mse_clip, false, "RTN: search a clipping factor per group minimising the error");
 ABSL_FLAG(bool, quantize_lm_head, false, "quantize lm_head too (kept in high precision by default)");
@@ -49,14 +67,69 @@ void NormalizeFlagNames(int argc, char** argv) {
   }
 }
 
+namespace {
+
+// The flag's value, or the method's own default for the flag's 0.
+int FlagOr(const absl::Flag<int>& flag, int method_default) {
+  const int value = absl::GetFlag(flag);
+  return value == 0 ? method_default : value;
+}
+
+absl::Status MethodOptionsFromFlags(QuantConfig* q) {
+  q->awq_grid = absl::GetFlag(FLAGS_grid);
+  q->awq_clip = absl::GetFlag(FLAGS_clip);
+  LutOptions& lut = q->lut;
+  lut.bits = FlagOr(FLAGS_bits, 4);
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  if (mode == "kmeans") lut.mode = LutMode::kKMeans;
+  else if (mode == "uniform") lut.mode = LutMode::kUniform;
+  else if (mode == "unique") lut.mode = LutMode::kUnique;
+  else return absl::InvalidArgumentError(absl::StrCat("--mode: unknown mode '", mode, "' (kmeans, uniform, unique)"));
+  const std::string granularity = absl::GetFlag(FLAGS_granularity);
+  if (granularity == "per_tensor") lut.granularity = LutGranularity::kPerTensor;
+  else if (granularity == "per_grouped_channel") lut.granularity = LutGranularity::kPerGroupedChannel;
+  else return absl::InvalidArgumentError(absl::StrCat("--granularity: unknown '", granularity, "' (per_tensor, per_grouped_channel)"));
+  lut.group_size = FlagOr(FLAGS_group_size, 32);
+  lut.cluster_dim = absl::GetFlag(FLAGS_cluster_dim);
+  lut.per_channel_scale = absl::GetFlag(FLAGS_per_channel_scale);
+  lut.sensitive = absl::GetFlag(FLAGS_sensitive);
+  lut.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
+  lut.max_iterations = FlagOr(FLAGS_max_iterations, 50);
+  VqOptions& vq = q->vq;
+  vq.dim = absl::GetFlag(FLAGS_dim);
+  vq.bits = FlagOr(FLAGS_bits, 3);
+  vq.group_cols = absl::GetFlag(FLAGS_group_cols);
+  vq.group_rows = absl::GetFlag(FLAGS_group_rows);
+  vq.em_iterations = absl::GetFlag(FLAGS_em_iterations);
+  vq.update_iterations = absl::GetFlag(FLAGS_update_iterations);
+  vq.damp_percent = absl::GetFlag(FLAGS_damp_percent);
+  vq.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
+  const std::string decomposition = absl::GetFlag(FLAGS_decomposition);
+  if (decomposition == "nmf") q->onebit.decomposition = OneBitDecomposition::kNmf;
+  else if (decomposition == "svd") q->onebit.decomposition = OneBitDecomposition::kSvd;
+  else return absl::InvalidArgumentError(absl::StrCat("--decomposition: unknown '", decomposition, "' (nmf, svd)"));
+  q->onebit.max_iterations = FlagOr(FLAGS_max_iterations, 100);
+  q->onebit.refine_iterations = absl::GetFlag(FLAGS_refine_iterations);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags() {
   QuantizeJobSpec spec;
   const std::string method = absl::GetFlag(FLAGS_method);
   std::optional<Method> parsed = ParseMethod(method);
-  if (!parsed) return absl::InvalidArgumentError(absl::StrCat("--method: unknown method '", method, "' (rtn, int8, gptq)"));
+  if (!parsed) {
+    return absl::InvalidArgumentError(absl::StrCat("--method: unknown method '", method, "' (rtn, int8, gptq, awq, lut, vq, onebit)"));
+  }
   spec.quant.method = *parsed;
-  spec.quant.bits = absl::GetFlag(FLAGS_bits);
-  spec.quant.group_size = absl::GetFlag(FLAGS_group_size);
+  const std::string format = absl::GetFlag(FLAGS_format);
+  std::optional<OutputFormat> parsed_format = ParseFormat(format);
+  if (!parsed_format) return absl::InvalidArgumentError(absl::StrCat("--format: unknown format '", format, "' (auto, gptq, awq, native)"));
+  spec.format = *parsed_format;
+  RETURN_IF_ERROR(MethodOptionsFromFlags(&spec.quant));
+  spec.quant.bits = FlagOr(FLAGS_bits, 4);
+  spec.quant.group_size = FlagOr(FLAGS_group_size, 128);
   spec.quant.symmetric = absl::GetFlag(FLAGS_sym);
   spec.quant.mse_clip = absl::GetFlag(FLAGS_mse_clip);
   if (spec.quant.method == Method::kInt8) {

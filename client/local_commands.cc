@@ -13,6 +13,7 @@
 #include "client/flags.h"
 #include "core/checkpoint/checkpoint_reader.h"
 #include "core/job/convert_job.h"
+#include "core/pack/dequantized_reader.h"
 #include "core/pack/gptq.h"
 #include "core/runtime/evaluation.h"
 #include "core/runtime/llama_model.h"
@@ -134,12 +135,12 @@ absl::Status RunEvalCommand() {
   }
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
   // Quantized outputs of lowbit (GPTQ layout) are dequantized on the way in; plain checkpoints pass through.
-  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenDequantizedGptq(store.get(), ToUri(absl::GetFlag(FLAGS_model))));
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenDequantized(store.get(), ToUri(absl::GetFlag(FLAGS_model))));
   ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(*reader));
   std::optional<LlamaModel> reference;
   if (!absl::GetFlag(FLAGS_reference).empty()) {
     ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> ref_reader,
-                     OpenDequantizedGptq(store.get(), ToUri(absl::GetFlag(FLAGS_reference))));
+                     OpenDequantized(store.get(), ToUri(absl::GetFlag(FLAGS_reference))));
     ASSIGN_OR_RETURN(reference, LlamaModel::Load(*ref_reader));
   }
   ASSIGN_OR_RETURN(Llama2cTokenizer tokenizer,

@@ -119,6 +119,44 @@ absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
     g->set_damp_percent(spec.quant.damp_percent);
     g->set_act_order(spec.quant.act_order);
     g->set_static_groups(spec.quant.static_groups);
+  } else if (spec.quant.method == Method::kAwq) {
+    v1::AwqParams* a = request.mutable_awq();
+    a->set_bits(spec.quant.bits);
+    a->set_group_size(static_cast<int32_t>(spec.quant.group_size));
+    a->set_symmetric(spec.quant.symmetric);
+    a->set_grid(spec.quant.awq_grid);
+    a->set_clip(spec.quant.awq_clip);
+  } else if (spec.quant.method == Method::kLut) {
+    const LutOptions& o = spec.quant.lut;
+    v1::LutParams* l = request.mutable_lut();
+    l->set_bits(o.bits);
+    l->set_mode(o.mode == LutMode::kUniform ? v1::LutParams::UNIFORM
+                : o.mode == LutMode::kUnique ? v1::LutParams::UNIQUE : v1::LutParams::KMEANS);
+    l->set_granularity(o.granularity == LutGranularity::kPerGroupedChannel ? v1::LutParams::PER_GROUPED_CHANNEL
+                                                                           : v1::LutParams::PER_TENSOR);
+    l->set_group_size(static_cast<int32_t>(o.group_size));
+    l->set_cluster_dim(o.cluster_dim);
+    l->set_per_channel_scale(o.per_channel_scale);
+    l->set_sensitive(o.sensitive);
+    l->set_seed(o.seed);
+    l->set_max_iterations(o.max_iterations);
+  } else if (spec.quant.method == Method::kVq) {
+    const VqOptions& o = spec.quant.vq;
+    v1::VqParams* v = request.mutable_vq();
+    v->set_dim(o.dim);
+    v->set_bits(o.bits);
+    v->set_group_cols(static_cast<int32_t>(o.group_cols));
+    v->set_group_rows(static_cast<int32_t>(o.group_rows));
+    v->set_em_iterations(o.em_iterations);
+    v->set_update_iterations(o.update_iterations);
+    v->set_damp_percent(o.damp_percent);
+    v->set_seed(o.seed);
+  } else if (spec.quant.method == Method::kOneBit) {
+    v1::OneBitParams* b = request.mutable_onebit();
+    b->set_decomposition(spec.quant.onebit.decomposition == OneBitDecomposition::kSvd ? v1::OneBitParams::SVD
+                                                                                      : v1::OneBitParams::NMF);
+    b->set_max_iterations(spec.quant.onebit.max_iterations);
+    b->set_refine_iterations(spec.quant.onebit.refine_iterations);
   } else {
     v1::RtnParams* rtn = request.mutable_rtn();
     rtn->set_bits(spec.quant.bits);
@@ -126,6 +164,9 @@ absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
     rtn->set_symmetric(spec.quant.symmetric);
     rtn->set_mse_clip(spec.quant.mse_clip);
   }
+  static const v1::OutputFormat kFormats[] = {v1::OUTPUT_FORMAT_UNSPECIFIED, v1::OUTPUT_FORMAT_GPTQ, v1::OUTPUT_FORMAT_AWQ,
+                                              v1::OUTPUT_FORMAT_NATIVE};
+  request.set_output_format(kFormats[static_cast<int>(spec.format)]);
   for (const std::string& p : spec.include) request.mutable_layers()->add_include(p);
   for (const std::string& p : spec.exclude) request.mutable_layers()->add_exclude(p);
   request.mutable_layers()->set_quantize_lm_head(spec.quantize_lm_head);

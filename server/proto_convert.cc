@@ -12,11 +12,92 @@ namespace {
 
 // RTN parameters with the API's zero defaults filled in; violations are reported under `field`.
 QuantConfig RtnConfig(const v1::RtnParams& p, const std::string& field, std::vector<FieldViolation>* violations) {
-  QuantConfig c{Method::kRtn, p.bits() == 0 ? 4 : p.bits(), p.group_size() == 0 ? 128 : p.group_size(),
-                p.symmetric(), p.mse_clip()};
+  QuantConfig c;
+  c.bits = p.bits() == 0 ? 4 : p.bits();
+  c.group_size = p.group_size() == 0 ? 128 : p.group_size();
+  c.symmetric = p.symmetric();
+  c.mse_clip = p.mse_clip();
   absl::Status s = ValidateQuantConfig(c);
   if (!s.ok()) violations->push_back({field, std::string(s.message())});
   return c;
+}
+
+// The method's config from its request params, with the API's zero defaults filled in; unset for no method.
+std::optional<QuantConfig> MethodConfig(const v1::QuantizeModelRequest& request) {
+  QuantConfig c;
+  switch (request.method_case()) {
+    case v1::QuantizeModelRequest::kRtn: return std::nullopt;  // RtnConfig, shared with overrides
+    case v1::QuantizeModelRequest::kInt8:
+      c.method = Method::kInt8, c.bits = 8, c.group_size = -1, c.symmetric = request.int8().symmetric();
+      return c;
+    case v1::QuantizeModelRequest::kGptq: {
+      const v1::GptqParams& g = request.gptq();
+      c.method = Method::kGptq, c.bits = g.bits() == 0 ? 4 : g.bits(), c.group_size = g.group_size() == 0 ? 128 : g.group_size();
+      c.symmetric = g.symmetric(), c.damp_percent = g.damp_percent() == 0 ? 0.01 : g.damp_percent();
+      c.act_order = g.act_order(), c.static_groups = g.static_groups();
+      return c;
+    }
+    case v1::QuantizeModelRequest::kAwq: {
+      const v1::AwqParams& a = request.awq();
+      c.method = Method::kAwq, c.bits = a.bits() == 0 ? 4 : a.bits(), c.group_size = a.group_size() == 0 ? 128 : a.group_size();
+      c.symmetric = a.symmetric(), c.awq_grid = a.grid() == 0 ? 20 : a.grid(), c.awq_clip = !a.has_clip() || a.clip();
+      return c;
+    }
+    case v1::QuantizeModelRequest::kLut: {
+      const v1::LutParams& l = request.lut();
+      c.method = Method::kLut;
+      LutOptions& o = c.lut;
+      o.bits = l.bits() == 0 ? 4 : l.bits();
+      o.mode = l.mode() == v1::LutParams::UNIFORM ? LutMode::kUniform
+               : l.mode() == v1::LutParams::UNIQUE ? LutMode::kUnique : LutMode::kKMeans;
+      o.granularity = l.granularity() == v1::LutParams::PER_GROUPED_CHANNEL ? LutGranularity::kPerGroupedChannel
+                                                                            : LutGranularity::kPerTensor;
+      o.group_size = l.group_size() == 0 ? 32 : l.group_size();
+      o.cluster_dim = l.cluster_dim() == 0 ? 1 : l.cluster_dim();
+      o.per_channel_scale = l.per_channel_scale();
+      o.sensitive = !l.has_sensitive() || l.sensitive();
+      o.seed = l.seed();
+      o.max_iterations = l.max_iterations() == 0 ? 50 : l.max_iterations();
+      return c;
+    }
+    case v1::QuantizeModelRequest::kVq: {
+      const v1::VqParams& v = request.vq();
+      c.method = Method::kVq;
+      VqOptions& o = c.vq;
+      o.dim = v.dim() == 0 ? 2 : v.dim();
+      o.bits = v.bits() == 0 ? 3 : v.bits();
+      o.group_cols = v.group_cols() == 0 ? 256 : v.group_cols();
+      o.group_rows = v.group_rows() == 0 ? 256 : v.group_rows();
+      o.em_iterations = v.em_iterations() == 0 ? 25 : v.em_iterations();
+      o.update_iterations = v.has_update_iterations() ? v.update_iterations() : 10;
+      o.damp_percent = v.damp_percent() == 0 ? 0.01 : v.damp_percent();
+      o.seed = v.seed();
+      return c;
+    }
+    case v1::QuantizeModelRequest::kOnebit: {
+      const v1::OneBitParams& b = request.onebit();
+      c.method = Method::kOneBit;
+      c.onebit.decomposition = b.decomposition() == v1::OneBitParams::SVD ? OneBitDecomposition::kSvd : OneBitDecomposition::kNmf;
+      c.onebit.max_iterations = b.max_iterations() == 0 ? 100 : b.max_iterations();
+      c.onebit.refine_iterations = b.refine_iterations();
+      return c;
+    }
+    case v1::QuantizeModelRequest::METHOD_NOT_SET: return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// The request field that holds the method's parameters ("rtn", "gptq", ...).
+std::string MethodField(const v1::QuantizeModelRequest& request) {
+  switch (request.method_case()) {
+    case v1::QuantizeModelRequest::kInt8: return "int8";
+    case v1::QuantizeModelRequest::kGptq: return "gptq";
+    case v1::QuantizeModelRequest::kAwq: return "awq";
+    case v1::QuantizeModelRequest::kLut: return "lut";
+    case v1::QuantizeModelRequest::kVq: return "vq";
+    case v1::QuantizeModelRequest::kOnebit: return "onebit";
+    default: return "rtn";
+  }
 }
 
 }  // namespace
@@ -31,26 +112,22 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
   if (!spec.source_uri.empty() && spec.source_uri == spec.destination_uri) {
     violations.push_back({"destination_uri", "must differ from source_uri"});
   }
-  switch (request.method_case()) {
-    case v1::QuantizeModelRequest::kRtn:
-      spec.quant = RtnConfig(request.rtn(), "rtn", &violations);
-      break;
-    case v1::QuantizeModelRequest::kInt8:
-      spec.quant = {Method::kInt8, 8, -1, request.int8().symmetric(), false};
-      break;
-    case v1::QuantizeModelRequest::kGptq: {
-      const v1::GptqParams& g = request.gptq();
-      spec.quant = {Method::kGptq, g.bits() == 0 ? 4 : g.bits(), g.group_size() == 0 ? 128 : g.group_size(),
-                    g.symmetric(), false, g.damp_percent() == 0 ? 0.01 : g.damp_percent(), g.act_order(), g.static_groups()};
-      if (absl::Status s = ValidateQuantConfig(spec.quant); !s.ok()) violations.push_back({"gptq", std::string(s.message())});
-      break;
+  if (request.method_case() == v1::QuantizeModelRequest::METHOD_NOT_SET) {
+    violations.push_back({"method", "set one of rtn, int8, gptq, awq, lut, vq, onebit"});
+  } else if (request.method_case() == v1::QuantizeModelRequest::kRtn) {
+    spec.quant = RtnConfig(request.rtn(), "rtn", &violations);
+  } else {
+    spec.quant = *MethodConfig(request);
+    if (absl::Status s = ValidateQuantConfig(spec.quant); !s.ok()) {
+      violations.push_back({MethodField(request), std::string(s.message())});
     }
-    case v1::QuantizeModelRequest::METHOD_NOT_SET:
-      violations.push_back({"method", "set one of rtn, int8, gptq"});
-      break;
   }
-  if (request.output_format() != v1::OUTPUT_FORMAT_UNSPECIFIED && request.output_format() != v1::OUTPUT_FORMAT_GPTQ) {
-    violations.push_back({"output_format", absl::StrCat("unsupported format ", request.output_format())});
+  switch (request.output_format()) {
+    case v1::OUTPUT_FORMAT_UNSPECIFIED: spec.format = OutputFormat::kAuto; break;
+    case v1::OUTPUT_FORMAT_GPTQ: spec.format = OutputFormat::kGptq; break;
+    case v1::OUTPUT_FORMAT_AWQ: spec.format = OutputFormat::kAwq; break;
+    case v1::OUTPUT_FORMAT_NATIVE: spec.format = OutputFormat::kNative; break;
+    default: violations.push_back({"output_format", absl::StrCat("unsupported format ", request.output_format())});
   }
   const v1::LayerSelection& layers = request.layers();
   spec.include.assign(layers.include().begin(), layers.include().end());
@@ -76,10 +153,11 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
     absl::Status s = ValidateJobSpec(spec);
     if (!s.ok()) {
       const absl::string_view message = s.message();
-      const std::string field = absl::StartsWith(message, "calibration") ? "calibration"
-                                : absl::StartsWith(message, "evaluation") ? "evaluation"
-                                : request.method_case() == v1::QuantizeModelRequest::kInt8 ? "int8"
-                                : request.method_case() == v1::QuantizeModelRequest::kGptq ? "gptq" : "rtn";
+      const std::string field = absl::StartsWith(message, "calibration")     ? "calibration"
+                                : absl::StartsWith(message, "evaluation")    ? "evaluation"
+                                : absl::StartsWith(message, "output_format") ? "output_format"
+                                : absl::StartsWith(message, "overrides")     ? "layers.overrides"
+                                                                             : MethodField(request);
       // Core messages start with the field they are about; the violation names it already.
       violations.push_back({field, std::string(absl::StripPrefix(message, field + ": "))});
     }

@@ -7,6 +7,7 @@
 #define LOWBIT_CORE_CHECKPOINT_CHECKPOINT_READER_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,8 @@ class CheckpointReader {
   // Tensors in the order they are best streamed (decoder block by decoder block).
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const ModelDescriptor& descriptor() const { return descriptor_; }
+  // The file's string metadata (safetensors `__metadata__`; empty for other formats).
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // Total bytes of all tensors.
   uint64_t total_bytes() const;
 
@@ -45,6 +48,7 @@ class CheckpointReader {
   ObjectStore* const store_;  ///< not owned
   std::vector<TensorInfo> tensors_;
   ModelDescriptor descriptor_;
+  std::map<std::string, std::string> metadata_;
 };
 
 // Sorts tensors into streaming order: embeddings, then decoder block by decoder block (by name inside a

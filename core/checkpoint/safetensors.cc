@@ -20,10 +20,12 @@ absl::Status Corrupt(absl::string_view uri, absl::string_view detail) {
 
 class SafetensorsReader final : public CheckpointReader {
  public:
-  SafetensorsReader(ObjectStore* store, std::vector<TensorInfo> tensors, ModelDescriptor descriptor)
+  SafetensorsReader(ObjectStore* store, std::vector<TensorInfo> tensors, ModelDescriptor descriptor,
+                    std::map<std::string, std::string> metadata)
       : CheckpointReader(store) {
     tensors_ = std::move(tensors);
     descriptor_ = std::move(descriptor);
+    metadata_ = std::move(metadata);
   }
 };
 
@@ -39,7 +41,8 @@ absl::StatusOr<ModelDescriptor> ReadDescriptorBeside(ObjectStore* store, absl::s
 
 }  // namespace
 
-absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(ObjectStore* store, absl::string_view uri) {
+absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(ObjectStore* store, absl::string_view uri,
+                                                               std::map<std::string, std::string>* metadata) {
   ASSIGN_OR_RETURN(ObjectInfo object, store->Stat(uri));
   if (object.size < 8) return Corrupt(uri, absl::StrCat("file is ", object.size, " bytes, shorter than the 8-byte header length"));
   ASSIGN_OR_RETURN(std::string length_bytes, store->ReadRange(uri, 0, 8));
@@ -56,7 +59,14 @@ absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(ObjectStore* store
   const uint64_t data_size = object.size - data_start;
   std::vector<TensorInfo> tensors;
   for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") continue;
+    if (name == "__metadata__") {
+      if (!entry.is_object()) return Corrupt(uri, "__metadata__ is not an object");
+      for (const auto& [key, value] : entry.items()) {
+        if (!value.is_string()) return Corrupt(uri, absl::StrCat("__metadata__ value of ", key, " is not a string"));
+        if (metadata != nullptr) (*metadata)[key] = value.get<std::string>();
+      }
+      continue;
+    }
     const auto where = [&](absl::string_view detail) { return Corrupt(uri, absl::StrCat("tensor ", name, ": ", detail)); };
     if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets")) {
       return where("entry needs dtype, shape and data_offsets");
@@ -107,6 +117,7 @@ absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(ObjectStore* store
 
 absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenSafetensors(ObjectStore* store, absl::string_view uri) {
   std::vector<TensorInfo> tensors;
+  std::map<std::string, std::string> metadata;
   if (absl::EndsWith(uri, ".index.json")) {
     ASSIGN_OR_RETURN(std::string text, store->ReadAll(uri));
     const nlohmann::json index = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -124,7 +135,7 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenSafetensors(ObjectStore* s
     for (const auto& [name, file] : shard_of) shards[file] = true;
     for (const auto& [file, unused] : shards) {
       ASSIGN_OR_RETURN(std::vector<TensorInfo> shard_tensors,
-                       ReadSafetensorsHeader(store, JoinUri(ParentUri(uri), file)));
+                       ReadSafetensorsHeader(store, JoinUri(ParentUri(uri), file), &metadata));
       for (TensorInfo& t : shard_tensors) {
         auto it = shard_of.find(t.name);
         if (it == shard_of.end() || it->second != file) {
@@ -139,11 +150,12 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenSafetensors(ObjectStore* s
                                               shard_of.begin()->second, ", which does not contain it"));
     }
   } else {
-    ASSIGN_OR_RETURN(tensors, ReadSafetensorsHeader(store, uri));
+    ASSIGN_OR_RETURN(tensors, ReadSafetensorsHeader(store, uri, &metadata));
   }
   SortForStreaming(&tensors);
   ASSIGN_OR_RETURN(ModelDescriptor descriptor, ReadDescriptorBeside(store, uri));
-  return std::unique_ptr<CheckpointReader>(new SafetensorsReader(store, std::move(tensors), std::move(descriptor)));
+  return std::unique_ptr<CheckpointReader>(new SafetensorsReader(store, std::move(tensors), std::move(descriptor),
+                                                                  std::move(metadata)));
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(

@@ -18,8 +18,10 @@
 
 namespace lowbit {
 
-// Parses the header of one safetensors object; offsets in the result are absolute.
-absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(ObjectStore* store, absl::string_view uri);
+// Parses the header of one safetensors object; offsets in the result are absolute. The string map of
+// `__metadata__`, if any, is added to `metadata` (may be null).
+absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(ObjectStore* store, absl::string_view uri,
+                                                               std::map<std::string, std::string>* metadata = nullptr);
 
 // Opens `uri` (a .safetensors file or a model.safetensors.index.json); config.json is read from the same
 // directory if present.

@@ -13,7 +13,10 @@
 #include "core/checkpoint/checkpoint_reader.h"
 #include "core/checkpoint/safetensors.h"
 #include "core/job/output_transaction.h"
+#include "core/pack/awq.h"
+#include "core/pack/dequantized_reader.h"
 #include "core/pack/gptq.h"
+#include "core/pack/native.h"
 #include "core/quant/error_metrics.h"
 #include "core/runtime/calibration.h"
 #include "core/runtime/evaluation.h"
@@ -29,8 +32,16 @@ struct PlannedTensor {
   TensorInfo info;
   const QuantConfig* quant = nullptr;  ///< null: kept in high precision
   const Quantizer* quantizer = nullptr;
-  const GptqResult* calibrated = nullptr;  ///< computed before streaming (calibrated methods)
+  OutputFormat format = OutputFormat::kGptq;
+  const CalibratedLayer* calibrated = nullptr;        ///< computed before streaming (calibrated methods)
+  const std::vector<float>* replacement = nullptr;    ///< float values changed by calibration (AWQ's folded scales)
   std::vector<TensorSpec> outputs;
+};
+
+// What calibration computed before the streaming pass.
+struct Calibration {
+  std::map<std::string, CalibratedLayer> layers;
+  std::map<std::string, std::vector<float>> replaced;
 };
 
 // The job's quantizers: one for the main config and one per override, created and validated up front.
@@ -56,11 +67,27 @@ std::string LayerPrefix(const std::string& weight_name) {
   return weight_name.substr(0, weight_name.size() - absl::string_view(".weight").size());
 }
 
-std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJobSpec& spec,
-                                const Quantizers& quantizers) {
+// The tensors' specs in the job's output format, and the native layouts (file metadata) of their layers.
+std::vector<TensorSpec> OutputSpecs(const PlannedTensor& p, std::map<std::string, std::string>* metadata) {
+  const std::string prefix = LayerPrefix(p.info.name);
+  const int64_t rows = p.info.shape[0], cols = p.info.shape[1];
+  switch (p.format) {
+    case OutputFormat::kAwq: return AwqTensorSpecs(prefix, rows, cols, p.quant->group_size);
+    case OutputFormat::kNative: {
+      const NativeLayout layout = NativeLayoutFor(rows, cols, *p.quant);
+      (*metadata)[kNativeLayoutKeyPrefix + prefix] = layout.ToJson().dump();
+      return NativeTensorSpecs(prefix, layout);
+    }
+    default: return GptqTensorSpecs(prefix, rows, cols, p.quant->bits, p.quant->group_size);
+  }
+}
+
+std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJobSpec& spec, const Quantizers& quantizers,
+                                std::map<std::string, std::string>* metadata) {
   std::vector<PlannedTensor> plan;
+  const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
   for (const TensorInfo& info : reader.tensors()) {
-    PlannedTensor p{info, nullptr, nullptr, nullptr, {}};
+    PlannedTensor p{info, nullptr, nullptr, format, nullptr, nullptr, {}};
     const TensorRole role = RoleOf(info.name, info.shape.size());
     const bool quantize = (role == TensorRole::kLinear || (role == TensorRole::kLmHead && spec.quantize_lm_head)) &&
                           IsFloatDType(info.dtype) && info.shape.size() == 2 &&
@@ -76,10 +103,9 @@ std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJo
           break;
         }
       }
-      p.outputs = GptqTensorSpecs(LayerPrefix(info.name), info.shape[0], info.shape[1], p.quant->bits,
-                                  p.quant->group_size);
+      p.outputs = OutputSpecs(p, metadata);
     } else {
-      // GPTQ checkpoints keep unquantized weights in FP16, the activation dtype of their kernels.
+      // Quantized checkpoints keep unquantized weights in FP16, the activation dtype of their kernels.
       p.outputs = {{info.name, IsFloatDType(info.dtype) ? DType::kF16 : info.dtype, info.shape}};
     }
     plan.push_back(std::move(p));
@@ -111,12 +137,27 @@ absl::StatusOr<Tensor> ToF16(const PlannedTensor& p, const Tensor& tensor) {
   return out;
 }
 
+absl::StatusOr<std::vector<Tensor>> Pack(const PlannedTensor& p, const QuantizedLayer& q) {
+  const std::string prefix = LayerPrefix(p.info.name);
+  if (p.format == OutputFormat::kNative) return PackNative(prefix, q);
+  const QuantizedTensor* grid = std::get_if<QuantizedTensor>(&q);
+  if (grid == nullptr) return absl::InternalError("a uniform-grid format got a codebook or OneBit layer");
+  return p.format == OutputFormat::kAwq ? PackAwq(prefix, *grid) : PackGptq(prefix, *grid);
+}
+
 absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor tensor) {
   const auto started = std::chrono::steady_clock::now();
   ProcessedTensor result;
   if (!IsFloatDType(tensor.dtype)) {
     result.outputs.push_back(std::move(tensor));
     return result;
+  }
+  if (p.replacement != nullptr) {  // the values calibration changed, in place of the checkpoint's
+    if (p.replacement->size() != static_cast<size_t>(NumElements(tensor.shape))) {
+      return absl::InternalError("a replaced tensor changed size");
+    }
+    tensor = Tensor{tensor.name, DType::kF32, tensor.shape,
+                    std::string(reinterpret_cast<const char*>(p.replacement->data()), p.replacement->size() * sizeof(float))};
   }
   if (p.quantizer == nullptr) {
     ASSIGN_OR_RETURN(Tensor out, ToF16(p, tensor));
@@ -128,35 +169,60 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
   tensor.bytes.shrink_to_fit();
   RETURN_IF_ERROR(CheckFinite(w.data.data(), static_cast<int64_t>(w.data.size()), "weights"));
   std::string note;
-  QuantizedTensor computed;
-  const QuantizedTensor* q = nullptr;
+  QuantizedLayer computed;
+  const QuantizedLayer* q = nullptr;
+  double error = 0;
   if (p.calibrated != nullptr) {
     q = &p.calibrated->tensor;
-    if (p.calibrated->cholesky_retries > 0) {
-      note = absl::StrCat("H was not positive definite: damping raised to ", p.calibrated->damp_percent_used, " after ",
-                          p.calibrated->cholesky_retries, " retries");
-    }
+    note = p.calibrated->note;
+    // AWQ's layers approximate the scaled weights, so calibration measured their error itself.
+    error = p.calibrated->relative_error ? *p.calibrated->relative_error : RelativeFrobeniusError(w, *q);
   } else {
     ASSIGN_OR_RETURN(computed, p.quantizer->Quantize(w, nullptr));
     q = &computed;
+    error = RelativeFrobeniusError(w, *q);
   }
-  ASSIGN_OR_RETURN(result.outputs, PackGptq(LayerPrefix(p.info.name), *q));
-  const double error = RelativeFrobeniusError(w, *q);
+  ASSIGN_OR_RETURN(result.outputs, Pack(p, *q));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   result.layer = LayerReport{p.info.name, std::string(MethodName(p.quant->method)), p.info.shape,
-                             q->BitsPerWeight(), error, seconds, note};
+                             BitsPerWeight(*q), error, seconds + (p.calibrated ? p.calibrated->seconds : 0.0), note};
   return result;
 }
 
 nlohmann::json ToJson(const QuantConfig& quant) {
-  nlohmann::json j = {{"method", MethodName(quant.method)},
-                      {"bits", quant.bits},
-                      {"group_size", quant.group_size},
-                      {"sym", quant.symmetric}};
+  nlohmann::json j = {{"method", MethodName(quant.method)}};
+  switch (quant.method) {
+    case Method::kLut: {
+      const LutOptions& o = quant.lut;
+      static const char* kModes[] = {"kmeans", "uniform", "unique"};
+      j.update({{"bits", o.bits}, {"mode", kModes[static_cast<int>(o.mode)]},
+                {"granularity", o.granularity == LutGranularity::kPerTensor ? "per_tensor" : "per_grouped_channel"},
+                {"group_size", o.group_size}, {"cluster_dim", o.cluster_dim}, {"per_channel_scale", o.per_channel_scale},
+                {"sensitive", o.sensitive}, {"seed", o.seed}, {"max_iterations", o.max_iterations}});
+      return j;
+    }
+    case Method::kVq: {
+      const VqOptions& o = quant.vq;
+      j.update({{"dim", o.dim}, {"bits", o.bits}, {"group_cols", o.group_cols}, {"group_rows", o.group_rows},
+                {"em_iterations", o.em_iterations}, {"update_iterations", o.update_iterations},
+                {"damp_percent", o.damp_percent}, {"seed", o.seed}, {"codebook_dtype", "int8"}});
+      return j;
+    }
+    case Method::kOneBit:
+      j.update({{"decomposition", quant.onebit.decomposition == OneBitDecomposition::kSvd ? "svd" : "nmf"},
+                {"max_iterations", quant.onebit.max_iterations}, {"refine_iterations", quant.onebit.refine_iterations}});
+      return j;
+    default: break;
+  }
+  j.update({{"bits", quant.bits}, {"group_size", quant.group_size}, {"sym", quant.symmetric}});
   if (quant.method == Method::kGptq) {
     j["damp_percent"] = quant.damp_percent;
     j["desc_act"] = quant.act_order;
     j["static_groups"] = quant.static_groups;
+  } else if (quant.method == Method::kAwq) {
+    j["zero_point"] = !quant.symmetric;
+    j["grid"] = quant.awq_grid;
+    j["clip"] = quant.awq_clip;
   } else {
     j["mse_clip"] = quant.mse_clip;
   }
@@ -165,7 +231,7 @@ nlohmann::json ToJson(const QuantConfig& quant) {
 
 nlohmann::json ConfigJson(const QuantizeJobSpec& spec) {
   nlohmann::json config = ToJson(spec.quant);
-  config["format"] = "gptq";
+  config["format"] = FormatName(ResolveFormat(spec.format, spec.quant.method));
   config["quantize_lm_head"] = spec.quantize_lm_head;
   config["include"] = spec.include;
   config["exclude"] = spec.exclude;
@@ -191,11 +257,11 @@ nlohmann::json GptqDynamic(const std::vector<LayerOverride>& overrides) {
   return dynamic;
 }
 
-// GPTQ on the whole model, block by block, on calibration windows of the job's text. The model is held
-// in memory in float32 for this (streaming it block by block is later work).
-absl::StatusOr<std::map<std::string, GptqResult>> CalibrateGptq(const CheckpointReader& reader, ObjectStore* store,
-                                                                const QuantizeJobSpec& spec,
-                                                                const std::vector<PlannedTensor>& plan) {
+// Calibrated methods on the whole model, on calibration windows of the job's text: AWQ on the float
+// model's activations, the others block by block on the partly quantized model. The model is held in
+// memory in float32 for this (streaming it block by block is later work).
+absl::StatusOr<Calibration> Calibrate(const CheckpointReader& reader, ObjectStore* store, const QuantizeJobSpec& spec,
+                                      const Quantizer& quantizer, const std::vector<PlannedTensor>& plan) {
   ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(reader));
   ASSIGN_OR_RETURN(Llama2cTokenizer tokenizer, Llama2cTokenizer::Load(store, spec.tokenizer_uri, model.vocab_size()));
   const CalibrationSpec& c = spec.calibration;
@@ -205,9 +271,34 @@ absl::StatusOr<std::map<std::string, GptqResult>> CalibrateGptq(const Checkpoint
   for (const PlannedTensor& p : plan) {
     if (p.quant != nullptr) planned.insert(p.info.name);
   }
+  auto include = [&](const std::string& name) { return planned.count(name) > 0; };
   const QuantConfig& q = spec.quant;
-  GptqOptions options{q.bits, q.group_size, q.symmetric, q.damp_percent, q.act_order, q.static_groups, 128};
-  return RunSequentialGptq(model, windows, options, [&](const std::string& name) { return planned.count(name) > 0; });
+  Calibration result;
+  if (q.method == Method::kAwq) {
+    ASSIGN_OR_RETURN(AwqModelResult awq, RunAwq(model, windows, AwqOptionsOf(q), include));
+    result.layers = std::move(awq.layers);
+    result.replaced = std::move(awq.replaced);
+    return result;
+  }
+  LayerQuantizeFn quantize = [&](const std::string&, const Matrix& w,
+                                 const CalibrationStats& stats) -> absl::StatusOr<CalibratedLayer> {
+    if (q.method != Method::kGptq) {
+      CalibratedLayer layer;
+      ASSIGN_OR_RETURN(layer.tensor, quantizer.Quantize(w, &stats));
+      return layer;
+    }
+    ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, stats, {q.bits, q.group_size, q.symmetric, q.damp_percent,
+                                                           q.act_order, q.static_groups, 128}));
+    CalibratedLayer layer;
+    layer.tensor = std::move(r.tensor);
+    if (r.cholesky_retries > 0) {
+      layer.note = absl::StrCat("H was not positive definite: damping raised to ", r.damp_percent_used, " after ",
+                                r.cholesky_retries, " retries");
+    }
+    return layer;
+  };
+  ASSIGN_OR_RETURN(result.layers, RunSequential(model, windows, quantize, include));
+  return result;
 }
 
 // Perplexity and KL of the model as written (read back through the dequantizing reader) against the
@@ -216,7 +307,7 @@ absl::StatusOr<Evaluation> EvaluateOutput(const CheckpointReader& source_reader,
                                           ObjectStore* destination, const QuantizeJobSpec& spec) {
   ASSIGN_OR_RETURN(LlamaModel reference, LlamaModel::Load(source_reader));
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> written,
-                   OpenDequantizedGptq(destination, JoinUri(spec.destination_uri, kModelFile)));
+                   OpenDequantized(destination, JoinUri(spec.destination_uri, kModelFile)));
   ASSIGN_OR_RETURN(LlamaModel quantized, LlamaModel::Load(*written));
   ASSIGN_OR_RETURN(Llama2cTokenizer tokenizer, Llama2cTokenizer::Load(source, spec.tokenizer_uri, reference.vocab_size()));
   ASSIGN_OR_RETURN(EvalResult r, Evaluate(quantized, &reference, source, spec.evaluation.text_uri, tokenizer,
@@ -227,17 +318,50 @@ absl::StatusOr<Evaluation> EvaluateOutput(const CheckpointReader& source_reader,
 
 }  // namespace
 
+absl::string_view FormatName(OutputFormat format) {
+  switch (format) {
+    case OutputFormat::kAuto: return "auto";
+    case OutputFormat::kGptq: return "gptq";
+    case OutputFormat::kAwq: return "awq";
+    case OutputFormat::kNative: return "native";
+  }
+  return "?";
+}
+
+std::optional<OutputFormat> ParseFormat(absl::string_view name) {
+  for (OutputFormat f : {OutputFormat::kAuto, OutputFormat::kGptq, OutputFormat::kAwq, OutputFormat::kNative}) {
+    if (FormatName(f) == name) return f;
+  }
+  return std::nullopt;
+}
+
+OutputFormat ResolveFormat(OutputFormat format, Method method) {
+  if (format != OutputFormat::kAuto) return format;
+  return IsUniformGridMethod(method) ? OutputFormat::kGptq : OutputFormat::kNative;
+}
+
 absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   if (spec.source_uri.empty()) return absl::InvalidArgumentError("source_uri: must not be empty");
   if (spec.destination_uri.empty()) return absl::InvalidArgumentError("destination_uri: must not be empty");
-  if (spec.quant.method == Method::kGptq && (spec.calibration.text_uri.empty() || spec.tokenizer_uri.empty())) {
-    return absl::InvalidArgumentError("calibration: gptq needs a calibration text and the model's tokenizer");
+  const CalibrationUse calibration = CalibrationUseOf(spec.quant);
+  if (calibration == CalibrationUse::kRequired && spec.calibration.text_uri.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("calibration: ", MethodName(spec.quant.method),
+                                                   " needs a calibration text and the model's tokenizer"));
+  }
+  if (!spec.calibration.text_uri.empty() && calibration != CalibrationUse::kNone && spec.tokenizer_uri.empty()) {
+    return absl::InvalidArgumentError("calibration: needs the model's tokenizer");
   }
   if (!spec.evaluation.text_uri.empty() && spec.tokenizer_uri.empty()) {
     return absl::InvalidArgumentError("evaluation: needs the model's tokenizer");
   }
-  if (spec.quant.method == Method::kGptq && !spec.overrides.empty()) {
-    return absl::InvalidArgumentError("overrides: not supported with gptq");
+  if (calibration != CalibrationUse::kNone && !spec.overrides.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("overrides: not supported with ", MethodName(spec.quant.method)));
+  }
+  const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
+  if ((format == OutputFormat::kNative) == IsUniformGridMethod(spec.quant.method)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "output_format: ", MethodName(spec.quant.method), " results are written as ",
+        IsUniformGridMethod(spec.quant.method) ? "gptq or awq" : "native", ", not ", FormatName(format)));
   }
   for (const LayerOverride& o : spec.overrides) {
     if (o.quant.method != spec.quant.method) {
@@ -248,8 +372,11 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   for (const LayerOverride& o : spec.overrides) configs.push_back(&o.quant);
   for (const QuantConfig* config : configs) {
     RETURN_IF_ERROR(ValidateQuantConfig(*config));
-    if (spec.format == OutputFormat::kGptq && !GptqSupportsBits(config->bits)) {
+    if (format == OutputFormat::kGptq && !GptqSupportsBits(config->bits)) {
       return absl::InvalidArgumentError(absl::StrCat("bits: the GPTQ format packs 2, 3, 4 or 8 bits, not ", config->bits));
+    }
+    if (format == OutputFormat::kAwq && (config->bits != 4 || config->act_order)) {
+      return absl::InvalidArgumentError("output_format: the AWQ format packs 4-bit codes in sequential groups only");
     }
   }
   return absl::OkStatus();
@@ -270,23 +397,26 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
   RETURN_IF_ERROR(CheckDestination(destination, spec.destination_uri, spec.overwrite, kReportFile));
 
-  if (spec.quant.method == Method::kGptq || !spec.evaluation.text_uri.empty()) {
+  const bool calibrate = CalibrationUseOf(spec.quant) == CalibrationUse::kRequired ||
+                         (CalibrationUseOf(spec.quant) == CalibrationUse::kIfGiven && !spec.calibration.text_uri.empty());
+  if (calibrate || !spec.evaluation.text_uri.empty()) {
     uint64_t resident = 0;
     for (const TensorInfo& t : reader->tensors()) resident += static_cast<uint64_t>(NumElements(t.shape)) * sizeof(float);
     if (resident > options.max_resident_model_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "calibration and evaluation hold the model in float32 (", resident >> 20, " MiB), above the limit of ",
-          options.max_resident_model_bytes >> 20, " MiB; use rtn or int8 without evaluation for this model"));
+          options.max_resident_model_bytes >> 20, " MiB; use a data-free method without evaluation for this model"));
     }
   }
-  std::vector<PlannedTensor> plan = Plan(*reader, spec, quantizers);
+  std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  std::vector<PlannedTensor> plan = Plan(*reader, spec, quantizers, &metadata);
   // Calibrated methods run on the model itself before the streaming pass writes their results.
-  std::map<std::string, GptqResult> calibrated;
-  if (spec.quant.method == Method::kGptq) {
-    ASSIGN_OR_RETURN(calibrated, CalibrateGptq(*reader, source, spec, plan));
+  Calibration calibrated;
+  if (calibrate) {
+    ASSIGN_OR_RETURN(calibrated, Calibrate(*reader, source, spec, *quantizers.main, plan));
     for (PlannedTensor& p : plan) {
-      auto it = calibrated.find(p.info.name);
-      if (it != calibrated.end()) p.calibrated = &it->second;
+      if (auto it = calibrated.layers.find(p.info.name); it != calibrated.layers.end()) p.calibrated = &it->second;
+      if (auto it = calibrated.replaced.find(p.info.name); it != calibrated.replaced.end()) p.replacement = &it->second;
     }
   }
   int64_t layers_total = 0;
@@ -304,7 +434,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   report.summary.tensors_total = static_cast<int64_t>(plan.size());
   OutputTransaction output(destination, spec.destination_uri);
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectWriter> model_out, output.NewWriter(kModelFile));
-  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> model, SafetensorsWriter::Create(model_out.get(), specs));
+  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> model, SafetensorsWriter::Create(model_out.get(), specs, metadata));
 
   // The window of tensors read and not yet written; the front is always the next to write.
   std::deque<std::pair<size_t, std::future<absl::StatusOr<ProcessedTensor>>>> window;
@@ -359,13 +489,18 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   report.summary.bytes_written += model_out->bytes_written();
 
   nlohmann::json config = reader->descriptor().config;
-  nlohmann::json quantize_config = GptqQuantizeConfig(spec.quant.bits, spec.quant.group_size, spec.quant.symmetric);
-  if (spec.quant.method == Method::kGptq) {
+  const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
+  nlohmann::json quantize_config =
+      format == OutputFormat::kNative ? NativeQuantizeConfig(spec.quant)
+      : format == OutputFormat::kAwq  ? AwqQuantizeConfig(spec.quant.group_size, !spec.quant.symmetric)
+                                      : GptqQuantizeConfig(spec.quant.bits, spec.quant.group_size, spec.quant.symmetric);
+  if (format == OutputFormat::kNative) quantize_config["config"] = ToJson(spec.quant);
+  if (format == OutputFormat::kGptq && spec.quant.method == Method::kGptq) {
     quantize_config["desc_act"] = spec.quant.act_order;
     quantize_config["static_groups"] = spec.quant.static_groups;
     quantize_config["damp_percent"] = spec.quant.damp_percent;
   }
-  if (!spec.overrides.empty()) quantize_config["dynamic"] = GptqDynamic(spec.overrides);
+  if (!spec.overrides.empty() && format == OutputFormat::kGptq) quantize_config["dynamic"] = GptqDynamic(spec.overrides);
   config["quantization_config"] = quantize_config;
   config["torch_dtype"] = "float16";
   RETURN_IF_ERROR(output.WriteAll("config.json", config.dump(2), &report));

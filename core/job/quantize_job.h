@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,7 +25,13 @@
 
 namespace lowbit {
 
-enum class OutputFormat { kGptq };
+// kAuto: GPTQ for the uniform-grid methods (rtn, int8, gptq, awq), native for lut, vq and onebit.
+enum class OutputFormat { kAuto, kGptq, kAwq, kNative };
+
+absl::string_view FormatName(OutputFormat format);
+std::optional<OutputFormat> ParseFormat(absl::string_view name);
+// The format a job writes: `spec.format`, or for kAuto the method's natural one.
+OutputFormat ResolveFormat(OutputFormat format, Method method);
 
 // Different quantization parameters for the linear layers whose names match a glob pattern.
 struct LayerOverride {
@@ -32,9 +39,9 @@ struct LayerOverride {
   QuantConfig quant;
 };
 
-// Data for calibrated methods (GPTQ) and for evaluation: texts tokenized with the model's tokenizer.
+// Data for calibrated methods and for evaluation: texts tokenized with the model's tokenizer.
 struct CalibrationSpec {
-  std::string text_uri;       ///< calibration text; required by gptq
+  std::string text_uri;       ///< calibration text; required by gptq, awq, vq and refined onebit; used by sensitive lut
   int samples = 32;           ///< windows
   int seqlen = 128;           ///< tokens per window
   uint32_t seed = 0;
@@ -50,7 +57,7 @@ struct QuantizeJobSpec {
   std::string source_uri;        ///< checkpoint file or directory
   std::string destination_uri;   ///< output directory
   QuantConfig quant;
-  OutputFormat format = OutputFormat::kGptq;
+  OutputFormat format = OutputFormat::kAuto;
   bool quantize_lm_head = false;     ///< lm_head stays in high precision unless asked
   std::vector<std::string> include;  ///< glob patterns of linear layers to quantize (empty: all)
   std::vector<std::string> exclude;  ///< glob patterns of linear layers to keep in high precision
@@ -78,7 +85,7 @@ struct JobOptions {
   ThreadPool* pool = nullptr;       ///< workers shared by all jobs; nullptr runs everything inline
   int max_tensors_in_flight = 4;    ///< bound on tensors held in memory (read, not yet written)
   uint64_t max_bytes_in_flight = 256ull << 20;  ///< bound on their checkpoint bytes (working memory is ~3x); one tensor may exceed it alone
-  // Calibration (gptq) and evaluation hold the whole model in float32; larger models are refused with
+  // Calibration and evaluation hold the whole model in float32; larger models are refused with
   // RESOURCE_EXHAUSTED instead of risking the process (and every other job in it).
   uint64_t max_resident_model_bytes = 4ull << 30;
 };

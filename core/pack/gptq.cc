@@ -194,64 +194,6 @@ absl::StatusOr<QuantizedTensor> UnpackGptq(const Tensor& qweight, const Tensor& 
   return q;
 }
 
-namespace {
-
-class DequantizingReader final : public CheckpointReader {
- public:
-  DequantizingReader(ObjectStore* store, std::unique_ptr<CheckpointReader> inner)
-      : CheckpointReader(store), inner_(std::move(inner)) {
-    descriptor_ = inner_->descriptor();
-    std::map<std::string, const TensorInfo*> by_name;
-    for (const TensorInfo& t : inner_->tensors()) by_name[t.name] = &t;
-    for (const TensorInfo& t : inner_->tensors()) {
-      if (absl::EndsWith(t.name, ".qweight")) {
-        const std::string prefix = t.name.substr(0, t.name.size() - 8);
-        const TensorInfo* scales = by_name[prefix + ".scales"];
-        const TensorInfo* g_idx = by_name[prefix + ".g_idx"];
-        if (scales == nullptr || g_idx == nullptr || scales->shape.size() != 2 || g_idx->shape.size() != 1) continue;
-        parts_[prefix + ".weight"] = prefix;
-        tensors_.push_back({prefix + ".weight", DType::kF32, {scales->shape[1], g_idx->shape[0]}, t.uri, 0,
-                            static_cast<uint64_t>(scales->shape[1] * g_idx->shape[0] * 4)});
-      } else if (!absl::EndsWith(t.name, ".qzeros") && !absl::EndsWith(t.name, ".scales") &&
-                 !absl::EndsWith(t.name, ".g_idx")) {
-        tensors_.push_back(t);
-      }
-    }
-  }
-
-  absl::StatusOr<Tensor> Read(const TensorInfo& info) const override {
-    auto it = parts_.find(info.name);
-    if (it == parts_.end()) return inner_->Read(info);
-    std::map<std::string, Tensor> t;
-    for (const char* part : {".qweight", ".qzeros", ".scales", ".g_idx"}) {
-      const std::string name = it->second + part;
-      for (const TensorInfo& ti : inner_->tensors()) {
-        if (ti.name == name) {
-          ASSIGN_OR_RETURN(t[part], inner_->Read(ti));
-        }
-      }
-    }
-    const int64_t rows = info.shape[0], cols = info.shape[1];
-    // The code width follows from qweight's height: padded_in * bits / 32 rows.
-    const int bits = static_cast<int>(t[".qweight"].shape[0] * 32 / RoundUp32(cols));
-    ASSIGN_OR_RETURN(QuantizedTensor q, UnpackGptq(t[".qweight"], t[".qzeros"], t[".scales"], t[".g_idx"], bits, rows, cols));
-    const Matrix w = q.Dequantize();
-    return Tensor{info.name, DType::kF32, info.shape,
-                  std::string(reinterpret_cast<const char*>(w.data.data()), w.data.size() * sizeof(float))};
-  }
-
- private:
-  std::unique_ptr<CheckpointReader> inner_;
-  std::map<std::string, std::string> parts_;  // "<prefix>.weight" -> "<prefix>"
-};
-
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenDequantizedGptq(ObjectStore* store, absl::string_view uri) {
-  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> inner, OpenCheckpoint(store, uri));
-  return std::unique_ptr<CheckpointReader>(new DequantizingReader(store, std::move(inner)));
-}
-
 nlohmann::json GptqQuantizeConfig(int bits, int64_t group_size, bool symmetric) {
   return {
       {"quant_method", "gptq"},

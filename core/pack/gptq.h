@@ -40,10 +40,6 @@ absl::StatusOr<std::vector<Tensor>> PackGptq(const std::string& prefix, const Qu
 absl::StatusOr<QuantizedTensor> UnpackGptq(const Tensor& qweight, const Tensor& qzeros, const Tensor& scales,
                                            const Tensor& g_idx, int bits, int64_t rows, int64_t cols);
 
-// A reader over a GPTQ checkpoint that presents each quantized layer as its dequantized float32
-// `<prefix>.weight`, so lowbit's own outputs can be evaluated with the same forward pass.
-absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenDequantizedGptq(ObjectStore* store, absl::string_view uri);
-
 // quantize_config.json (also embedded as `quantization_config` in config.json).
 nlohmann::json GptqQuantizeConfig(int bits, int64_t group_size, bool symmetric);
 

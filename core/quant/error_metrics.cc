@@ -29,11 +29,11 @@ double RelativeFrobeniusError(const Matrix& w, const Matrix& w_hat) {
   return Ratio(diff, norm);
 }
 
-double RelativeFrobeniusError(const Matrix& w, const QuantizedTensor& q) {
+double RelativeFrobeniusError(const Matrix& w, const QuantizedLayer& q) {
   double diff = 0.0, norm = 0.0;
   std::vector<float> row(static_cast<size_t>(w.cols));
   for (int64_t r = 0; r < w.rows; ++r) {
-    q.DequantizeRow(r, row.data());
+    DequantizeRow(q, r, row.data());
     Accumulate(w.row(r), row.data(), w.cols, &diff, &norm);
   }
   return Ratio(diff, norm);

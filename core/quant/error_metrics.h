@@ -10,7 +10,7 @@ namespace lowbit {
 // ||W − Ŵ||_F / ||W||_F, accumulated in double; 0 when W and Ŵ are both zero. Shapes must match.
 double RelativeFrobeniusError(const Matrix& w, const Matrix& w_hat);
 // The same for a quantized tensor, dequantized one row at a time (no full-size copy).
-double RelativeFrobeniusError(const Matrix& w, const QuantizedTensor& q);
+double RelativeFrobeniusError(const Matrix& w, const QuantizedLayer& q);
 
 }  // namespace lowbit
 

@@ -45,6 +45,24 @@ absl::StatusOr<std::vector<float>> InverseCholeskyUpper(const std::vector<float>
 
 }  // namespace
 
+absl::StatusOr<InverseHessianFactor> FactorInverseHessian(const std::vector<float>& h, int64_t cols, double damp_percent) {
+  double mean_diag = 0;
+  for (int64_t c = 0; c < cols; ++c) mean_diag += h[c * cols + c];
+  mean_diag /= static_cast<double>(cols);
+  InverseHessianFactor factor;
+  absl::StatusOr<std::vector<float>> u = absl::FailedPreconditionError("not factorised");
+  double damp = damp_percent;
+  for (int attempt = 0; attempt < 6; ++attempt, damp *= 4) {
+    u = InverseCholeskyUpper(h, static_cast<int>(cols), damp, mean_diag);
+    if (u.ok()) break;
+    ++factor.retries;
+  }
+  if (!u.ok()) return absl::FailedPreconditionError(absl::StrCat("the Hessian stays indefinite up to damping ", damp / 4));
+  factor.damp_percent_used = damp;
+  factor.u = *std::move(u);
+  return factor;
+}
+
 void AccumulateHessian(const float* x, int64_t n, CalibrationStats* stats) {
   const int64_t c = stats->cols;
   if (stats->hessian.empty()) stats->hessian.assign(static_cast<size_t>(c * c), 0.0f);
@@ -53,6 +71,13 @@ void AccumulateHessian(const float* x, int64_t n, CalibrationStats* stats) {
   cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(c), static_cast<int>(n),
               static_cast<float>(2.0 / total), x, static_cast<int>(c),
               static_cast<float>(static_cast<double>(stats->samples) / total), stats->hessian.data(), static_cast<int>(c));
+  stats->mean_abs.resize(static_cast<size_t>(c), 0.0f);
+  std::vector<double> sum_abs(static_cast<size_t>(c), 0.0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < c; ++i) sum_abs[i] += std::abs(x[t * c + i]);
+  for (int64_t i = 0; i < c; ++i) {
+    stats->mean_abs[i] = static_cast<float>((stats->mean_abs[i] * static_cast<double>(stats->samples) + sum_abs[i]) / total);
+  }
   stats->samples += n;
   for (int64_t i = 0; i < c; ++i)
     for (int64_t j = 0; j < i; ++j) stats->hessian[i * c + j] = stats->hessian[j * c + i];
@@ -109,19 +134,10 @@ absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats&
   }
 
   GptqResult result;
-  double mean_diag = 0;
-  for (int64_t c = 0; c < cols; ++c) mean_diag += h[c * cols + c];
-  mean_diag /= static_cast<double>(cols);
-  absl::StatusOr<std::vector<float>> u = absl::FailedPreconditionError("not factorised");
-  double damp = o.damp_percent;
-  for (int attempt = 0; attempt < 6; ++attempt, damp *= 4) {
-    u = InverseCholeskyUpper(h, static_cast<int>(cols), damp, mean_diag);
-    if (u.ok()) break;
-    ++result.cholesky_retries;
-  }
-  if (!u.ok()) return absl::FailedPreconditionError(absl::StrCat("the Hessian stays indefinite up to damping ", damp / 4));
-  result.damp_percent_used = damp;
-  const std::vector<float>& U = *u;
+  ASSIGN_OR_RETURN(InverseHessianFactor factor, FactorInverseHessian(h, cols, o.damp_percent));
+  result.damp_percent_used = factor.damp_percent_used;
+  result.cholesky_retries = factor.retries;
+  const std::vector<float>& U = factor.u;
 
   QuantizedTensor& q = result.tensor;
   q.rows = rows;

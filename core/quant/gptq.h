@@ -24,10 +24,20 @@ struct CalibrationStats {
   int64_t cols = 0;             ///< input features
   int64_t samples = 0;          ///< tokens accumulated
   std::vector<float> hessian;   ///< cols * cols, row-major: H = 2/n Σ x xᵀ
+  std::vector<float> mean_abs;  ///< cols: mean |x| per input channel (AWQ's activation scale)
 };
 
 // Adds `n` input rows x (n x cols, row-major) to H with one BLAS syrk, keeping H = 2/n Σ x xᵀ.
 void AccumulateHessian(const float* x, int64_t n, CalibrationStats* stats);
+
+// The upper Cholesky factor U of H⁻¹ (row-major, lower triangle zero) for H damped by damp_percent of its
+// mean diagonal; the damping is raised 4x, up to 5 times, while H is not positive definite.
+struct InverseHessianFactor {
+  std::vector<float> u;
+  double damp_percent_used = 0;
+  int retries = 0;
+};
+absl::StatusOr<InverseHessianFactor> FactorInverseHessian(const std::vector<float>& h, int64_t cols, double damp_percent);
 
 struct GptqOptions {
   int bits = 4;                ///< 2..8

@@ -15,15 +15,6 @@ namespace lowbit {
 namespace {
 
 // The smallest FP16 value >= v (v > 0), so a stored scale never shrinks the grid below the range.
-absl::StatusOr<float> RoundUpToF16(float v) {
-  uint16_t h = F32ToF16(v);
-  if (F16ToF32(h) < v) ++h;  // next representable magnitude: positive FP16 bit patterns are ordered
-  const float up = F16ToF32(h);
-  if (!std::isfinite(up)) {
-    return absl::InvalidArgumentError(absl::StrCat("quantization scale ", v, " overflows FP16"));
-  }
-  return up == 0.0f ? F16ToF32(1) : up;  // all-tiny groups get the smallest subnormal scale
-}
 
 // Sum of |x − x̂|^2.4 over a group: the objective of GPTQ's clip search.
 float ClipError(const float* x, int64_t n, const GroupGrid& g, int maxq) {
@@ -95,6 +86,16 @@ void QuantizeGroup(const float* x, int64_t n, const GroupGrid& g, int maxq, uint
 }
 
 }  // namespace
+
+absl::StatusOr<float> RoundUpToF16(float v) {
+  uint16_t h = F32ToF16(v);
+  if (F16ToF32(h) < v) ++h;  // next representable magnitude: positive FP16 bit patterns are ordered
+  const float up = F16ToF32(h);
+  if (!std::isfinite(up)) {
+    return absl::InvalidArgumentError(absl::StrCat("quantization scale ", v, " overflows FP16"));
+  }
+  return up == 0.0f ? F16ToF32(1) : up;  // all-tiny groups get the smallest subnormal scale
+}
 
 absl::StatusOr<GroupGrid> FindGrid(const float* x, int64_t n, int bits, GridKind grid, float shrink) {
   const int maxq = (1 << bits) - 1;

@@ -29,6 +29,10 @@ struct RtnOptions {
   bool mse_clip = false;     ///< search a shrink factor of the range (GPTQ's `mse` option, norm 2.4)
 };
 
+// The smallest FP16 value >= v (v >= 0), so a stored scale still covers its range; the smallest subnormal
+// for 0. INVALID_ARGUMENT if it overflows FP16.
+absl::StatusOr<float> RoundUpToF16(float v);
+
 // One group's grid: x ≈ scale * (code − zero).
 struct GroupGrid {
   float scale = 1.0f;

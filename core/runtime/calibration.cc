@@ -1,11 +1,15 @@
 #include "core/runtime/calibration.h"
 
+#include <array>
+#include <chrono>
 #include <random>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/quant/error_metrics.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
@@ -62,8 +66,41 @@ absl::StatusOr<std::vector<std::vector<int>>> CalibrationWindows(ObjectStore* st
   return windows;
 }
 
-absl::StatusOr<std::map<std::string, GptqResult>> RunSequentialGptq(
-    LlamaModel& model, const std::vector<std::vector<int>>& windows, const GptqOptions& options,
+namespace {
+
+constexpr const char* kInputNames[] = {"q/k/v", "o", "gate/up", "down"};
+
+// The statistics of all four linear inputs of decoder block `layer`, from one pass over the windows.
+std::array<CalibrationStats, 4> CaptureBlockInputs(LlamaModel& model, int layer,
+                                                   const std::vector<std::vector<int>>& windows) {
+  const std::string p = absl::StrCat("model.layers.", layer, ".");
+  std::array<CalibrationStats, 4> stats;
+  stats[0].cols = model.MutableLinear(p + "self_attn.q_proj.weight")->cols;
+  stats[1].cols = model.MutableLinear(p + "self_attn.o_proj.weight")->cols;
+  stats[2].cols = model.MutableLinear(p + "mlp.gate_proj.weight")->cols;
+  stats[3].cols = model.MutableLinear(p + "mlp.down_proj.weight")->cols;
+  std::array<std::vector<float>, 4> rows;
+  model.set_capture([&, layer](int l, LinearInput in, const float* x) {
+    const int i = static_cast<int>(in);
+    if (l == layer) rows[i].insert(rows[i].end(), x, x + stats[i].cols);
+  });
+  for (const std::vector<int>& window : windows) {
+    model.Reset();
+    for (int token : window) model.Forward(token, layer);
+    for (int i = 0; i < 4; ++i) {
+      AccumulateHessian(rows[i].data(), static_cast<int64_t>(rows[i].size()) / stats[i].cols, &stats[i]);
+      rows[i].clear();
+    }
+  }
+  model.set_capture(nullptr);
+  model.Reset();
+  return stats;
+}
+
+}  // namespace
+
+absl::StatusOr<std::map<std::string, CalibratedLayer>> RunSequential(
+    LlamaModel& model, const std::vector<std::vector<int>>& windows, const LayerQuantizeFn& quantize,
     const std::function<bool(const std::string&)>& include, const std::function<void(const std::string&)>& progress) {
   static const std::vector<std::pair<LinearInput, std::vector<std::string>>> kSteps = {
       {LinearInput::kQkv, {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"}},
@@ -71,7 +108,7 @@ absl::StatusOr<std::map<std::string, GptqResult>> RunSequentialGptq(
       {LinearInput::kGateUp, {"mlp.gate_proj.weight", "mlp.up_proj.weight"}},
       {LinearInput::kDown, {"mlp.down_proj.weight"}},
   };
-  std::map<std::string, GptqResult> results;
+  std::map<std::string, CalibratedLayer> results;
   for (int layer = 0; layer < model.num_layers(); ++layer) {
     for (const auto& [input, suffixes] : kSteps) {
       std::vector<std::string> names;
@@ -96,9 +133,11 @@ absl::StatusOr<std::map<std::string, GptqResult>> RunSequentialGptq(
       model.set_capture(nullptr);
       for (const std::string& name : names) {
         Matrix* w = model.MutableLinear(name);
-        absl::StatusOr<GptqResult> r = QuantizeGptq(*w, stats, options);
+        const auto started = std::chrono::steady_clock::now();
+        absl::StatusOr<CalibratedLayer> r = quantize(name, *w, stats);
         if (!r.ok()) return absl::Status(r.status().code(), absl::StrCat("tensor ", name, ": ", r.status().message()));
-        *w = r->tensor.Dequantize();  // later blocks see this layer as it will be
+        r->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        *w = Dequantize(r->tensor);  // later blocks see this layer as it will be
         results.emplace(name, *std::move(r));
         if (progress) progress(name);
       }
@@ -106,6 +145,87 @@ absl::StatusOr<std::map<std::string, GptqResult>> RunSequentialGptq(
   }
   model.Reset();
   return results;
+}
+
+absl::StatusOr<AwqModelResult> RunAwq(LlamaModel& model, const std::vector<std::vector<int>>& windows,
+                                      const AwqOptions& options, const std::function<bool(const std::string&)>& include) {
+  AwqModelResult result;
+  for (int layer = 0; layer < model.num_layers(); ++layer) {
+    const std::string p = absl::StrCat("model.layers.", layer, ".");
+    const std::array<CalibrationStats, 4> stats = CaptureBlockInputs(model, layer, windows);
+    // Working copies: the float model stays as it is, so later blocks see float activations.
+    std::map<std::string, Matrix> w;
+    for (const char* s : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                          "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"}) {
+      w[s] = *model.MutableLinear(p + s);
+    }
+    std::vector<float> attn_norm = *model.MutableNorm(p + "input_layernorm.weight");
+    std::vector<float> ffn_norm = *model.MutableNorm(p + "post_attention_layernorm.weight");
+    auto scale_cols = [](Matrix& m, const std::vector<float>& s) {
+      for (int64_t r = 0; r < m.rows; ++r)
+        for (int64_t c = 0; c < m.cols; ++c) m.data[r * m.cols + c] *= s[c];
+    };
+    auto unscale_rows = [](Matrix& m, const std::vector<float>& s) {
+      for (int64_t r = 0; r < m.rows; ++r)
+        for (int64_t c = 0; c < m.cols; ++c) m.data[r * m.cols + c] /= s[r];
+    };
+    Matrix& q = w["self_attn.q_proj.weight"];
+    Matrix& k = w["self_attn.k_proj.weight"];
+    Matrix& v = w["self_attn.v_proj.weight"];
+    Matrix& o = w["self_attn.o_proj.weight"];
+    Matrix& gate = w["mlp.gate_proj.weight"];
+    Matrix& up = w["mlp.up_proj.weight"];
+    Matrix& down = w["mlp.down_proj.weight"];
+    // Searches on the original weights, as AutoAWQ, then the scales are applied.
+    std::array<AwqScales, 4> found;
+    ASSIGN_OR_RETURN(found[0], SearchAwqScales({&q, &k, &v}, stats[0], options));
+    const bool fold_v_into_o = v.rows == o.cols;  // no grouped-query attention
+    if (fold_v_into_o) {
+      ASSIGN_OR_RETURN(found[1], SearchAwqScales({&o}, stats[1], options));
+    } else {
+      found[1].scales.assign(static_cast<size_t>(o.cols), 1.0f);
+    }
+    ASSIGN_OR_RETURN(found[2], SearchAwqScales({&gate, &up}, stats[2], options));
+    ASSIGN_OR_RETURN(found[3], SearchAwqScales({&down}, stats[3], options));
+    for (int64_t c = 0; c < q.cols; ++c) attn_norm[c] /= found[0].scales[c];
+    for (Matrix* m : {&q, &k, &v}) scale_cols(*m, found[0].scales);
+    if (fold_v_into_o) {
+      unscale_rows(v, found[1].scales);
+      scale_cols(o, found[1].scales);
+    }
+    for (int64_t c = 0; c < gate.cols; ++c) ffn_norm[c] /= found[2].scales[c];
+    for (Matrix* m : {&gate, &up}) scale_cols(*m, found[2].scales);
+    unscale_rows(up, found[3].scales);
+    scale_cols(down, found[3].scales);
+    result.replaced[p + "input_layernorm.weight"] = attn_norm;
+    result.replaced[p + "post_attention_layernorm.weight"] = ffn_norm;
+
+    const std::vector<std::pair<std::string, int>> inputs = {
+        {"self_attn.q_proj.weight", 0}, {"self_attn.k_proj.weight", 0}, {"self_attn.v_proj.weight", 0},
+        {"self_attn.o_proj.weight", 1}, {"mlp.gate_proj.weight", 2},    {"mlp.up_proj.weight", 2},
+        {"mlp.down_proj.weight", 3}};
+    for (const auto& [suffix, in] : inputs) {
+      const std::string name = p + suffix;
+      if (!include(name)) {  // kept in high precision, but with the scales folded in
+        result.replaced[name] = w[suffix].data;
+        continue;
+      }
+      const auto started = std::chrono::steady_clock::now();
+      const bool clip = options.clip && !absl::StrContains(suffix, "q_proj") && !absl::StrContains(suffix, "k_proj");
+      absl::StatusOr<QuantizedTensor> qt = QuantizeAwqLayer(w[suffix], ScaleStats(stats[in], found[in].scales), clip, options);
+      if (!qt.ok()) return absl::Status(qt.status().code(), absl::StrCat("tensor ", name, ": ", qt.status().message()));
+      const AwqScales& f = found[in];
+      std::string note = in == 1 && !fold_v_into_o
+                             ? "awq: o_proj unscaled (grouped-query attention: v's outputs are not o's inputs)"
+                             : absl::StrFormat("awq: %s scales alpha=%.2f, search error %.3g of plain RTN's", kInputNames[in],
+                                               f.alpha, f.error_unscaled > 0 ? f.error / f.error_unscaled : 1.0);
+      if (clip) absl::StrAppend(&note, "; clipped");
+      const double error = RelativeFrobeniusError(w[suffix], *qt);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      result.layers.emplace(name, CalibratedLayer{*std::move(qt), note, error, seconds});
+    }
+  }
+  return result;
 }
 
 }  // namespace lowbit

@@ -1,18 +1,21 @@
-// Calibration for data-aware quantizers: token windows from a text, and GPTQ run block by block on the
-// model itself, each block seeing the outputs of the already-quantized blocks before it (as GPTQ does),
-// and inside a block true-sequentially: q/k/v, then o, then gate/up, then down, each on inputs that
-// come through the layers quantized just before.
+// Calibration for data-aware quantizers: token windows from a text; layer-wise methods run block by block
+// on the model itself, each block seeing the outputs of the already-quantized blocks before it (as GPTQ
+// does), and inside a block true-sequentially: q/k/v, then o, then gate/up, then down, each on inputs that
+// come through the layers quantized just before. AWQ instead calibrates on the float model's activations.
 #ifndef LOWBIT_CORE_RUNTIME_CALIBRATION_H_
 #define LOWBIT_CORE_RUNTIME_CALIBRATION_H_
 
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/quant/awq.h"
 #include "core/quant/gptq.h"
+#include "core/quant/quantized_tensor.h"
 #include "core/runtime/llama_model.h"
 #include "core/runtime/tokenizer.h"
 #include "core/storage/object_store.h"
@@ -33,13 +36,36 @@ absl::StatusOr<std::vector<std::vector<int>>> CalibrationWindows(ObjectStore* st
                                                                  const Llama2cTokenizer& tokenizer,
                                                                  const CalibrationOptions& options);
 
-// Quantizes every decoder-block linear layer of `model` with GPTQ (replacing its weights in the model
-// by the quantized values as it goes). `include` decides which layers are quantized. Returns the
-// quantized tensors by weight name. `progress` is told each layer as it is done.
-absl::StatusOr<std::map<std::string, GptqResult>> RunSequentialGptq(
-    LlamaModel& model, const std::vector<std::vector<int>>& windows, const GptqOptions& options,
+// A layer quantized on calibration data, with what the report should say about it.
+struct CalibratedLayer {
+  QuantizedLayer tensor;
+  std::string note;
+  std::optional<double> relative_error;  ///< set when `tensor` approximates other weights than the checkpoint's (AWQ)
+  double seconds = 0;                    ///< time spent quantizing this layer
+};
+
+// Quantizes one layer from the statistics of its inputs.
+using LayerQuantizeFn =
+    std::function<absl::StatusOr<CalibratedLayer>(const std::string& name, const Matrix& w, const CalibrationStats& stats)>;
+
+// Quantizes every decoder-block linear layer of `model` that `include` accepts with `quantize` (GPTQ, VQ,
+// sensitive LUT, refined OneBit), replacing its weights in the model by the dequantized values as it goes.
+// Returns the results by weight name. `progress` is told each layer as it is done.
+absl::StatusOr<std::map<std::string, CalibratedLayer>> RunSequential(
+    LlamaModel& model, const std::vector<std::vector<int>>& windows, const LayerQuantizeFn& quantize,
     const std::function<bool(const std::string&)>& include,
     const std::function<void(const std::string&)>& progress = nullptr);
+
+// AWQ on the whole model: per decoder block, on inputs from the float model (as AutoAWQ), the scale search
+// for q/k/v (folded into the attention RMSNorm), v→o (when v's outputs are o's inputs, i.e. without
+// grouped-query attention), gate/up (into the MLP RMSNorm) and up→down; then each included layer is
+// clip-searched and quantized on its scaled input. The model's weights are left unchanged.
+struct AwqModelResult {
+  std::map<std::string, CalibratedLayer> layers;     ///< quantized layers by weight name
+  std::map<std::string, std::vector<float>> replaced;  ///< tensors whose float values the scales changed
+};
+absl::StatusOr<AwqModelResult> RunAwq(LlamaModel& model, const std::vector<std::vector<int>>& windows,
+                                      const AwqOptions& options, const std::function<bool(const std::string&)>& include);
 
 }  // namespace lowbit
 

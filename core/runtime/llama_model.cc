@@ -119,6 +119,15 @@ Matrix* LlamaModel::MutableLinear(const std::string& name) {
   return nullptr;
 }
 
+std::vector<float>* LlamaModel::MutableNorm(const std::string& name) {
+  const int layer = LayerIndexOf(name);
+  if (layer < 0 || layer >= num_layers()) return nullptr;
+  Block& b = blocks_[static_cast<size_t>(layer)];
+  if (name == absl::StrCat("model.layers.", layer, ".input_layernorm.weight")) return &b.attn_norm;
+  if (name == absl::StrCat("model.layers.", layer, ".post_attention_layernorm.weight")) return &b.ffn_norm;
+  return nullptr;
+}
+
 const std::vector<float>& LlamaModel::Forward(int token, int last_layer) {
   const int64_t kv_dim = kv_heads_ * head_dim_, group = heads_ / kv_heads_;
   std::copy(embed_.row(token), embed_.row(token) + dim_, x_.begin());

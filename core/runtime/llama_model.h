@@ -39,6 +39,8 @@ class LlamaModel {
   void set_capture(Capture capture) { capture_ = std::move(capture); }
   // The linear layer's weights by HF name, to replace them with their quantized values; null if absent.
   Matrix* MutableLinear(const std::string& name);
+  // A decoder block's RMSNorm weight ("model.layers.N.input_layernorm.weight", ...); null if absent.
+  std::vector<float>* MutableNorm(const std::string& name);
   int num_layers() const { return static_cast<int>(blocks_.size()); }
   void Reset() { pos_ = 0; }
   int vocab_size() const { return static_cast<int>(vocab_); }

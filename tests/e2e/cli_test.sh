@@ -81,6 +81,45 @@ print("ok: lowbit eval: perplexity %.4f, KL %.5f, as the job reported" % (e["per
 PY
 expect_error gptq-needs-calibration "calibration" quantize --input "$MODEL" --method gptq
 
+# AWQ, LUT, VQ and OneBit on the real model, each evaluated from the files it wrote; `lowbit eval` reads the
+# same files (AWQ and native layouts) and must agree with the job. AWQ must beat RTN's KL at 4-bit g32.
+CALIB=(--calib "$DATA/text/tiny-shakespeare.txt" --calib-samples 16)
+run_method() {  # name, args...
+  local name=$1; shift
+  "$LOWBIT" quantize --input "$MODEL" --output "$WORK/$name" "$@" "${EVAL[@]}" > "$WORK/$name.json" || { fail "quantize $name"; return; }
+  "$LOWBIT" eval --model "$WORK/$name" --reference "$MODEL" --text "$DATA/text/wikitext2-test.raw" --tokenizer "$TOK" \
+    --eval-windows 8 --json > "$WORK/$name-eval.json" || { fail "lowbit eval $name"; return; }
+  /usr/bin/python3 - "$WORK/$name.json" "$WORK/$name-eval.json" "$name" <<'PY' || fail "$name report or eval"
+import json, math, sys
+r, e = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+job = r["evaluation"]
+assert len(r["layers"]) == 35 and all(0 < l["relative_error"] < 1.5 for l in r["layers"]), r["layers"][:2]
+assert math.isfinite(job["kl_divergence"]) and job["kl_divergence"] > 0
+assert abs(e["perplexity"] - job["perplexity"]) < 1e-9 and abs(e["kl_divergence"] - job["kl_divergence"]) < 1e-12, (e, job)
+print("ok: %s: %.3f bits/weight, perplexity %.2f, KL %.4f (lowbit eval agrees)" % (
+    sys.argv[3], r["summary"]["bits_per_weight"], job["perplexity"], job["kl_divergence"]))
+PY
+}
+run_method awq-4 --method awq --bits 4 --group-size 32 --format awq "${CALIB[@]}"
+run_method lut-4 --method lut --bits 4
+run_method lut-3-grouped --method lut --bits 3 --granularity per_grouped_channel --group-size 16 --per-channel-scale "${CALIB[@]}"
+run_method vq-2d --method vq --dim 2 --bits 2 "${CALIB[@]}"
+run_method onebit --method onebit --decomposition svd
+/usr/bin/python3 - "$WORK/awq-4.json" "$WORK/rtn-4.json" "$WORK/awq-4/config.json" <<'PY' || fail "awq vs rtn"
+import json, sys
+a, r, config = (json.load(open(p)) for p in sys.argv[1:4])
+assert config["quantization_config"]["quant_method"] == "awq" and config["quantization_config"]["version"] == "gemm"
+assert a["evaluation"]["kl_divergence"] < r["evaluation"]["kl_divergence"], (a["evaluation"], r["evaluation"])
+print("ok: awq 4-bit KL %.4f < RTN %.4f" % (a["evaluation"]["kl_divergence"], r["evaluation"]["kl_divergence"]))
+PY
+expect_error awq-needs-calibration "calibration" quantize --input "$MODEL" --method awq
+expect_error awq-format-bits "AWQ format packs 4-bit" quantize --input "$MODEL" --method awq --bits 3 --format awq "${CALIB[@]}" --tokenizer "$TOK"
+expect_error native-format-grid "rtn results are written as gptq or awq" quantize --input "$MODEL" --format native
+expect_error lut-bits "bits: LUT palettization takes 1, 2, 3, 4, 6 or 8" quantize --input "$MODEL" --method lut --bits 5
+expect_error lut-unique "distinct values do not fit" quantize --input "$MODEL" --method lut --mode unique --bits 2
+expect_error vq-dim "dim: must be 1, 2 or 4" quantize --input "$MODEL" --method vq --dim 3 "${CALIB[@]}" --tokenizer "$TOK"
+expect_error onebit-refine "onebit needs a calibration text" quantize --input "$MODEL" --method onebit --refine-iterations 2
+
 # Bad inputs.
 printf 'abc' > "$WORK/truncated.safetensors"
 expect_error truncated "truncated.safetensors" quantize --input "$WORK/truncated.safetensors"
@@ -105,7 +144,7 @@ expect_error truncated-llama2c "short.bin" quantize --input "$WORK/short.bin"
 expect_error missing "no checkpoint" quantize --input "$WORK/nothing-here"
 expect_error unknown-method "unknown method 'zzz'" quantize --input "$MODEL" --method zzz
 expect_error bits-range "bits: must be in 2..8" quantize --input "$MODEL" --bits 9
-expect_error group-size "group_size" quantize --input "$MODEL" --group-size 0
+expect_error group-size "group_size" quantize --input "$MODEL" --group-size -5
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures failure(s)"

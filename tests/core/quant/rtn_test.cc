@@ -209,8 +209,10 @@ TEST(RtnTest, Int8AbsmaxIsTheLlmInt8Grid) {
   const Matrix w = RandomWeights(16, 300, 3);
   auto quantizer = CreateQuantizer({Method::kInt8, 8, -1, /*symmetric=*/true, false});
   ASSERT_TRUE(quantizer.ok());
-  auto q = (*quantizer)->Quantize(w, nullptr);
-  ASSERT_TRUE(q.ok());
+  auto layer = (*quantizer)->Quantize(w, nullptr);
+  ASSERT_TRUE(layer.ok());
+  const QuantizedTensor* q = std::get_if<QuantizedTensor>(&*layer);
+  ASSERT_NE(q, nullptr);
   EXPECT_EQ(q->num_groups(), 1);
   for (int64_t r = 0; r < w.rows; ++r) {
     float absmax = 0;

@@ -1,0 +1,246 @@
+#include "core/pack/native.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/tensor/dtype.h"
+
+namespace lowbit {
+namespace {
+
+int64_t CodeBytesPerRow(const NativeLayout& l) { return (l.cols / l.dim * l.index_bits + 7) / 8; }
+int64_t Tiles(const NativeLayout& l) {
+  return ((l.rows + l.group_rows - 1) / l.group_rows) * ((l.cols + l.group_cols - 1) / l.group_cols);
+}
+
+Tensor Zeros(const TensorSpec& s) {
+  return {s.name, s.dtype, s.shape, std::string(static_cast<size_t>(NumElements(s.shape)) * DTypeSize(s.dtype), '\0')};
+}
+
+void PutF16(const std::vector<float>& values, Tensor* t) {
+  uint16_t* out = reinterpret_cast<uint16_t*>(t->bytes.data());
+  for (size_t i = 0; i < values.size(); ++i) out[i] = F32ToF16(values[i]);
+}
+
+std::vector<float> GetF16(const Tensor& t) {
+  std::vector<float> out(t.bytes.size() / 2);
+  for (size_t i = 0; i < out.size(); ++i) {
+    uint16_t h;
+    std::memcpy(&h, t.bytes.data() + 2 * i, 2);
+    out[i] = F16ToF32(h);
+  }
+  return out;
+}
+
+absl::StatusOr<const Tensor*> Part(const std::map<std::string, Tensor>& parts, const TensorSpec& spec) {
+  auto it = parts.find(spec.name);
+  if (it == parts.end()) return absl::InvalidArgumentError(absl::StrCat("tensor ", spec.name, " is missing"));
+  const Tensor& t = it->second;
+  if (t.dtype != spec.dtype || t.shape != spec.shape ||
+      t.bytes.size() != static_cast<size_t>(NumElements(spec.shape)) * DTypeSize(spec.dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", spec.name, " must be ", DTypeName(spec.dtype), " ",
+                                                   ShapeString(spec.shape), ", is ", DTypeName(t.dtype), " ", ShapeString(t.shape)));
+  }
+  return &t;
+}
+
+}  // namespace
+
+nlohmann::json NativeLayout::ToJson() const {
+  if (scheme == Scheme::kOneBit) return {{"scheme", "onebit"}, {"rows", rows}, {"cols", cols}};
+  return {{"scheme", "codebook"}, {"rows", rows},           {"cols", cols},
+          {"dim", dim},           {"index_bits", index_bits}, {"group_rows", group_rows},
+          {"group_cols", group_cols}, {"codebook_dtype", int8_codebook ? "int8" : "float16"}, {"row_scale", row_scale}};
+}
+
+absl::StatusOr<NativeLayout> NativeLayout::FromJson(absl::string_view text) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  auto bad = [&](absl::string_view why) { return absl::InvalidArgumentError(absl::StrCat("layout ", text, ": ", why)); };
+  if (!j.is_object() || !j.contains("scheme") || !j["scheme"].is_string()) return bad("no scheme");
+  auto integer = [&](const char* key, int64_t* out) {
+    if (!j.contains(key) || !j[key].is_number_integer() || j[key].get<int64_t>() <= 0) return false;
+    *out = j[key].get<int64_t>();
+    return true;
+  };
+  NativeLayout l;
+  if (!integer("rows", &l.rows) || !integer("cols", &l.cols)) return bad("rows and cols must be positive integers");
+  if (j["scheme"] == "onebit") {
+    l.scheme = Scheme::kOneBit;
+    return l;
+  }
+  if (j["scheme"] != "codebook") return bad("unknown scheme");
+  int64_t dim = 0, bits = 0;
+  if (!integer("dim", &dim) || !integer("index_bits", &bits) || !integer("group_rows", &l.group_rows) ||
+      !integer("group_cols", &l.group_cols)) {
+    return bad("dim, index_bits, group_rows and group_cols must be positive integers");
+  }
+  if ((dim != 1 && dim != 2 && dim != 4) || bits > 16 || l.cols % dim != 0 || l.group_cols % dim != 0) {
+    return bad("dim must be 1, 2 or 4 and divide cols and group_cols; index_bits at most 16");
+  }
+  l.dim = static_cast<int>(dim);
+  l.index_bits = static_cast<int>(bits);
+  if (!j.contains("codebook_dtype") || (j["codebook_dtype"] != "int8" && j["codebook_dtype"] != "float16")) {
+    return bad("codebook_dtype must be int8 or float16");
+  }
+  l.int8_codebook = j["codebook_dtype"] == "int8";
+  l.row_scale = j.value("row_scale", false);
+  return l;
+}
+
+NativeLayout NativeLayoutFor(int64_t rows, int64_t cols, const QuantConfig& config) {
+  NativeLayout l;
+  l.rows = rows;
+  l.cols = cols;
+  if (config.method == Method::kOneBit) {
+    l.scheme = NativeLayout::Scheme::kOneBit;
+    return l;
+  }
+  if (config.method == Method::kVq) {
+    const VqOptions& v = config.vq;
+    l.dim = v.dim;
+    l.index_bits = v.dim * v.bits;
+    l.group_rows = v.group_rows == -1 ? rows : std::min(v.group_rows, rows);
+    l.group_cols = std::min(v.group_cols, cols);
+    l.int8_codebook = true;
+    return l;
+  }
+  const LutOptions& o = config.lut;
+  l.dim = o.cluster_dim;
+  l.index_bits = o.bits;
+  l.group_rows = o.granularity == LutGranularity::kPerTensor ? rows : std::min(o.group_size, rows);
+  l.group_cols = cols;
+  l.row_scale = o.per_channel_scale;
+  return l;
+}
+
+std::vector<TensorSpec> NativeTensorSpecs(const std::string& prefix, const NativeLayout& l) {
+  if (l.scheme == NativeLayout::Scheme::kOneBit) {
+    return {{prefix + ".sign", DType::kU8, {l.rows, (l.cols + 7) / 8}},
+            {prefix + ".a", DType::kF16, {l.rows}},
+            {prefix + ".b", DType::kF16, {l.cols}}};
+  }
+  std::vector<TensorSpec> specs = {
+      {prefix + ".codes", DType::kU8, {l.rows, CodeBytesPerRow(l)}},
+      {prefix + ".codebook", l.int8_codebook ? DType::kI8 : DType::kF16, {Tiles(l), int64_t{1} << l.index_bits, l.dim}}};
+  if (l.int8_codebook) specs.push_back({prefix + ".codebook_scale", DType::kF16, {Tiles(l)}});
+  if (l.row_scale) specs.push_back({prefix + ".row_scale", DType::kF16, {l.rows}});
+  return specs;
+}
+
+absl::StatusOr<std::vector<Tensor>> PackNative(const std::string& prefix, const QuantizedLayer& layer) {
+  if (const auto* t = std::get_if<OneBitTensor>(&layer)) {
+    NativeLayout l;
+    l.scheme = NativeLayout::Scheme::kOneBit;
+    l.rows = t->rows, l.cols = t->cols;
+    std::vector<TensorSpec> specs = NativeTensorSpecs(prefix, l);
+    std::vector<Tensor> out = {Zeros(specs[0]), Zeros(specs[1]), Zeros(specs[2])};
+    const int64_t stride = specs[0].shape[1];
+    for (int64_t r = 0; r < t->rows; ++r)
+      for (int64_t c = 0; c < t->cols; ++c)
+        if (t->signs[r * t->cols + c]) out[0].bytes[r * stride + c / 8] |= static_cast<char>(1 << (c % 8));
+    PutF16(t->a, &out[1]);
+    PutF16(t->b, &out[2]);
+    return out;
+  }
+  const auto* t = std::get_if<CodebookTensor>(&layer);
+  if (t == nullptr) return absl::InvalidArgumentError("the native layout holds codebook and OneBit layers");
+  NativeLayout l;
+  l.rows = t->rows, l.cols = t->cols, l.dim = t->dim, l.index_bits = t->index_bits;
+  l.group_rows = t->group_rows, l.group_cols = t->group_cols;
+  l.int8_codebook = t->storage == CodebookTensor::Storage::kInt8;
+  l.row_scale = !t->row_scales.empty();
+  const std::vector<TensorSpec> specs = NativeTensorSpecs(prefix, l);
+  std::vector<Tensor> out;
+  for (const TensorSpec& s : specs) out.push_back(Zeros(s));
+  const int64_t stride = specs[0].shape[1], vectors = t->cols / t->dim;
+  for (int64_t r = 0; r < t->rows; ++r) {
+    uint8_t* row = reinterpret_cast<uint8_t*>(out[0].bytes.data()) + r * stride;
+    for (int64_t v = 0; v < vectors; ++v) {
+      const uint32_t code = t->codes[r * vectors + v];
+      for (int b = 0; b < t->index_bits; ++b) {
+        const int64_t bit = v * t->index_bits + b;
+        if ((code >> b) & 1) row[bit / 8] |= static_cast<uint8_t>(1 << (bit % 8));
+      }
+    }
+  }
+  size_t next = 2;
+  if (l.int8_codebook) {
+    int8_t* q = reinterpret_cast<int8_t*>(out[1].bytes.data());
+    const int64_t per_tile = t->entries() * t->dim;
+    for (int64_t tile = 0; tile < t->tiles(); ++tile) {
+      for (int64_t i = 0; i < per_tile; ++i) {
+        q[tile * per_tile + i] = static_cast<int8_t>(std::lrint(t->codebooks[tile * per_tile + i] / t->codebook_scales[tile]));
+      }
+    }
+    PutF16(t->codebook_scales, &out[next++]);
+  } else {
+    PutF16(t->codebooks, &out[1]);
+  }
+  if (l.row_scale) PutF16(t->row_scales, &out[next]);
+  return out;
+}
+
+absl::StatusOr<QuantizedLayer> UnpackNative(const std::string& prefix, const NativeLayout& l,
+                                            const std::map<std::string, Tensor>& parts) {
+  const std::vector<TensorSpec> specs = NativeTensorSpecs(prefix, l);
+  std::vector<const Tensor*> t;
+  for (const TensorSpec& s : specs) {
+    absl::StatusOr<const Tensor*> part = Part(parts, s);
+    if (!part.ok()) return part.status();
+    t.push_back(*part);
+  }
+  if (l.scheme == NativeLayout::Scheme::kOneBit) {
+    OneBitTensor o;
+    o.rows = l.rows, o.cols = l.cols;
+    o.signs.resize(static_cast<size_t>(l.rows * l.cols));
+    const int64_t stride = specs[0].shape[1];
+    for (int64_t r = 0; r < l.rows; ++r)
+      for (int64_t c = 0; c < l.cols; ++c)
+        o.signs[r * l.cols + c] = (static_cast<uint8_t>(t[0]->bytes[r * stride + c / 8]) >> (c % 8)) & 1;
+    o.a = GetF16(*t[1]);
+    o.b = GetF16(*t[2]);
+    return o;
+  }
+  CodebookTensor c;
+  c.rows = l.rows, c.cols = l.cols, c.dim = l.dim, c.index_bits = l.index_bits;
+  c.group_rows = l.group_rows, c.group_cols = l.group_cols;
+  c.storage = l.int8_codebook ? CodebookTensor::Storage::kInt8 : CodebookTensor::Storage::kF16;
+  const int64_t stride = specs[0].shape[1], vectors = l.cols / l.dim;
+  c.codes.resize(static_cast<size_t>(l.rows * vectors));
+  for (int64_t r = 0; r < l.rows; ++r) {
+    const uint8_t* row = reinterpret_cast<const uint8_t*>(t[0]->bytes.data()) + r * stride;
+    for (int64_t v = 0; v < vectors; ++v) {
+      uint32_t code = 0;
+      for (int b = 0; b < l.index_bits; ++b) {
+        const int64_t bit = v * l.index_bits + b;
+        code |= static_cast<uint32_t>((row[bit / 8] >> (bit % 8)) & 1) << b;
+      }
+      c.codes[r * vectors + v] = static_cast<uint16_t>(code);
+    }
+  }
+  size_t next = 2;
+  if (l.int8_codebook) {
+    c.codebook_scales = GetF16(*t[next++]);
+    const int64_t per_tile = c.entries() * c.dim;
+    c.codebooks.resize(t[1]->bytes.size());
+    for (size_t i = 0; i < c.codebooks.size(); ++i) {
+      c.codebooks[i] = static_cast<float>(static_cast<int8_t>(t[1]->bytes[i])) * c.codebook_scales[i / per_tile];
+    }
+  } else {
+    c.codebooks = GetF16(*t[1]);
+  }
+  if (l.row_scale) c.row_scales = GetF16(*t[next]);
+  for (float v : c.codebooks) {
+    if (!std::isfinite(v)) return absl::InvalidArgumentError(absl::StrCat("tensor ", prefix, ".codebook holds a non-finite value"));
+  }
+  return c;
+}
+
+nlohmann::json NativeQuantizeConfig(const QuantConfig& config) {
+  nlohmann::json j = {{"quant_method", "lowbit"}, {"format", "native"}, {"format_version", 1},
+                      {"method", MethodName(config.method)}};
+  return j;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,52 @@
+// AWQ (Lin et al., 2023), the layer-level parts; core/runtime/calibration.cc folds the scales into the model.
+//
+// Scale search: for the linear layers sharing one input x, s = mean|x|^α normalised by √(max s · min s)
+// (AutoAWQ's normalisation), α on a grid of `grid` points in [0, 1); the α kept minimises the summed output
+// error of those layers, Σ tr(ΔW H ΔWᵀ) with Ŵ = Q(W·diag(s))·diag(s)⁻¹ and Q group-wise RTN: the error
+// the layers add to the next op's input, computed exactly from the inputs' second moments H.
+// Clip search: per output channel and group, the weights are clamped to ±shrink·max|w| for shrink = 1,
+// 0.95, …, 0.55 (AutoAWQ's grid of 20 with max_shrink 0.5), keeping the clamp with the least output error
+// of that group, wᵀ H_gg w. Quantization then uses the clamped weights; the grid follows GPTQ's conventions
+// (the range always covers 0), so the result packs into both the GPTQ and the AWQ layouts.
+#ifndef LOWBIT_CORE_QUANT_AWQ_H_
+#define LOWBIT_CORE_QUANT_AWQ_H_
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/quant/gptq.h"
+#include "core/quant/quantized_tensor.h"
+#include "core/tensor/tensor.h"
+
+namespace lowbit {
+
+struct AwqOptions {
+  int bits = 4;               ///< 2..8
+  int64_t group_size = 128;   ///< input columns per group; -1 = per output channel
+  bool zero_point = true;     ///< asymmetric grid (AWQ's default) instead of absmax
+  int grid = 20;              ///< α points of the scale search
+  bool clip = true;           ///< run the clip search
+};
+
+struct AwqScales {
+  std::vector<float> scales;   ///< per input channel: the layers use W·diag(s), their input x / s
+  double alpha = 0;
+  double error = 0;            ///< summed output error at the chosen α
+  double error_unscaled = 0;   ///< the same at α = 0 (plain RTN)
+};
+
+// INVALID_ARGUMENT if the layers' widths, the statistics or the weights do not fit.
+absl::StatusOr<AwqScales> SearchAwqScales(const std::vector<const Matrix*>& layers, const CalibrationStats& stats,
+                                          const AwqOptions& options);
+
+// H and mean|x| of the input divided by `scales`: diag(1/s) H diag(1/s).
+CalibrationStats ScaleStats(const CalibrationStats& stats, const std::vector<float>& scales);
+
+// Group-wise RTN of `w` (already scaled) after the clip search against `stats` (of the scaled input);
+// `clip` false skips the search (AutoAWQ skips q_proj and k_proj, whose outputs meet in the softmax).
+absl::StatusOr<QuantizedTensor> QuantizeAwqLayer(const Matrix& w, const CalibrationStats& stats, bool clip,
+                                                 const AwqOptions& options);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_QUANT_AWQ_H_
