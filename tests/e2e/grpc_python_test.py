@@ -169,6 +169,31 @@ with Lowbitd(LOWBITD, SHARED) as server:
     print("WatchJob states:", states)
     check(states[-1] == "SUCCEEDED" and len(states) >= 2, "WatchJob streams to the end")
 
+    # Every other method through the API, each with its parameters as JSON fields.
+    calibration = {"tokenizerUri": "tok512.bin", "calibration": {"textUri": "tiny-shakespeare.txt", "samples": 8}}
+    for method, params, fmt, extra in [
+            ("awq", {"bits": 4, "groupSize": 32, "grid": 10}, "OUTPUT_FORMAT_AWQ", calibration),
+            ("lut", {"bits": 3, "granularity": "PER_GROUPED_CHANNEL", "groupSize": 16, "perChannelScale": True},
+             "OUTPUT_FORMAT_UNSPECIFIED", {}),
+            ("vq", {"dim": 2, "bits": 2, "updateIterations": 0}, "OUTPUT_FORMAT_NATIVE", calibration),
+            ("onebit", {"decomposition": "SVD", "refineIterations": 1}, "OUTPUT_FORMAT_NATIVE", calibration)]:
+        request = dict({"sourceUri": "stories260K.bin", "destinationUri": "out/python-" + method, method: params,
+                        "outputFormat": fmt}, **extra)
+        name = json.loads(client.to_json(client.call("lowbit.v1.Quantizer", "QuantizeModel",
+                                                     json.dumps(request))))["metadata"]["name"]
+        last = [json.loads(client.to_json(j)) for j in
+                client.call("lowbit.v1.Quantizer", "WatchJob", json.dumps({"name": name}), stream=True, timeout=120)][-1]
+        check(last["state"] == "SUCCEEDED" and len(last["layers"]) == 35 and
+              all(l["method"] == method for l in last["layers"]),
+              "%s job: %s, %.3f bits/weight" % (method, last["state"], last["result"]["bitsPerWeight"]
+                                                if "result" in last else -1))
+    try:
+        client.call("lowbit.v1.Quantizer", "QuantizeModel", json.dumps({
+            "sourceUri": "stories260K.bin", "destinationUri": "out/bad-lut", "lut": {"bits": 5}}))
+        raise AssertionError("lut bits 5 accepted")
+    except grpc.RpcError as e:
+        check(e.code() == grpc.StatusCode.INVALID_ARGUMENT and "lut" in e.details(), "lut bits 5: " + e.details())
+
     listed = json.loads(client.to_json(client.call("lowbit.v1.Quantizer", "ListJobs",
                                                     json.dumps({"filter": "state=SUCCEEDED", "pageSize": 1}))))
     check(len(listed["jobs"]) == 1 and listed.get("nextPageToken"), "ListJobs pages and filters")

@@ -16,6 +16,8 @@ class Lowbitd:
         self.store = os.path.join(self.dir, "store")
         os.makedirs(self.store)
         shutil.copy(os.path.join(shared_data, "models/stories260K/stories260K.bin"), self.store)
+        shutil.copy(os.path.join(shared_data, "models/stories260K/tok512.bin"), self.store)
+        shutil.copy(os.path.join(shared_data, "text/tiny-shakespeare.txt"), self.store)
         self.proc = None
 
     def start(self):
