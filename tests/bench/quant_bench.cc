@@ -10,6 +10,9 @@
 #include "core/pack/gptq.h"
 #include "core/checkpoint/checkpoint_reader.h"
 #include "core/quant/gptq.h"
+#include "core/quant/lut.h"
+#include "core/quant/onebit.h"
+#include "core/quant/vq.h"
 #include "core/runtime/llama_model.h"
 #include "core/storage/local_object_store.h"
 #include "core/quant/rtn.h"
@@ -150,6 +153,50 @@ void BM_Gptq4bitG128Layer4096(benchmark::State& state) {
                                                  benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_Gptq4bitG128Layer4096)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+
+Matrix F32Weights() {
+  Matrix w{kRows, kCols, std::vector<float>(static_cast<size_t>(kRows * kCols))};
+  ConvertToF32(DType::kBF16, Bf16Weights().data(), w.data.size(), w.data.data());
+  return w;
+}
+
+// Weights per second of each method on the 4096x4096 layer (seconds per layer = 16.8M / rate).
+void SetWeightRate(benchmark::State& state) {
+  state.counters["Mweights/s"] = benchmark::Counter(1e-6 * kRows * kCols, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_Lut4bitKMeansPerTensor4096(benchmark::State& state) {
+  const Matrix w = F32Weights();
+  for (auto _ : state) {
+    auto t = QuantizeLut(w, LutOptions{}, nullptr);
+    benchmark::DoNotOptimize(t);
+  }
+  SetWeightRate(state);
+}
+BENCHMARK(BM_Lut4bitKMeansPerTensor4096)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+void BM_Vq2d3bitLayer4096(benchmark::State& state) {
+  const Matrix w = F32Weights();
+  const CalibrationStats& stats = RealisticHessian4096();
+  for (auto _ : state) {
+    auto t = QuantizeVq(w, stats, VqOptions{});
+    benchmark::DoNotOptimize(t);
+  }
+  SetWeightRate(state);
+}
+BENCHMARK(BM_Vq2d3bitLayer4096)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+
+void BM_OneBitLayer4096(benchmark::State& state) {
+  const Matrix w = F32Weights();
+  const OneBitOptions options{state.range(0) == 0 ? OneBitDecomposition::kNmf : OneBitDecomposition::kSvd, 100, 0};
+  for (auto _ : state) {
+    auto t = QuantizeOneBit(w, options, nullptr);
+    benchmark::DoNotOptimize(t);
+  }
+  SetWeightRate(state);
+  state.SetLabel(state.range(0) == 0 ? "nmf" : "svd");
+}
+BENCHMARK(BM_OneBitLayer4096)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 
 // Decoding speed of the FP32 forward pass on the real stories260K (one token per iteration).
 void BM_ForwardStories260K(benchmark::State& state) {
