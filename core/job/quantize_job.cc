@@ -10,6 +10,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "core/checkpoint/checkpoint_reader.h"
 #include "core/checkpoint/safetensors.h"
 #include "core/job/output_transaction.h"
@@ -183,6 +184,12 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
     error = RelativeFrobeniusError(w, *q);
   }
   ASSIGN_OR_RETURN(result.outputs, Pack(p, *q));
+  if (const auto* onebit = std::get_if<OneBitTensor>(q); onebit != nullptr && note.empty()) {
+    // The OneBit paper divides by the parameter count including a and b; say both.
+    const double r = static_cast<double>(onebit->rows), c = static_cast<double>(onebit->cols);
+    note = absl::StrFormat("1 sign bit per weight + FP16 a[%d] and b[%d]; per parameter incl. a and b (the paper's count): %.4f",
+                           onebit->rows, onebit->cols, (r * c + 16 * (r + c)) / (r * c + r + c));
+  }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   result.layer = LayerReport{p.info.name, std::string(MethodName(p.quant->method)), p.info.shape,
                              BitsPerWeight(*q), error, seconds + (p.calibrated ? p.calibrated->seconds : 0.0), note};
