@@ -162,10 +162,11 @@ WeightedRuns Compress(const WeightedRuns& runs, int64_t bins) {
 
 double SquaredDistance(const float* x, const float* w, const float* c, int d) {
   double s = 0;
-  for (int j = 0; j < d; ++j) {
-    const double diff = static_cast<double>(x[j]) - c[j];
-    s += (w == nullptr ? 1.0 : w[j]) * diff * diff;
+  if (w == nullptr) {
+    for (int j = 0; j < d; ++j) s += (static_cast<double>(x[j]) - c[j]) * (static_cast<double>(x[j]) - c[j]);
+    return s;
   }
+  for (int j = 0; j < d; ++j) s += w[j] * (static_cast<double>(x[j]) - c[j]) * (static_cast<double>(x[j]) - c[j]);
   return s;
 }
 
@@ -216,13 +217,14 @@ KMeansResult KMeans1D(const float* x, const float* weights, int64_t n, const KMe
   return result;
 }
 
-int NearestCentroid(const float* x, const float* w, const float* centroids, int k, int d) {
+int NearestCentroid(const float* x, const float* w, const float* centroids, int k, int d, double* distance) {
   int best = 0;
   double best_d = std::numeric_limits<double>::infinity();
   for (int c = 0; c < k; ++c) {
     const double dist = SquaredDistance(x, w, centroids + static_cast<size_t>(c) * d, d);
     if (dist < best_d) best_d = dist, best = c;
   }
+  if (distance != nullptr) *distance = best_d;
   return best;
 }
 
@@ -290,8 +292,7 @@ KMeansResult KMeans(const float* x_all, const float* w_all, int64_t n_all, int d
     bool changed = false;
     double objective = 0;
     for (int64_t i = 0; i < n; ++i) {
-      const int a = NearestCentroid(x + i * d, point_w(i), result.centroids.data(), k, d);
-      dist[i] = SquaredDistance(x + i * d, point_w(i), result.centroids.data() + static_cast<size_t>(a) * d, d);
+      const int a = NearestCentroid(x + i * d, point_w(i), result.centroids.data(), k, d, &dist[i]);
       objective += dist[i];
       changed = changed || a != assign[i];
       assign[i] = a;

@@ -42,8 +42,9 @@ KMeansResult KMeans1D(const float* x, const float* weights, int64_t n, const KMe
 // Weighted k-means of n points of dimension d; `weights` may be null (all 1).
 KMeansResult KMeans(const float* x, const float* weights, int64_t n, int d, const KMeansOptions& options);
 
-// Index of the centroid nearest to `x` under per-component weights `w` (null: all 1).
-int NearestCentroid(const float* x, const float* w, const float* centroids, int k, int d);
+// Index of the centroid nearest to `x` under per-component weights `w` (null: all 1); its weighted squared
+// distance goes to `distance` if not null.
+int NearestCentroid(const float* x, const float* w, const float* centroids, int k, int d, double* distance = nullptr);
 
 // Nearest of k sorted 1-D centroids (ties go to the lower one).
 inline int NearestSorted(float x, const float* sorted, int k) {
