@@ -361,6 +361,10 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   if (!spec.evaluation.text_uri.empty() && spec.tokenizer_uri.empty()) {
     return absl::InvalidArgumentError("evaluation: needs the model's tokenizer");
   }
+  if (calibration != CalibrationUse::kNone && spec.quantize_lm_head && !spec.calibration.text_uri.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("quantize_lm_head: calibration covers the decoder blocks only, not with ",
+                                                   MethodName(spec.quant.method)));
+  }
   if (calibration != CalibrationUse::kNone && !spec.overrides.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("overrides: not supported with ", MethodName(spec.quant.method)));
   }

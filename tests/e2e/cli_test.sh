@@ -118,6 +118,7 @@ expect_error native-format-grid "rtn results are written as gptq or awq" quantiz
 expect_error lut-bits "bits: LUT palettization takes 1, 2, 3, 4, 6 or 8" quantize --input "$MODEL" --method lut --bits 5
 expect_error lut-unique "distinct values do not fit" quantize --input "$MODEL" --method lut --mode unique --bits 2
 expect_error vq-dim "dim: must be 1, 2 or 4" quantize --input "$MODEL" --method vq --dim 3 "${CALIB[@]}" --tokenizer "$TOK"
+expect_error calibrated-lm-head "quantize_lm_head: calibration covers the decoder blocks only" quantize --input "$MODEL" --method vq "${CALIB[@]}" --tokenizer "$TOK" --quantize-lm-head
 expect_error onebit-refine "onebit needs a calibration text" quantize --input "$MODEL" --method onebit --refine-iterations 2
 
 # Bad inputs.
