@@ -27,8 +27,9 @@ double OutputError(const Matrix& w, const Matrix& w_hat, const std::vector<float
 
 // The layers' summed output error when quantized with input scales s.
 absl::StatusOr<double> ScaledError(const std::vector<const Matrix*>& layers, const std::vector<float>& s,
-                                   const CalibrationStats& stats, const AwqOptions& o) {
+                                   const CalibrationStats& stats, const AwqOptions& o, const AwqBlockError& block_error) {
   double error = 0;
+  std::vector<Matrix> w_hats;
   for (const Matrix* w : layers) {
     Matrix scaled = *w;
     for (int64_t r = 0; r < w->rows; ++r)
@@ -37,15 +38,19 @@ absl::StatusOr<double> ScaledError(const std::vector<const Matrix*>& layers, con
     Matrix w_hat = q.Dequantize();
     for (int64_t r = 0; r < w->rows; ++r)
       for (int64_t c = 0; c < w->cols; ++c) w_hat.data[r * w->cols + c] /= s[c];
-    error += OutputError(*w, w_hat, stats.hessian);
+    if (block_error) {
+      w_hats.push_back(std::move(w_hat));
+    } else {
+      error += OutputError(*w, w_hat, stats.hessian);
+    }
   }
-  return error;
+  return block_error ? block_error(w_hats) : error;
 }
 
 }  // namespace
 
 absl::StatusOr<AwqScales> SearchAwqScales(const std::vector<const Matrix*>& layers, const CalibrationStats& stats,
-                                          const AwqOptions& o) {
+                                          const AwqOptions& o, const AwqBlockError& block_error) {
   const int64_t cols = stats.cols;
   if (stats.hessian.size() != static_cast<size_t>(cols * cols) || stats.mean_abs.size() != static_cast<size_t>(cols)) {
     return absl::InvalidArgumentError("awq: calibration statistics are incomplete");
@@ -67,7 +72,7 @@ absl::StatusOr<AwqScales> SearchAwqScales(const std::vector<const Matrix*>& laye
     }
     const float norm = std::sqrt(lo * hi);
     for (float& v : s) v /= norm;
-    ASSIGN_OR_RETURN(double error, ScaledError(layers, s, stats, o));
+    ASSIGN_OR_RETURN(double error, ScaledError(layers, s, stats, o, block_error));
     if (i == 0) best.error_unscaled = error;
     if (error < best.error) {
       best.error = error;

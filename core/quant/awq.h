@@ -1,9 +1,11 @@
 // AWQ (Lin et al., 2023), the layer-level parts; core/runtime/calibration.cc folds the scales into the model.
 //
 // Scale search: for the linear layers sharing one input x, s = mean|x|^α normalised by √(max s · min s)
-// (AutoAWQ's normalisation), α on a grid of `grid` points in [0, 1); the α kept minimises the summed output
-// error of those layers, Σ tr(ΔW H ΔWᵀ) with Ŵ = Q(W·diag(s))·diag(s)⁻¹ and Q group-wise RTN: the error
-// the layers add to the next op's input, computed exactly from the inputs' second moments H.
+// (AutoAWQ's normalisation), α on a grid of `grid` points in [0, 1); the α kept minimises the output error
+// of the block the layers feed (AutoAWQ's module2inspect: the attention for q/k/v, the MLP for gate/up),
+// given as a function of Ŵ = Q(W·diag(s))·diag(s)⁻¹ with Q group-wise RTN. Without one (o_proj, down_proj,
+// whose block is the layer itself) it is the layers' own output error Σ tr(ΔW H ΔWᵀ), exact from the
+// inputs' second moments H.
 // Clip search: per output channel and group, the weights are clamped to ±shrink·max|w| for shrink = 1,
 // 0.95, …, 0.55 (AutoAWQ's grid of 20 with max_shrink 0.5), keeping the clamp with the least output error
 // of that group, wᵀ H_gg w. Quantization then uses the clamped weights; the grid follows GPTQ's conventions
@@ -11,6 +13,7 @@
 #ifndef LOWBIT_CORE_QUANT_AWQ_H_
 #define LOWBIT_CORE_QUANT_AWQ_H_
 
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -35,9 +38,13 @@ struct AwqScales {
   double error_unscaled = 0;   ///< the same at α = 0 (plain RTN)
 };
 
-// INVALID_ARGUMENT if the layers' widths, the statistics or the weights do not fit.
+// The output error of the block fed by `layers` when they hold `w_hat` (in the order of `layers`).
+using AwqBlockError = std::function<double(const std::vector<Matrix>& w_hat)>;
+
+// INVALID_ARGUMENT if the layers' widths, the statistics or the weights do not fit. `block_error` may be
+// null: then the layers' own output error from H.
 absl::StatusOr<AwqScales> SearchAwqScales(const std::vector<const Matrix*>& layers, const CalibrationStats& stats,
-                                          const AwqOptions& options);
+                                          const AwqOptions& options, const AwqBlockError& block_error = nullptr);
 
 // H and mean|x| of the input divided by `scales`: diag(1/s) H diag(1/s).
 CalibrationStats ScaleStats(const CalibrationStats& stats, const std::vector<float>& scales);

@@ -70,9 +70,16 @@ namespace {
 
 constexpr const char* kInputNames[] = {"q/k/v", "o", "gate/up", "down"};
 
-// The statistics of all four linear inputs of decoder block `layer`, from one pass over the windows.
-std::array<CalibrationStats, 4> CaptureBlockInputs(LlamaModel& model, int layer,
-                                                   const std::vector<std::vector<int>>& windows) {
+double SquaredDifference(const Matrix& a, const Matrix& b) {
+  double e = 0;
+  for (size_t i = 0; i < a.data.size(); ++i) e += (static_cast<double>(a.data[i]) - b.data[i]) * (a.data[i] - b.data[i]);
+  return e;
+}
+
+// The statistics of all four linear inputs of decoder block `layer`, from one pass over the windows; the
+// attention-norm outputs are kept per window in `attention_inputs` and the MLP-norm outputs in `mlp_inputs`.
+std::array<CalibrationStats, 4> CaptureBlockInputs(LlamaModel& model, int layer, const std::vector<std::vector<int>>& windows,
+                                                   std::vector<Matrix>* attention_inputs, Matrix* mlp_inputs) {
   const std::string p = absl::StrCat("model.layers.", layer, ".");
   std::array<CalibrationStats, 4> stats;
   stats[0].cols = model.MutableLinear(p + "self_attn.q_proj.weight")->cols;
@@ -87,6 +94,9 @@ std::array<CalibrationStats, 4> CaptureBlockInputs(LlamaModel& model, int layer,
   for (const std::vector<int>& window : windows) {
     model.Reset();
     for (int token : window) model.Forward(token, layer);
+    attention_inputs->push_back({static_cast<int64_t>(window.size()), stats[0].cols, rows[0]});
+    mlp_inputs->data.insert(mlp_inputs->data.end(), rows[2].begin(), rows[2].end());
+    mlp_inputs->rows += static_cast<int64_t>(window.size());
     for (int i = 0; i < 4; ++i) {
       AccumulateHessian(rows[i].data(), static_cast<int64_t>(rows[i].size()) / stats[i].cols, &stats[i]);
       rows[i].clear();
@@ -152,7 +162,10 @@ absl::StatusOr<AwqModelResult> RunAwq(LlamaModel& model, const std::vector<std::
   AwqModelResult result;
   for (int layer = 0; layer < model.num_layers(); ++layer) {
     const std::string p = absl::StrCat("model.layers.", layer, ".");
-    const std::array<CalibrationStats, 4> stats = CaptureBlockInputs(model, layer, windows);
+    std::vector<Matrix> attention_x;
+    Matrix mlp_x{0, 0, {}};
+    const std::array<CalibrationStats, 4> stats = CaptureBlockInputs(model, layer, windows, &attention_x, &mlp_x);
+    mlp_x.cols = stats[2].cols;
     // Working copies: the float model stays as it is, so later blocks see float activations.
     std::map<std::string, Matrix> w;
     for (const char* s : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
@@ -176,16 +189,31 @@ absl::StatusOr<AwqModelResult> RunAwq(LlamaModel& model, const std::vector<std::
     Matrix& gate = w["mlp.gate_proj.weight"];
     Matrix& up = w["mlp.up_proj.weight"];
     Matrix& down = w["mlp.down_proj.weight"];
+    // The blocks q/k/v and gate/up feed, as AutoAWQ inspects them: their float outputs, then the error of
+    // a candidate's.
+    std::vector<Matrix> attention_reference;
+    for (const Matrix& x : attention_x) attention_reference.push_back(model.AttentionOutput(x, q, k, v, o));
+    const Matrix mlp_reference = LlamaModel::MlpOutput(mlp_x, gate, up, down);
+    const AwqBlockError attention_error = [&](const std::vector<Matrix>& w) {
+      double e = 0;
+      for (size_t i = 0; i < attention_x.size(); ++i) {
+        e += SquaredDifference(model.AttentionOutput(attention_x[i], w[0], w[1], w[2], o), attention_reference[i]);
+      }
+      return e;
+    };
+    const AwqBlockError mlp_error = [&](const std::vector<Matrix>& w) {
+      return SquaredDifference(LlamaModel::MlpOutput(mlp_x, w[0], w[1], down), mlp_reference);
+    };
     // Searches on the original weights, as AutoAWQ, then the scales are applied.
     std::array<AwqScales, 4> found;
-    ASSIGN_OR_RETURN(found[0], SearchAwqScales({&q, &k, &v}, stats[0], options));
+    ASSIGN_OR_RETURN(found[0], SearchAwqScales({&q, &k, &v}, stats[0], options, attention_error));
     const bool fold_v_into_o = v.rows == o.cols;  // no grouped-query attention
     if (fold_v_into_o) {
       ASSIGN_OR_RETURN(found[1], SearchAwqScales({&o}, stats[1], options));
     } else {
       found[1].scales.assign(static_cast<size_t>(o.cols), 1.0f);
     }
-    ASSIGN_OR_RETURN(found[2], SearchAwqScales({&gate, &up}, stats[2], options));
+    ASSIGN_OR_RETURN(found[2], SearchAwqScales({&gate, &up}, stats[2], options, mlp_error));
     ASSIGN_OR_RETURN(found[3], SearchAwqScales({&down}, stats[3], options));
     for (int64_t c = 0; c < q.cols; ++c) attn_norm[c] /= found[0].scales[c];
     for (Matrix* m : {&q, &k, &v}) scale_cols(*m, found[0].scales);

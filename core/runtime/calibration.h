@@ -57,9 +57,10 @@ absl::StatusOr<std::map<std::string, CalibratedLayer>> RunSequential(
     const std::function<void(const std::string&)>& progress = nullptr);
 
 // AWQ on the whole model: per decoder block, on inputs from the float model (as AutoAWQ), the scale search
-// for q/k/v (folded into the attention RMSNorm), v→o (when v's outputs are o's inputs, i.e. without
-// grouped-query attention), gate/up (into the MLP RMSNorm) and up→down; then each included layer is
-// clip-searched and quantized on its scaled input. The model's weights are left unchanged.
+// for q/k/v on the attention's output (folded into the attention RMSNorm), v→o on o_proj's output (when v's
+// outputs are o's inputs, i.e. without grouped-query attention), gate/up on the MLP's output (into the MLP
+// RMSNorm) and up→down on down_proj's output; then each included layer is clip-searched and quantized on
+// its scaled input. The model's weights are left unchanged.
 struct AwqModelResult {
   std::map<std::string, CalibratedLayer> layers;     ///< quantized layers by weight name
   std::map<std::string, std::vector<float>> replaced;  ///< tensors whose float values the scales changed

@@ -189,6 +189,62 @@ const std::vector<float>& LlamaModel::Forward(int token, int last_layer) {
   return logits_;
 }
 
+namespace {
+
+// y = x·wᵀ for rows of x (n x in) and w (out x in).
+Matrix TimesTransposed(const Matrix& x, const Matrix& w) {
+  Matrix y{x.rows, w.rows, std::vector<float>(static_cast<size_t>(x.rows * w.rows))};
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(x.rows), static_cast<int>(w.rows),
+              static_cast<int>(x.cols), 1.0f, x.data.data(), static_cast<int>(x.cols), w.data.data(),
+              static_cast<int>(w.cols), 0.0f, y.data.data(), static_cast<int>(w.rows));
+  return y;
+}
+
+}  // namespace
+
+Matrix LlamaModel::AttentionOutput(const Matrix& x, const Matrix& wq, const Matrix& wk, const Matrix& wv,
+                                   const Matrix& wo) const {
+  const int64_t steps = x.rows, kv_dim = kv_heads_ * head_dim_, group = heads_ / kv_heads_;
+  Matrix q = TimesTransposed(x, wq), k = TimesTransposed(x, wk), v = TimesTransposed(x, wv);
+  for (int64_t t = 0; t < steps; ++t) {
+    Rope(q.row(t), heads_, head_dim_, t, theta_);
+    Rope(k.row(t), kv_heads_, head_dim_, t, theta_);
+  }
+  Matrix out{steps, heads_ * head_dim_, std::vector<float>(static_cast<size_t>(steps * heads_ * head_dim_), 0.0f)};
+  std::vector<float> att(static_cast<size_t>(steps));
+  const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  for (int64_t t = 0; t < steps; ++t) {
+    for (int64_t h = 0; h < heads_; ++h) {
+      const float* qh = q.row(t) + h * head_dim_;
+      const int64_t kvh = h / group;
+      float max_score = -INFINITY;
+      for (int64_t u = 0; u <= t; ++u) {
+        const float* kh = k.data.data() + u * kv_dim + kvh * head_dim_;
+        float s = 0;
+        for (int64_t i = 0; i < head_dim_; ++i) s += qh[i] * kh[i];
+        att[u] = s * inv_sqrt;
+        max_score = std::max(max_score, att[u]);
+      }
+      float sum = 0;
+      for (int64_t u = 0; u <= t; ++u) sum += (att[u] = std::exp(att[u] - max_score));
+      float* o = out.row(t) + h * head_dim_;
+      for (int64_t u = 0; u <= t; ++u) {
+        const float* vh = v.data.data() + u * kv_dim + kvh * head_dim_;
+        const float a = att[u] / sum;
+        for (int64_t i = 0; i < head_dim_; ++i) o[i] += a * vh[i];
+      }
+    }
+  }
+  return TimesTransposed(out, wo);
+}
+
+Matrix LlamaModel::MlpOutput(const Matrix& x, const Matrix& gate, const Matrix& up, const Matrix& down) {
+  Matrix h1 = TimesTransposed(x, gate);
+  const Matrix h3 = TimesTransposed(x, up);
+  for (size_t i = 0; i < h1.data.size(); ++i) h1.data[i] = h1.data[i] / (1.0f + std::exp(-h1.data[i])) * h3.data[i];
+  return TimesTransposed(h1, down);
+}
+
 std::vector<int> GreedyDecode(LlamaModel& model, int bos, int steps) {
   model.Reset();
   std::vector<int> tokens;

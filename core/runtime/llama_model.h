@@ -42,6 +42,12 @@ class LlamaModel {
   // A decoder block's RMSNorm weight ("model.layers.N.input_layernorm.weight", ...); null if absent.
   std::vector<float>* MutableNorm(const std::string& name);
   int num_layers() const { return static_cast<int>(blocks_.size()); }
+
+  // Sub-block outputs on whole sequences, with the block's weights given explicitly so a search (AWQ) can
+  // try variants. AttentionOutput: o_proj(attention(q, k, v)) for one sequence `x` of attention-norm
+  // outputs (T x dim, positions 0..T-1, causal). MlpOutput: down(SiLU(gate·x) ⊙ up·x) for rows of `x`.
+  Matrix AttentionOutput(const Matrix& x, const Matrix& q, const Matrix& k, const Matrix& v, const Matrix& o) const;
+  static Matrix MlpOutput(const Matrix& x, const Matrix& gate, const Matrix& up, const Matrix& down);
   void Reset() { pos_ = 0; }
   int vocab_size() const { return static_cast<int>(vocab_); }
   int max_positions() const { return static_cast<int>(max_pos_); }

@@ -118,3 +118,51 @@ TEST(TokenizerTest, TruncatedFileIsDataLoss) {
 
 }  // namespace
 }  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// The sequence-level sub-block outputs AWQ searches with must equal what the token-by-token forward pass
+// computes: attention (o_proj applied) from the captured attention-norm outputs, MLP from the MLP-norm ones.
+TEST(LlamaModelTest, SubBlockOutputsMatchTheForwardPass) {
+  auto store = *LocalObjectStore::Create({"/"});
+  auto reader = OpenCheckpoint(store.get(), kModel);
+  ASSERT_TRUE(reader.ok());
+  LlamaModel model = *LlamaModel::Load(**reader);
+  const int layer = 2;
+  const std::string p = "model.layers.2.";
+  std::vector<float> attn_in, attn_out, mlp_in, mlp_hidden;
+  model.set_capture([&](int l, LinearInput in, const float* x) {
+    if (l != layer) return;
+    const Matrix& q = *model.MutableLinear(p + "self_attn.q_proj.weight");
+    const Matrix& gate = *model.MutableLinear(p + "mlp.gate_proj.weight");
+    if (in == LinearInput::kQkv) attn_in.insert(attn_in.end(), x, x + q.cols);
+    if (in == LinearInput::kO) attn_out.insert(attn_out.end(), x, x + q.rows);
+    if (in == LinearInput::kGateUp) mlp_in.insert(mlp_in.end(), x, x + gate.cols);
+    if (in == LinearInput::kDown) mlp_hidden.insert(mlp_hidden.end(), x, x + gate.rows);
+  });
+  const std::vector<int> tokens = {1, 403, 30, 261, 88, 7, 350, 41, 12, 500};
+  for (int t : tokens) model.Forward(t, layer);
+  model.set_capture(nullptr);
+  Matrix* q = model.MutableLinear(p + "self_attn.q_proj.weight");
+  Matrix* o = model.MutableLinear(p + "self_attn.o_proj.weight");
+  Matrix* gate = model.MutableLinear(p + "mlp.gate_proj.weight");
+  Matrix* down = model.MutableLinear(p + "mlp.down_proj.weight");
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const Matrix attention = model.AttentionOutput({n, q->cols, attn_in}, *q, *model.MutableLinear(p + "self_attn.k_proj.weight"),
+                                                 *model.MutableLinear(p + "self_attn.v_proj.weight"), *o);
+  const Matrix mlp = LlamaModel::MlpOutput({n, gate->cols, mlp_in}, *gate, *model.MutableLinear(p + "mlp.up_proj.weight"), *down);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t r = 0; r < o->rows; ++r) {
+      double expected = 0;
+      for (int64_t c = 0; c < o->cols; ++c) expected += o->row(r)[c] * attn_out[t * o->cols + c];
+      ASSERT_NEAR(attention.row(t)[r], expected, 1e-4) << t << "," << r;
+      expected = 0;
+      for (int64_t c = 0; c < down->cols; ++c) expected += down->row(r)[c] * mlp_hidden[t * down->cols + c];
+      ASSERT_NEAR(mlp.row(t)[r], expected, 1e-4) << t << "," << r;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lowbit
