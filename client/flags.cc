@@ -15,7 +15,7 @@ ABSL_FLAG(int, grid, 20, "awq: points of the alpha search");
 ABSL_FLAG(bool, clip, true, "awq: clip search per output group (--noclip to skip)");
 ABSL_FLAG(std::string, mode, "kmeans", "lut: kmeans | uniform | unique");
 ABSL_FLAG(std::string, granularity, "per_tensor", "lut: per_tensor | per_grouped_channel (--group-size output channels per LUT, default 32)");
-ABSL_FLAG(int, cluster_dim, 1, "lut: 1, or 2 / 4 for vector palettization");
+ABSL_FLAG(int, cluster_dim, 1, "lut: 1, or 2 / 4 for vector palettization (vectors of consecutive output channels)");
 ABSL_FLAG(bool, per_channel_scale, false, "lut: normalise each output channel by its max |w| first");
 ABSL_FLAG(bool, sensitive, true, "lut: weight k-means by the Hessian diagonal when --calib is given");
 ABSL_FLAG(int, seed, 0, "lut, vq: k-means seed");

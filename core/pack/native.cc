@@ -9,7 +9,10 @@
 namespace lowbit {
 namespace {
 
-int64_t CodeBytesPerRow(const NativeLayout& l) { return (l.cols / l.dim * l.index_bits + 7) / 8; }
+// Codes are stored as `CodeRows` bit streams of `CodesPerRow` codes each.
+int64_t CodeRows(const NativeLayout& l) { return l.along_rows ? l.rows / l.dim : l.rows; }
+int64_t CodesPerRow(const NativeLayout& l) { return l.along_rows ? l.cols : l.cols / l.dim; }
+int64_t CodeBytesPerRow(const NativeLayout& l) { return (CodesPerRow(l) * l.index_bits + 7) / 8; }
 int64_t Tiles(const NativeLayout& l) {
   return ((l.rows + l.group_rows - 1) / l.group_rows) * ((l.cols + l.group_cols - 1) / l.group_cols);
 }
@@ -50,8 +53,9 @@ absl::StatusOr<const Tensor*> Part(const std::map<std::string, Tensor>& parts, c
 nlohmann::json NativeLayout::ToJson() const {
   if (scheme == Scheme::kOneBit) return {{"scheme", "onebit"}, {"rows", rows}, {"cols", cols}};
   return {{"scheme", "codebook"}, {"rows", rows},           {"cols", cols},
-          {"dim", dim},           {"index_bits", index_bits}, {"group_rows", group_rows},
-          {"group_cols", group_cols}, {"codebook_dtype", int8_codebook ? "int8" : "float16"}, {"row_scale", row_scale}};
+          {"dim", dim},           {"vector_axis", along_rows ? "output" : "input"}, {"index_bits", index_bits},
+          {"group_rows", group_rows}, {"group_cols", group_cols}, {"codebook_dtype", int8_codebook ? "int8" : "float16"},
+          {"row_scale", row_scale}};
 }
 
 absl::StatusOr<NativeLayout> NativeLayout::FromJson(absl::string_view text) {
@@ -75,8 +79,12 @@ absl::StatusOr<NativeLayout> NativeLayout::FromJson(absl::string_view text) {
       !integer("group_cols", &l.group_cols)) {
     return bad("dim, index_bits, group_rows and group_cols must be positive integers");
   }
-  if ((dim != 1 && dim != 2 && dim != 4) || bits > 16 || l.cols % dim != 0 || l.group_cols % dim != 0) {
-    return bad("dim must be 1, 2 or 4 and divide cols and group_cols; index_bits at most 16");
+  const std::string axis = j.value("vector_axis", "input");
+  if (axis != "input" && axis != "output") return bad("vector_axis must be input or output");
+  l.along_rows = axis == "output";
+  const int64_t length = l.along_rows ? l.rows : l.cols, tile = l.along_rows ? l.group_rows : l.group_cols;
+  if ((dim != 1 && dim != 2 && dim != 4) || bits > 16 || length % dim != 0 || tile % dim != 0) {
+    return bad("dim must be 1, 2 or 4 and divide the vector axis and its tile size; index_bits at most 16");
   }
   l.dim = static_cast<int>(dim);
   l.index_bits = static_cast<int>(bits);
@@ -107,6 +115,7 @@ NativeLayout NativeLayoutFor(int64_t rows, int64_t cols, const QuantConfig& conf
   }
   const LutOptions& o = config.lut;
   l.dim = o.cluster_dim;
+  l.along_rows = o.cluster_dim > 1;
   l.index_bits = o.bits;
   l.group_rows = o.granularity == LutGranularity::kPerTensor ? rows : std::min(o.group_size, rows);
   l.group_cols = cols;
@@ -121,7 +130,7 @@ std::vector<TensorSpec> NativeTensorSpecs(const std::string& prefix, const Nativ
             {prefix + ".b", DType::kF16, {l.cols}}};
   }
   std::vector<TensorSpec> specs = {
-      {prefix + ".codes", DType::kU8, {l.rows, CodeBytesPerRow(l)}},
+      {prefix + ".codes", DType::kU8, {CodeRows(l), CodeBytesPerRow(l)}},
       {prefix + ".codebook", l.int8_codebook ? DType::kI8 : DType::kF16, {Tiles(l), int64_t{1} << l.index_bits, l.dim}}};
   if (l.int8_codebook) specs.push_back({prefix + ".codebook_scale", DType::kF16, {Tiles(l)}});
   if (l.row_scale) specs.push_back({prefix + ".row_scale", DType::kF16, {l.rows}});
@@ -146,15 +155,15 @@ absl::StatusOr<std::vector<Tensor>> PackNative(const std::string& prefix, const 
   const auto* t = std::get_if<CodebookTensor>(&layer);
   if (t == nullptr) return absl::InvalidArgumentError("the native layout holds codebook and OneBit layers");
   NativeLayout l;
-  l.rows = t->rows, l.cols = t->cols, l.dim = t->dim, l.index_bits = t->index_bits;
+  l.rows = t->rows, l.cols = t->cols, l.dim = t->dim, l.index_bits = t->index_bits, l.along_rows = t->along_rows;
   l.group_rows = t->group_rows, l.group_cols = t->group_cols;
   l.int8_codebook = t->storage == CodebookTensor::Storage::kInt8;
   l.row_scale = !t->row_scales.empty();
   const std::vector<TensorSpec> specs = NativeTensorSpecs(prefix, l);
   std::vector<Tensor> out;
   for (const TensorSpec& s : specs) out.push_back(Zeros(s));
-  const int64_t stride = specs[0].shape[1], vectors = t->cols / t->dim;
-  for (int64_t r = 0; r < t->rows; ++r) {
+  const int64_t stride = specs[0].shape[1], vectors = CodesPerRow(l);
+  for (int64_t r = 0; r < CodeRows(l); ++r) {
     uint8_t* row = reinterpret_cast<uint8_t*>(out[0].bytes.data()) + r * stride;
     for (int64_t v = 0; v < vectors; ++v) {
       const uint32_t code = t->codes[r * vectors + v];
@@ -203,12 +212,12 @@ absl::StatusOr<QuantizedLayer> UnpackNative(const std::string& prefix, const Nat
     return o;
   }
   CodebookTensor c;
-  c.rows = l.rows, c.cols = l.cols, c.dim = l.dim, c.index_bits = l.index_bits;
+  c.rows = l.rows, c.cols = l.cols, c.dim = l.dim, c.index_bits = l.index_bits, c.along_rows = l.along_rows;
   c.group_rows = l.group_rows, c.group_cols = l.group_cols;
   c.storage = l.int8_codebook ? CodebookTensor::Storage::kInt8 : CodebookTensor::Storage::kF16;
-  const int64_t stride = specs[0].shape[1], vectors = l.cols / l.dim;
-  c.codes.resize(static_cast<size_t>(l.rows * vectors));
-  for (int64_t r = 0; r < l.rows; ++r) {
+  const int64_t stride = specs[0].shape[1], vectors = CodesPerRow(l);
+  c.codes.resize(static_cast<size_t>(CodeRows(l) * vectors));
+  for (int64_t r = 0; r < CodeRows(l); ++r) {
     const uint8_t* row = reinterpret_cast<const uint8_t*>(t[0]->bytes.data()) + r * stride;
     for (int64_t v = 0; v < vectors; ++v) {
       uint32_t code = 0;

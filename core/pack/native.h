@@ -4,6 +4,7 @@
 //   codebook scheme (LUT, VQ):
 //     <prefix>.codes           U8  [rows, ceil(cols / dim * index_bits / 8)]  each row a little-endian bit stream
 //                                                                         of index_bits-wide codes, LSB first
+//                                  ([rows / dim, ceil(cols * index_bits / 8)] for vectors along the output axis)
 //     <prefix>.codebook        F16 or I8 [tiles, 2^index_bits, dim]       row tiles outer, column tiles inner
 //     <prefix>.codebook_scale  F16 [tiles]                               I8 codebooks only: value = int8 * scale
 //     <prefix>.row_scale       F16 [rows]                                optional per-output-channel scale
@@ -38,6 +39,7 @@ struct NativeLayout {
   int64_t rows = 0, cols = 0;
   // kCodebook only:
   int dim = 1;
+  bool along_rows = false;  ///< vectors of `dim` output channels ("vector_axis": "output")
   int index_bits = 4;
   int64_t group_rows = 0, group_cols = 0;
   bool int8_codebook = false;

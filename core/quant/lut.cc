@@ -64,8 +64,11 @@ absl::StatusOr<CodebookTensor> QuantizeLut(const Matrix& w, const LutOptions& o,
   RETURN_IF_ERROR(ValidateLutOptions(o));
   RETURN_IF_ERROR(CheckFinite(w.data.data(), w.rows * w.cols, "weights"));
   const int d = o.cluster_dim;
-  if (w.cols % d != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("cluster_dim: ", d, " does not divide the input width ", w.cols));
+  if (w.rows % d != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cluster_dim: ", d, " does not divide the ", w.rows, " output channels"));
+  }
+  if (o.granularity == LutGranularity::kPerGroupedChannel && std::min(o.group_size, w.rows) % d != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cluster_dim: ", d, " does not divide group_size ", o.group_size));
   }
   const bool sensitive = o.sensitive && stats != nullptr && o.mode == LutMode::kKMeans;
   if (sensitive && (stats->cols != w.cols || stats->hessian.size() != static_cast<size_t>(w.cols * w.cols))) {
@@ -75,6 +78,7 @@ absl::StatusOr<CodebookTensor> QuantizeLut(const Matrix& w, const LutOptions& o,
   t.rows = w.rows;
   t.cols = w.cols;
   t.dim = d;
+  t.along_rows = d > 1;
   t.index_bits = o.bits;
   t.group_rows = o.granularity == LutGranularity::kPerTensor ? w.rows : std::min(o.group_size, w.rows);
   t.group_cols = w.cols;
@@ -103,24 +107,34 @@ absl::StatusOr<CodebookTensor> QuantizeLut(const Matrix& w, const LutOptions& o,
     }
   }
   const int k = 1 << o.bits;
-  const int64_t vectors_per_row = w.cols / d;
-  t.codes.resize(static_cast<size_t>(w.rows * vectors_per_row));
+  t.codes.resize(static_cast<size_t>(w.rows * w.cols / d));
   t.codebooks.reserve(static_cast<size_t>(t.tiles() * k * d));
+  std::vector<float> vectors, vector_w;
   for (int64_t r0 = 0; r0 < w.rows; r0 += t.group_rows) {
     const int64_t r1 = std::min(w.rows, r0 + t.group_rows);
-    const float* tile = x.data() + r0 * w.cols;
-    const float* tile_w = sensitive ? weights.data() + r0 * w.cols : nullptr;
-    const int64_t n = (r1 - r0) * w.cols;
-    ASSIGN_OR_RETURN(std::vector<float> table, FitTable(tile, tile_w, n, o));
+    const int64_t n = (r1 - r0) * w.cols;  // values in this tile, n / d vectors
+    // Vectors of d consecutive output channels, as rows of (r1 - r0) / d x cols vectors (d = 1: the tile itself).
+    vectors.resize(static_cast<size_t>(n));
+    if (sensitive) vector_w.resize(vectors.size());
+    for (int64_t u = 0; u < (r1 - r0) / d; ++u)
+      for (int64_t c = 0; c < w.cols; ++c)
+        for (int j = 0; j < d; ++j) {
+          const int64_t from = (r0 + u * d + j) * w.cols + c, to = (u * w.cols + c) * d + j;
+          vectors[to] = x[from];
+          if (sensitive) vector_w[to] = weights[from];
+        }
+    const float* tile_w = sensitive ? vector_w.data() : nullptr;
+    ASSIGN_OR_RETURN(std::vector<float> table, FitTable(vectors.data(), tile_w, n, o));
     for (float& v : table) {
       v = RoundToF16(v);
       if (!std::isfinite(v)) return absl::InvalidArgumentError("a LUT entry overflows FP16");
     }
     if (d == 1) std::sort(table.begin(), table.end());
+    uint16_t* codes = t.codes.data() + r0 / d * w.cols;
     for (int64_t v = 0; v < n / d; ++v) {
-      t.codes[r0 * vectors_per_row + v] = static_cast<uint16_t>(
-          d == 1 ? NearestSorted(tile[v], table.data(), k)
-                 : NearestCentroid(tile + v * d, tile_w == nullptr ? nullptr : tile_w + v * d, table.data(), k, d));
+      codes[v] = static_cast<uint16_t>(
+          d == 1 ? NearestSorted(vectors[v], table.data(), k)
+                 : NearestCentroid(vectors.data() + v * d, tile_w == nullptr ? nullptr : tile_w + v * d, table.data(), k, d));
     }
     t.codebooks.insert(t.codebooks.end(), table.begin(), table.end());
   }

@@ -1,5 +1,6 @@
 // LUT palettization (Apple coremltools' OpPalettizerConfig): each weight, or each vector of cluster_dim
-// consecutive input-dimension weights, is replaced by an index into a lookup table of 2^bits FP16 entries.
+// weights of consecutive output channels (coremltools' vector palettization), is replaced by an index into a
+// lookup table of 2^bits FP16 entries (of cluster_dim values each).
 //
 // Granularity: one LUT per tensor, or one per group of `group_size` output channels. Modes:
 //   kmeans   k-means centroids (exact 1-D dynamic programming for scalars, k-means++ and Lloyd for vectors);
@@ -29,7 +30,7 @@ struct LutOptions {
   LutMode mode = LutMode::kKMeans;
   LutGranularity granularity = LutGranularity::kPerTensor;
   int64_t group_size = 32;         ///< output channels per LUT (kPerGroupedChannel)
-  int cluster_dim = 1;             ///< 1 (scalar LUT), 2 or 4 (vector palettization; divides the input width)
+  int cluster_dim = 1;             ///< 1 (scalar LUT), 2 or 4 (vector palettization; divides the output channels and group_size)
   bool per_channel_scale = false;  ///< normalise each output channel by its max |w| first
   bool sensitive = true;           ///< weight k-means by the Hessian diagonal when statistics are given
   uint32_t seed = 0;               ///< k-means++ seeding (vectors)
@@ -40,7 +41,7 @@ struct LutOptions {
 absl::Status ValidateLutOptions(const LutOptions& options);
 
 // `stats` may be null; it is used only by sensitive k-means. INVALID_ARGUMENT on bad options, non-finite
-// weights, a width not divisible by cluster_dim, or (unique) too many distinct values.
+// weights, output channels (or group_size) not divisible by cluster_dim, or (unique) too many distinct values.
 absl::StatusOr<CodebookTensor> QuantizeLut(const Matrix& w, const LutOptions& options, const CalibrationStats* stats);
 
 }  // namespace lowbit

@@ -37,6 +37,13 @@ double QuantizedTensor::BitsPerWeight() const {
 namespace lowbit {
 
 void CodebookTensor::DequantizeRow(int64_t r, float* out) const {
+  if (along_rows) {
+    const uint16_t* code = codes.data() + (r / dim) * cols;
+    const int64_t j = r % dim;
+    const float scale = row_scales.empty() ? 1.0f : row_scales[r];
+    for (int64_t c = 0; c < cols; ++c) out[c] = scale * centroid(tile_of(r, c), code[c])[j];
+    return;
+  }
   const int64_t vectors = cols / dim;
   const uint16_t* code = codes.data() + r * vectors;
   const float scale = row_scales.empty() ? 1.0f : row_scales[r];
@@ -49,7 +56,7 @@ void CodebookTensor::DequantizeRow(int64_t r, float* out) const {
 double CodebookTensor::BitsPerWeight() const {
   const double weights = static_cast<double>(rows) * static_cast<double>(cols);
   const double value_bits = storage == Storage::kF16 ? 16.0 : 8.0;
-  double bits = static_cast<double>(rows) * static_cast<double>(cols / dim) * index_bits;
+  double bits = static_cast<double>(rows) * static_cast<double>(cols) / dim * index_bits;
   bits += static_cast<double>(tiles()) * static_cast<double>(entries() * dim) * value_bits;
   if (storage == Storage::kInt8) bits += static_cast<double>(tiles()) * 16.0;
   bits += static_cast<double>(row_scales.size()) * 16.0;

@@ -2,8 +2,9 @@
 //
 //   QuantizedTensor  a group-wise uniform grid, w[r][c] ≈ scale[r][g] * (code[r][c] - zero[r][g]) with
 //                    g = g_idx[c]: RTN, INT8, GPTQ and AWQ.
-//   CodebookTensor   codes indexing codebooks of d-dimensional vectors along the input axis, one codebook per
-//                    tile of rows x columns, optionally times a per-row scale: LUT palettization and VQ.
+//   CodebookTensor   codes indexing codebooks of d-dimensional vectors (d consecutive inputs, or d consecutive
+//                    output channels), one codebook per tile of rows x columns, optionally times a per-row
+//                    scale: LUT palettization and VQ.
 //   OneBitTensor     w[r][c] ≈ sign[r][c] * a[r] * b[c]: OneBit.
 //
 // QuantizedLayer holds any of them; Dequantize/BitsPerWeight on it work for all.
@@ -45,21 +46,25 @@ struct QuantizedTensor {
   double BitsPerWeight() const;
 };
 
-// Codebook (palettized) weights: w[r][c*d + j] = row_scale[r] * codebook[tile(r, c*d)][code[r][c]][j].
+// Codebook (palettized) weights. Vectors along the input axis (VQ, the default):
+//   w[r][v*d + j] = row_scale[r] * codebook[tile(r, v*d)][code[r][v]][j];
+// along the output axis (coremltools' vector palettization):
+//   w[u*d + j][c] = row_scale[u*d + j] * codebook[tile(u*d + j, c)][code[u][c]][j].
 //
-// Invariants: cols % dim == 0; codes < entries(); tiles are group_rows x group_cols with group_cols % dim == 0
-// (the last ones ragged); codebook values exactly representable in their storage (FP16, or int8 times an
-// FP16 scale per codebook); row_scales empty or rows long, FP16-exact.
+// Invariants: the vector axis' length and its tile size are multiples of dim; codes < entries(); tiles are
+// group_rows x group_cols (the last ones ragged); codebook values exactly representable in their storage
+// (FP16, or int8 times an FP16 scale per codebook); row_scales empty or rows long, FP16-exact.
 struct CodebookTensor {
   enum class Storage { kF16, kInt8 };
   int64_t rows = 0;
   int64_t cols = 0;
-  int dim = 1;                   ///< vector length d, along the input axis
+  int dim = 1;                   ///< vector length d
+  bool along_rows = false;       ///< vectors of d consecutive output channels instead of input features
   int index_bits = 4;            ///< bits per code; entries() = 2^index_bits
   int64_t group_rows = 0;        ///< rows sharing one codebook
   int64_t group_cols = 0;        ///< columns sharing one codebook
   Storage storage = Storage::kF16;
-  std::vector<uint16_t> codes;   ///< rows * (cols / dim), row-major
+  std::vector<uint16_t> codes;   ///< rows * (cols / dim), or (rows / dim) * cols along rows; row-major
   std::vector<float> codebooks;  ///< tiles() * entries() * dim, tile-major (row tiles outer), as stored
   std::vector<float> codebook_scales;  ///< kInt8: one FP16 scale per codebook (value = int8 * scale)
   std::vector<float> row_scales;       ///< optional per-output-channel scale

@@ -61,6 +61,22 @@ TEST(NativeLayoutTest, LutCodesAreALittleEndianBitStreamPerRow) {
   }
 }
 
+TEST(NativeLayoutTest, VectorPalettizationAlongOutputChannelsRoundTrips) {
+  const Matrix w = testing::RandomMatrix(16, 20, 5);
+  QuantConfig config;
+  config.method = Method::kLut;
+  config.lut.bits = 4;
+  config.lut.cluster_dim = 4;
+  config.lut.granularity = LutGranularity::kPerGroupedChannel;
+  config.lut.group_size = 8;
+  auto t = QuantizeLut(w, config.lut, nullptr);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const NativeLayout layout = NativeLayoutFor(16, 20, config);
+  EXPECT_EQ(layout.ToJson()["vector_axis"], "output");
+  EXPECT_EQ(NativeTensorSpecs("p", layout)[0].shape, (std::vector<int64_t>{4, 20 * 4 / 8}));
+  ExpectRoundTrip(*t, layout);
+}
+
 TEST(NativeLayoutTest, VqAndOneBitRoundTrip) {
   const Matrix w = testing::RandomMatrix(20, 48, 2);
   const testing::LayerInputs in = testing::CorrelatedInputs(48, 200, 3);

@@ -128,6 +128,33 @@ TEST(LutTest, PerChannelScaleAndVectorPalettization) {
   auto vec = QuantizeLut(w, o, nullptr);
   ASSERT_TRUE(vec.ok()) << vec.status();
   EXPECT_EQ(vec->codes.size(), static_cast<size_t>(w.rows * w.cols / 2));
+  // coremltools' vector palettization: a vector is two consecutive output channels of one input column, and
+  // its code names the nearest entry of the table (normalised by the row scales when per-channel scale is on).
+  o.per_channel_scale = false;
+  auto by_rows = QuantizeLut(w, o, nullptr);
+  ASSERT_TRUE(by_rows.ok());
+  EXPECT_TRUE(by_rows->along_rows);
+  for (int64_t u = 0; u < w.rows / 2; u += 3) {
+    for (int64_t c = 0; c < w.cols; c += 7) {
+      const float x0 = w.row(2 * u)[c], x1 = w.row(2 * u + 1)[c];
+      int64_t best = 0;
+      double best_d = 1e300;
+      for (int64_t e = 0; e < 16; ++e) {
+        const float* v = by_rows->centroid(0, e);
+        const double d = std::pow(x0 - v[0], 2) + std::pow(x1 - v[1], 2);
+        if (d < best_d) best_d = d, best = e;
+      }
+      ASSERT_EQ(by_rows->codes[u * w.cols + c], best) << u << "," << c;
+    }
+  }
+  std::vector<float> row0(static_cast<size_t>(w.cols)), row1(row0.size());
+  by_rows->DequantizeRow(8, row0.data());
+  by_rows->DequantizeRow(9, row1.data());
+  for (int64_t c = 0; c < w.cols; ++c) {
+    const float* v = by_rows->centroid(0, by_rows->codes[4 * w.cols + c]);
+    ASSERT_EQ(row0[c], v[0]);
+    ASSERT_EQ(row1[c], v[1]);
+  }
   EXPECT_DOUBLE_EQ(vec->BitsPerWeight(), 2.0 + 16 * 2 * 16.0 / (32 * 64));
   o.cluster_dim = 3;
   EXPECT_EQ(QuantizeLut(w, o, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
