@@ -115,6 +115,15 @@ absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(ObjectStore* store
   return tensors;
 }
 
+absl::Status ExpectSpec(const Tensor& t, const TensorSpec& spec) {
+  if (t.dtype != spec.dtype || t.shape != spec.shape ||
+      t.bytes.size() != static_cast<size_t>(NumElements(spec.shape)) * DTypeSize(spec.dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " is ", DTypeName(t.dtype), " ", ShapeString(t.shape),
+                                                   ", expected ", DTypeName(spec.dtype), " ", ShapeString(spec.shape)));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenSafetensors(ObjectStore* store, absl::string_view uri) {
   std::vector<TensorInfo> tensors;
   std::map<std::string, std::string> metadata;

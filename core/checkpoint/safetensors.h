@@ -34,6 +34,9 @@ struct TensorSpec {
   std::vector<int64_t> shape;
 };
 
+// INVALID_ARGUMENT naming the tensor unless `t` has the spec's dtype and shape and the bytes they need.
+absl::Status ExpectSpec(const Tensor& t, const TensorSpec& spec);
+
 // Streams a safetensors object: the header from the full list of specs, then each tensor's bytes in the
 // same order. Not thread-safe. The ObjectWriter is owned by the caller, who commits it after Finish().
 class SafetensorsWriter {

@@ -264,6 +264,12 @@ nlohmann::json GptqDynamic(const std::vector<LayerOverride>& overrides) {
   return dynamic;
 }
 
+// Whether the job runs calibration: always for the methods that need it, with data for those that can use it.
+bool Calibrates(const QuantizeJobSpec& spec) {
+  const CalibrationUse use = CalibrationUseOf(spec.quant);
+  return use == CalibrationUse::kRequired || (use == CalibrationUse::kIfGiven && !spec.calibration.text_uri.empty());
+}
+
 // Calibrated methods on the whole model, on calibration windows of the job's text: AWQ on the float
 // model's activations, the others block by block on the partly quantized model. The model is held in
 // memory in float32 for this (streaming it block by block is later work).
@@ -294,8 +300,7 @@ absl::StatusOr<Calibration> Calibrate(const CheckpointReader& reader, ObjectStor
       ASSIGN_OR_RETURN(layer.tensor, quantizer.Quantize(w, &stats));
       return layer;
     }
-    ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, stats, {q.bits, q.group_size, q.symmetric, q.damp_percent,
-                                                           q.act_order, q.static_groups, 128}));
+    ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, stats, GptqOptionsOf(q)));
     CalibratedLayer layer;
     layer.tensor = std::move(r.tensor);
     if (r.cholesky_retries > 0) {
@@ -361,7 +366,7 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   if (!spec.evaluation.text_uri.empty() && spec.tokenizer_uri.empty()) {
     return absl::InvalidArgumentError("evaluation: needs the model's tokenizer");
   }
-  if (calibration != CalibrationUse::kNone && spec.quantize_lm_head && !spec.calibration.text_uri.empty()) {
+  if (Calibrates(spec) && spec.quantize_lm_head) {
     return absl::InvalidArgumentError(absl::StrCat("quantize_lm_head: calibration covers the decoder blocks only, not with ",
                                                    MethodName(spec.quant.method)));
   }
@@ -408,8 +413,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
   RETURN_IF_ERROR(CheckDestination(destination, spec.destination_uri, spec.overwrite, kReportFile));
 
-  const bool calibrate = CalibrationUseOf(spec.quant) == CalibrationUse::kRequired ||
-                         (CalibrationUseOf(spec.quant) == CalibrationUse::kIfGiven && !spec.calibration.text_uri.empty());
+  const bool calibrate = Calibrates(spec);
   if (calibrate || !spec.evaluation.text_uri.empty()) {
     uint64_t resident = 0;
     for (const TensorInfo& t : reader->tensors()) resident += static_cast<uint64_t>(NumElements(t.shape)) * sizeof(float);

@@ -4,19 +4,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/tensor/dtype.h"
+#include "core/util/status_macros.h"
 
 namespace lowbit {
 namespace {
 
 int64_t RoundUp8(int64_t n) { return (n + 7) / 8 * 8; }
 
-absl::Status ExpectShape(const Tensor& t, DType dtype, const std::vector<int64_t>& shape) {
-  if (t.dtype != dtype || t.shape != shape || t.bytes.size() != static_cast<size_t>(NumElements(shape)) * DTypeSize(dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " must be ", DTypeName(dtype), " ", ShapeString(shape),
-                                                   ", is ", DTypeName(t.dtype), " ", ShapeString(t.shape)));
-  }
-  return absl::OkStatus();
-}
 
 // Packs a row of `n` 4-bit values (one per output column) into n_padded / 8 words in AWQ order.
 void PackRow(const int32_t* values, int64_t n, int64_t words, uint32_t* out) {
@@ -70,7 +64,7 @@ absl::StatusOr<std::vector<Tensor>> PackAwq(const std::string& prefix, const Qua
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t r = 0; r < q.rows; ++r) {
       column[r] = q.zeros[r * groups + g];
-      scales[g * q.rows + r] = F32ToF16(q.scales[r * groups + g]);
+      scales[g * q.rows + r] = F32ToF16(q.scales[r * groups + g]);  // transposed: [groups, out] from [out, groups]
     }
     PackRow(column.data(), q.rows, words, qzeros + g * words);
   }
@@ -89,9 +83,9 @@ absl::StatusOr<QuantizedTensor> UnpackAwq(const Tensor& qweight, const Tensor& q
   q.group_size = group_size == -1 || group_size > q.cols ? q.cols : group_size;
   if (q.group_size <= 0) return absl::InvalidArgumentError("group_size must be positive");
   const std::vector<TensorSpec> specs = AwqTensorSpecs("", q.rows, q.cols, q.group_size);
-  if (absl::Status s = ExpectShape(qweight, DType::kI32, specs[0].shape); !s.ok()) return s;
-  if (absl::Status s = ExpectShape(qzeros, DType::kI32, specs[1].shape); !s.ok()) return s;
-  if (absl::Status s = ExpectShape(scales, DType::kF16, specs[2].shape); !s.ok()) return s;
+  RETURN_IF_ERROR(ExpectSpec(qweight, specs[0]));
+  RETURN_IF_ERROR(ExpectSpec(qzeros, specs[1]));
+  RETURN_IF_ERROR(ExpectSpec(scales, specs[2]));
   const int64_t words = specs[0].shape[1], groups = q.num_groups();
   q.codes.resize(static_cast<size_t>(q.rows * q.cols));
   q.scales.resize(static_cast<size_t>(q.rows * groups));

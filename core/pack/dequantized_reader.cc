@@ -22,8 +22,6 @@ struct QuantizedLayerInfo {
   NativeLayout native;             ///< kNative only
 };
 
-int64_t RoundUp32(int64_t n) { return (n + 31) / 32 * 32; }
-
 class DequantizingReader final : public CheckpointReader {
  public:
   static absl::StatusOr<std::unique_ptr<CheckpointReader>> Create(ObjectStore* store,
@@ -46,8 +44,7 @@ class DequantizingReader final : public CheckpointReader {
     QuantizedLayer q;
     switch (layer.layout) {
       case Layout::kGptq: {
-        // The code width follows from qweight's height: padded_in * bits / 32 rows.
-        const int bits = static_cast<int>(parts[p + ".qweight"].shape[0] * 32 / RoundUp32(cols));
+        const int bits = GptqCodeBits(parts[p + ".qweight"].shape[0], cols);
         ASSIGN_OR_RETURN(q, UnpackGptq(parts[p + ".qweight"], parts[p + ".qzeros"], parts[p + ".scales"],
                                        parts[p + ".g_idx"], bits, rows, cols));
         break;

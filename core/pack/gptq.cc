@@ -69,14 +69,6 @@ T* As(Tensor& t) { return reinterpret_cast<T*>(t.bytes.data()); }
 template <typename T>
 const T* As(const Tensor& t) { return reinterpret_cast<const T*>(t.bytes.data()); }
 
-absl::Status ExpectShape(const Tensor& t, DType dtype, const std::vector<int64_t>& shape) {
-  if (t.dtype != dtype || t.shape != shape || t.bytes.size() != NumElements(shape) * DTypeSize(dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " is ", DTypeName(t.dtype), " ",
-                                                   ShapeString(t.shape), ", expected ", DTypeName(dtype), " ",
-                                                   ShapeString(shape)));
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -162,9 +154,9 @@ absl::StatusOr<QuantizedTensor> UnpackGptq(const Tensor& qweight, const Tensor& 
     sequential = sequential && gi[i] == i / group_size;
   }
   const std::vector<TensorSpec> specs = GptqTensorSpecs("", rows, cols, bits, group_size);
-  if (absl::Status s = ExpectShape(qweight, DType::kI32, specs[0].shape); !s.ok()) return s;
-  if (absl::Status s = ExpectShape(qzeros, DType::kI32, specs[1].shape); !s.ok()) return s;
-  if (absl::Status s = ExpectShape(scales, DType::kF16, specs[2].shape); !s.ok()) return s;
+  RETURN_IF_ERROR(ExpectSpec(qweight, specs[0]));
+  RETURN_IF_ERROR(ExpectSpec(qzeros, specs[1]));
+  RETURN_IF_ERROR(ExpectSpec(scales, specs[2]));
 
   QuantizedTensor q;
   q.rows = rows;
@@ -193,6 +185,8 @@ absl::StatusOr<QuantizedTensor> UnpackGptq(const Tensor& qweight, const Tensor& 
   for (int32_t z : q.zeros) q.symmetric = q.symmetric && z == (1 << (bits - 1));
   return q;
 }
+
+int GptqCodeBits(int64_t qweight_rows, int64_t cols) { return static_cast<int>(qweight_rows * 32 / RoundUp32(cols)); }
 
 nlohmann::json GptqQuantizeConfig(int bits, int64_t group_size, bool symmetric) {
   return {

@@ -40,6 +40,9 @@ absl::StatusOr<std::vector<Tensor>> PackGptq(const std::string& prefix, const Qu
 absl::StatusOr<QuantizedTensor> UnpackGptq(const Tensor& qweight, const Tensor& qzeros, const Tensor& scales,
                                            const Tensor& g_idx, int bits, int64_t rows, int64_t cols);
 
+// The code width of a layer `cols` wide whose qweight has `qweight_rows` rows (padded_in * bits / 32).
+int GptqCodeBits(int64_t qweight_rows, int64_t cols);
+
 // quantize_config.json (also embedded as `quantization_config` in config.json).
 nlohmann::json GptqQuantizeConfig(int bits, int64_t group_size, bool symmetric);
 

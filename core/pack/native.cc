@@ -22,30 +22,20 @@ Tensor Zeros(const TensorSpec& s) {
 }
 
 void PutF16(const std::vector<float>& values, Tensor* t) {
-  uint16_t* out = reinterpret_cast<uint16_t*>(t->bytes.data());
-  for (size_t i = 0; i < values.size(); ++i) out[i] = F32ToF16(values[i]);
+  ConvertFromF32(DType::kF16, values.data(), values.size(), t->bytes.data());
 }
 
 std::vector<float> GetF16(const Tensor& t) {
   std::vector<float> out(t.bytes.size() / 2);
-  for (size_t i = 0; i < out.size(); ++i) {
-    uint16_t h;
-    std::memcpy(&h, t.bytes.data() + 2 * i, 2);
-    out[i] = F16ToF32(h);
-  }
+  ConvertToF32(DType::kF16, t.bytes.data(), out.size(), out.data());
   return out;
 }
 
 absl::StatusOr<const Tensor*> Part(const std::map<std::string, Tensor>& parts, const TensorSpec& spec) {
   auto it = parts.find(spec.name);
   if (it == parts.end()) return absl::InvalidArgumentError(absl::StrCat("tensor ", spec.name, " is missing"));
-  const Tensor& t = it->second;
-  if (t.dtype != spec.dtype || t.shape != spec.shape ||
-      t.bytes.size() != static_cast<size_t>(NumElements(spec.shape)) * DTypeSize(spec.dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", spec.name, " must be ", DTypeName(spec.dtype), " ",
-                                                   ShapeString(spec.shape), ", is ", DTypeName(t.dtype), " ", ShapeString(t.shape)));
-  }
-  return &t;
+  if (absl::Status s = ExpectSpec(it->second, spec); !s.ok()) return s;
+  return &it->second;
 }
 
 }  // namespace

@@ -16,20 +16,12 @@ RtnOptions Rtn(const AwqOptions& o) {
   return {o.bits, o.group_size, o.zero_point ? GridKind::kAsymmetric : GridKind::kSymmetric, false};
 }
 
-// tr((W − Ŵ) H (W − Ŵ)ᵀ).
-double OutputError(const Matrix& w, const Matrix& w_hat, const std::vector<float>& h) {
-  const int m = static_cast<int>(w.rows), n = static_cast<int>(w.cols);
-  std::vector<float> delta(w.data.size()), delta_h(w.data.size());
-  for (size_t i = 0; i < delta.size(); ++i) delta[i] = w.data[i] - w_hat.data[i];
-  cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, m, n, 1.0f, h.data(), n, delta.data(), n, 0.0f, delta_h.data(), n);
-  return cblas_dsdot(static_cast<int>(delta.size()), delta.data(), 1, delta_h.data(), 1);
-}
-
 // The layers' summed output error when quantized with input scales s.
 absl::StatusOr<double> ScaledError(const std::vector<const Matrix*>& layers, const std::vector<float>& s,
                                    const CalibrationStats& stats, const AwqOptions& o, const AwqBlockError& block_error) {
   double error = 0;
   std::vector<Matrix> w_hats;
+  std::vector<float> delta, scratch;
   for (const Matrix* w : layers) {
     Matrix scaled = *w;
     for (int64_t r = 0; r < w->rows; ++r)
@@ -41,7 +33,9 @@ absl::StatusOr<double> ScaledError(const std::vector<const Matrix*>& layers, con
     if (block_error) {
       w_hats.push_back(std::move(w_hat));
     } else {
-      error += OutputError(*w, w_hat, stats.hessian);
+      delta.resize(w->data.size());
+      for (size_t i = 0; i < delta.size(); ++i) delta[i] = w->data[i] - w_hat.data[i];
+      error += OutputError(delta, w->rows, stats, &scratch);
     }
   }
   return block_error ? block_error(w_hats) : error;

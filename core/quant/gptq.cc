@@ -199,6 +199,15 @@ absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats&
   return result;
 }
 
+double OutputError(const std::vector<float>& delta, int64_t rows, const CalibrationStats& stats,
+                   std::vector<float>* scratch) {
+  const int n = static_cast<int>(stats.cols);
+  scratch->resize(delta.size());
+  cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, static_cast<int>(rows), n, 1.0f, stats.hessian.data(), n,
+              delta.data(), n, 0.0f, scratch->data(), n);
+  return cblas_dsdot(static_cast<int>(delta.size()), delta.data(), 1, scratch->data(), 1);
+}
+
 double RelativeOutputError(const Matrix& w, const Matrix& w_hat, const CalibrationStats& stats) {
   const int64_t cols = w.cols;
   double num = 0, den = 0;

@@ -59,6 +59,11 @@ struct GptqResult {
 // if H stays indefinite after the retries.
 absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats& stats, const GptqOptions& options);
 
+// tr(Δ H Δᵀ) for a rows x cols difference Δ (row-major): the output error it causes on the calibration
+// inputs. `scratch` (resized to rows * cols) holds Δ·H; one BLAS ssymm.
+double OutputError(const std::vector<float>& delta, int64_t rows, const CalibrationStats& stats,
+                   std::vector<float>* scratch);
+
 // tr(ΔW H ΔWᵀ) / tr(W H Wᵀ): the layer's relative output error on the calibration inputs.
 double RelativeOutputError(const Matrix& w, const Matrix& w_hat, const CalibrationStats& stats);
 

@@ -229,7 +229,7 @@ int NearestCentroid(const float* x, const float* w, const float* centroids, int 
 }
 
 KMeansResult KMeans(const float* x_all, const float* w_all, int64_t n_all, int d, const KMeansOptions& options) {
-  if (d == 1 && w_all == nullptr) return KMeans1D(x_all, nullptr, n_all, options);
+  if (d == 1) return KMeans1D(x_all, w_all, n_all, options);
   const int k = options.k;
   std::mt19937_64 rng(options.seed);
   // Training subsample, drawn with the seed (a partial Fisher-Yates shuffle of the indices).

@@ -39,7 +39,7 @@ struct KMeansResult {
 // null (all 1). When there are fewer distinct values than k, the extra centroids repeat the largest value.
 KMeansResult KMeans1D(const float* x, const float* weights, int64_t n, const KMeansOptions& options);
 
-// Weighted k-means of n points of dimension d; `weights` may be null (all 1).
+// Weighted k-means of n points of dimension d; `weights` may be null (all 1). d = 1 is KMeans1D.
 KMeansResult KMeans(const float* x, const float* weights, int64_t n, int d, const KMeansOptions& options);
 
 // Index of the centroid nearest to `x` under per-component weights `w` (null: all 1); its weighted squared

@@ -18,7 +18,7 @@ absl::StatusOr<std::vector<float>> FitTable(const float* x, const float* weights
   switch (o.mode) {
     case LutMode::kKMeans: {
       const KMeansOptions km{k, o.max_iterations, o.seed, 256};
-      return d == 1 ? KMeans1D(x, weights, n, km).centroids : KMeans(x, weights, n / d, d, km).centroids;
+      return KMeans(x, weights, n / d, d, km).centroids;
     }
     case LutMode::kUniform: {
       const auto [lo, hi] = std::minmax_element(x, x + n);
@@ -113,18 +113,24 @@ absl::StatusOr<CodebookTensor> QuantizeLut(const Matrix& w, const LutOptions& o,
   for (int64_t r0 = 0; r0 < w.rows; r0 += t.group_rows) {
     const int64_t r1 = std::min(w.rows, r0 + t.group_rows);
     const int64_t n = (r1 - r0) * w.cols;  // values in this tile, n / d vectors
-    // Vectors of d consecutive output channels, as rows of (r1 - r0) / d x cols vectors (d = 1: the tile itself).
-    vectors.resize(static_cast<size_t>(n));
-    if (sensitive) vector_w.resize(vectors.size());
-    for (int64_t u = 0; u < (r1 - r0) / d; ++u)
-      for (int64_t c = 0; c < w.cols; ++c)
-        for (int j = 0; j < d; ++j) {
-          const int64_t from = (r0 + u * d + j) * w.cols + c, to = (u * w.cols + c) * d + j;
-          vectors[to] = x[from];
-          if (sensitive) vector_w[to] = weights[from];
-        }
-    const float* tile_w = sensitive ? vector_w.data() : nullptr;
-    ASSIGN_OR_RETURN(std::vector<float> table, FitTable(vectors.data(), tile_w, n, o));
+    // Scalars are the tile as it lies; vectors of d consecutive output channels are gathered, (r1 - r0) / d
+    // rows of cols vectors.
+    const float* points = x.data() + r0 * w.cols;
+    const float* tile_w = sensitive ? weights.data() + r0 * w.cols : nullptr;
+    if (d > 1) {
+      vectors.resize(static_cast<size_t>(n));
+      if (sensitive) vector_w.resize(vectors.size());
+      for (int64_t u = 0; u < (r1 - r0) / d; ++u)
+        for (int64_t c = 0; c < w.cols; ++c)
+          for (int j = 0; j < d; ++j) {
+            const int64_t from = (r0 + u * d + j) * w.cols + c, to = (u * w.cols + c) * d + j;
+            vectors[to] = x[from];
+            if (sensitive) vector_w[to] = weights[from];
+          }
+      points = vectors.data();
+      tile_w = sensitive ? vector_w.data() : nullptr;
+    }
+    ASSIGN_OR_RETURN(std::vector<float> table, FitTable(points, tile_w, n, o));
     for (float& v : table) {
       v = RoundToF16(v);
       if (!std::isfinite(v)) return absl::InvalidArgumentError("a LUT entry overflows FP16");
@@ -133,8 +139,8 @@ absl::StatusOr<CodebookTensor> QuantizeLut(const Matrix& w, const LutOptions& o,
     uint16_t* codes = t.codes.data() + r0 / d * w.cols;
     for (int64_t v = 0; v < n / d; ++v) {
       codes[v] = static_cast<uint16_t>(
-          d == 1 ? NearestSorted(vectors[v], table.data(), k)
-                 : NearestCentroid(vectors.data() + v * d, tile_w == nullptr ? nullptr : tile_w + v * d, table.data(), k, d));
+          d == 1 ? NearestSorted(points[v], table.data(), k)
+                 : NearestCentroid(points + v * d, tile_w == nullptr ? nullptr : tile_w + v * d, table.data(), k, d));
     }
     t.codebooks.insert(t.codebooks.end(), table.begin(), table.end());
   }

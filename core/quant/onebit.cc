@@ -80,20 +80,14 @@ void RankOneNmf(const std::vector<float>& abs_w, int64_t rows, int64_t cols, int
   }
 }
 
-// tr(ΔW H ΔWᵀ) for Ŵ = diag(a)·S·diag(b), using a scratch rows x cols buffer.
-double OutputError(const Matrix& w, const std::vector<uint8_t>& signs, const std::vector<float>& a,
-                   const std::vector<float>& b, const CalibrationStats& stats, std::vector<float>* delta,
-                   std::vector<float>* delta_h) {
-  const int64_t rows = w.rows, cols = w.cols;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      (*delta)[r * cols + c] = w.data[r * cols + c] - (signs[r * cols + c] ? a[r] : -a[r]) * b[c];
-  cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, static_cast<int>(rows), static_cast<int>(cols), 1.0f,
-              stats.hessian.data(), static_cast<int>(cols), delta->data(), static_cast<int>(cols), 0.0f, delta_h->data(),
-              static_cast<int>(cols));
-  double e = 0;
-  for (size_t i = 0; i < delta->size(); ++i) e += static_cast<double>((*delta)[i]) * (*delta_h)[i];
-  return e;
+// tr(ΔW H ΔWᵀ) for Ŵ = diag(a)·S·diag(b); `delta` and `scratch` are rows x cols buffers.
+double SignValueError(const Matrix& w, const std::vector<uint8_t>& signs, const std::vector<float>& a,
+                      const std::vector<float>& b, const CalibrationStats& stats, std::vector<float>* delta,
+                      std::vector<float>* scratch) {
+  for (int64_t r = 0; r < w.rows; ++r)
+    for (int64_t c = 0; c < w.cols; ++c)
+      (*delta)[r * w.cols + c] = w.data[r * w.cols + c] - (signs[r * w.cols + c] ? a[r] : -a[r]) * b[c];
+  return OutputError(*delta, w.rows, stats, scratch);
 }
 
 // Alternating exact least squares for a (rows) and b (cols) on tr(ΔW H ΔWᵀ), signs fixed.
@@ -105,7 +99,7 @@ absl::Status Refine(const Matrix& w, const std::vector<uint8_t>& signs, const Ca
   cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, m, n, 1.0f, stats.hessian.data(), n, w.data.data(), n, 0.0f,
               wh.data(), n);
   std::vector<float> best_a = *a, best_b = *b;
-  double best = OutputError(w, signs, *a, *b, stats, &v, &vh);
+  double best = SignValueError(w, signs, *a, *b, stats, &v, &vh);
   std::vector<float> gram(static_cast<size_t>(cols * cols)), rhs(static_cast<size_t>(cols));
   for (int round = 0; round < rounds; ++round) {
     // a_r = w_r H v_rᵀ / v_r H v_rᵀ with v_r = s_r ⊙ b.
@@ -141,7 +135,7 @@ absl::Status Refine(const Matrix& w, const std::vector<uint8_t>& signs, const Ca
     spotrs_("L", &n, &one, gram.data(), &n, rhs.data(), &n, &info);
     if (info != 0) break;
     *b = rhs;
-    const double e = OutputError(w, signs, *a, *b, stats, &v, &vh);
+    const double e = SignValueError(w, signs, *a, *b, stats, &v, &vh);
     if (!(e < best)) break;
     best = e, best_a = *a, best_b = *b;
   }

@@ -1,5 +1,7 @@
 #include "core/quant/quantizer.h"
 
+#include <functional>
+
 #include "absl/strings/str_cat.h"
 #include "core/quant/awq.h"
 #include "core/quant/rtn.h"
@@ -8,15 +10,17 @@
 namespace lowbit {
 namespace {
 
-class RtnQuantizer final : public Quantizer {
+// Every method is a function of the weights and the optional statistics, bound to its options.
+class FunctionQuantizer final : public Quantizer {
  public:
-  explicit RtnQuantizer(RtnOptions options) : options_(options) {}
-  absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats*) const override {
-    return QuantizeRtn(w, options_);
+  using Fn = std::function<absl::StatusOr<QuantizedLayer>(const Matrix& w, const CalibrationStats* stats)>;
+  explicit FunctionQuantizer(Fn fn) : fn_(std::move(fn)) {}
+  absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats* stats) const override {
+    return fn_(w, stats);
   }
 
  private:
-  const RtnOptions options_;
+  const Fn fn_;
 };
 
 // Checks that a calibrated method was given statistics.
@@ -24,65 +28,6 @@ absl::Status NeedStats(const CalibrationStats* stats, absl::string_view method) 
   if (stats == nullptr) return absl::FailedPreconditionError(absl::StrCat(method, " needs calibration statistics"));
   return absl::OkStatus();
 }
-
-class GptqQuantizer final : public Quantizer {
- public:
-  explicit GptqQuantizer(GptqOptions options) : options_(options) {}
-  absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats* stats) const override {
-    RETURN_IF_ERROR(NeedStats(stats, "gptq"));
-    ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, *stats, options_));
-    return std::move(r.tensor);
-  }
-
- private:
-  const GptqOptions options_;
-};
-
-class AwqQuantizer final : public Quantizer {
- public:
-  explicit AwqQuantizer(AwqOptions options) : options_(options) {}
-  absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats* stats) const override {
-    RETURN_IF_ERROR(NeedStats(stats, "awq"));
-    return QuantizeAwqLayer(w, *stats, options_.clip, options_);
-  }
-
- private:
-  const AwqOptions options_;
-};
-
-class LutQuantizer final : public Quantizer {
- public:
-  explicit LutQuantizer(LutOptions options) : options_(options) {}
-  absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats* stats) const override {
-    return QuantizeLut(w, options_, stats);
-  }
-
- private:
-  const LutOptions options_;
-};
-
-class VqQuantizer final : public Quantizer {
- public:
-  explicit VqQuantizer(VqOptions options) : options_(options) {}
-  absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats* stats) const override {
-    RETURN_IF_ERROR(NeedStats(stats, "vq"));
-    return QuantizeVq(w, *stats, options_);
-  }
-
- private:
-  const VqOptions options_;
-};
-
-class OneBitQuantizer final : public Quantizer {
- public:
-  explicit OneBitQuantizer(OneBitOptions options) : options_(options) {}
-  absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats* stats) const override {
-    return QuantizeOneBit(w, options_, stats);
-  }
-
- private:
-  const OneBitOptions options_;
-};
 
 constexpr Method kMethods[] = {Method::kRtn, Method::kInt8, Method::kGptq, Method::kAwq,
                                Method::kLut, Method::kVq,   Method::kOneBit};
@@ -111,15 +56,6 @@ std::optional<Method> ParseMethod(absl::string_view name) {
 
 bool IsUniformGridMethod(Method method) {
   return method == Method::kRtn || method == Method::kInt8 || method == Method::kGptq || method == Method::kAwq;
-}
-
-int NominalBits(const QuantConfig& config) {
-  switch (config.method) {
-    case Method::kLut: return config.lut.bits;
-    case Method::kVq: return config.vq.bits;
-    case Method::kOneBit: return 1;
-    default: return config.bits;
-  }
 }
 
 CalibrationUse CalibrationUseOf(const QuantConfig& config) {
@@ -162,26 +98,58 @@ absl::Status ValidateQuantConfig(const QuantConfig& config) {
   return absl::OkStatus();
 }
 
+GptqOptions GptqOptionsOf(const QuantConfig& c) {
+  return {c.bits, c.group_size, c.symmetric, c.damp_percent, c.act_order, c.static_groups, 128};
+}
+
 AwqOptions AwqOptionsOf(const QuantConfig& c) {
   return {c.bits, c.group_size, !c.symmetric, c.awq_grid, c.awq_clip};
 }
 
 absl::StatusOr<std::unique_ptr<Quantizer>> CreateQuantizer(const QuantConfig& config) {
   RETURN_IF_ERROR(ValidateQuantConfig(config));
+  FunctionQuantizer::Fn fn;
   switch (config.method) {
-    case Method::kGptq:
-      return std::unique_ptr<Quantizer>(new GptqQuantizer({config.bits, config.group_size, config.symmetric,
-                                                           config.damp_percent, config.act_order, config.static_groups, 128}));
-    case Method::kAwq: return std::unique_ptr<Quantizer>(new AwqQuantizer(AwqOptionsOf(config)));
-    case Method::kLut: return std::unique_ptr<Quantizer>(new LutQuantizer(config.lut));
-    case Method::kVq: return std::unique_ptr<Quantizer>(new VqQuantizer(config.vq));
-    case Method::kOneBit: return std::unique_ptr<Quantizer>(new OneBitQuantizer(config.onebit));
-    default: break;
+    case Method::kGptq: {
+      fn = [o = GptqOptionsOf(config)](const Matrix& w, const CalibrationStats* stats) -> absl::StatusOr<QuantizedLayer> {
+        RETURN_IF_ERROR(NeedStats(stats, "gptq"));
+        ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, *stats, o));
+        return std::move(r.tensor);
+      };
+      break;
+    }
+    case Method::kAwq:
+      fn = [o = AwqOptionsOf(config)](const Matrix& w, const CalibrationStats* stats) -> absl::StatusOr<QuantizedLayer> {
+        RETURN_IF_ERROR(NeedStats(stats, "awq"));
+        return QuantizeAwqLayer(w, *stats, o.clip, o);
+      };
+      break;
+    case Method::kLut:
+      fn = [o = config.lut](const Matrix& w, const CalibrationStats* stats) -> absl::StatusOr<QuantizedLayer> {
+        return QuantizeLut(w, o, stats);
+      };
+      break;
+    case Method::kVq:
+      fn = [o = config.vq](const Matrix& w, const CalibrationStats* stats) -> absl::StatusOr<QuantizedLayer> {
+        RETURN_IF_ERROR(NeedStats(stats, "vq"));
+        return QuantizeVq(w, *stats, o);
+      };
+      break;
+    case Method::kOneBit:
+      fn = [o = config.onebit](const Matrix& w, const CalibrationStats* stats) -> absl::StatusOr<QuantizedLayer> {
+        return QuantizeOneBit(w, o, stats);
+      };
+      break;
+    case Method::kRtn:
+    case Method::kInt8: {
+      RtnOptions o{config.bits, config.group_size, config.symmetric ? GridKind::kSymmetric : GridKind::kAsymmetric,
+                   config.mse_clip};
+      if (config.method == Method::kInt8 && config.symmetric) o.grid = GridKind::kRestrictedSymmetric;
+      fn = [o](const Matrix& w, const CalibrationStats*) -> absl::StatusOr<QuantizedLayer> { return QuantizeRtn(w, o); };
+      break;
+    }
   }
-  RtnOptions options{config.bits, config.group_size, config.symmetric ? GridKind::kSymmetric : GridKind::kAsymmetric,
-                     config.mse_clip};
-  if (config.method == Method::kInt8 && config.symmetric) options.grid = GridKind::kRestrictedSymmetric;
-  return std::unique_ptr<Quantizer>(new RtnQuantizer(options));
+  return std::unique_ptr<Quantizer>(new FunctionQuantizer(std::move(fn)));
 }
 
 }  // namespace lowbit

@@ -53,9 +53,8 @@ enum class CalibrationUse { kNone, kIfGiven, kRequired };
 CalibrationUse CalibrationUseOf(const QuantConfig& config);
 // True for methods whose result is a uniform grid (packable as GPTQ or AWQ).
 bool IsUniformGridMethod(Method method);
-// The config's headline bit width: code bits (rtn, int8, gptq, awq, lut), bits per dimension (vq), 1 (onebit).
-int NominalBits(const QuantConfig& config);
-// AWQ's options from the shared fields.
+// GPTQ's and AWQ's options from the shared fields.
+GptqOptions GptqOptionsOf(const QuantConfig& config);
 AwqOptions AwqOptionsOf(const QuantConfig& config);
 
 // INVALID_ARGUMENT naming the offending field ("bits", "group_size", ...).

@@ -178,8 +178,7 @@ absl::StatusOr<CodebookTensor> QuantizeVq(const Matrix& w, const CalibrationStat
         codebook = UniformCodebook(points.data(), n, d, o.bits);
       } else {
         const KMeansOptions km{k, o.em_iterations, o.seed, 256};
-        codebook = d == 1 ? KMeans1D(points.data(), point_w.data(), n, km).centroids
-                          : KMeans(points.data(), point_w.data(), n, d, km).centroids;
+        codebook = KMeans(points.data(), point_w.data(), n, d, km).centroids;
       }
       const int64_t tile = t.tile_of(r0, c0);
       ASSIGN_OR_RETURN(t.codebook_scales[tile], StoreAsInt8(codebook.data(), static_cast<int64_t>(codebook.size())));

@@ -76,28 +76,35 @@ double SquaredDifference(const Matrix& a, const Matrix& b) {
   return e;
 }
 
-// The statistics of all four linear inputs of decoder block `layer`, from one pass over the windows; the
-// attention-norm outputs are kept per window in `attention_inputs` and the MLP-norm outputs in `mlp_inputs`.
+// The statistics of the `wanted` linear inputs of decoder block `layer`, from one pass over the windows. With
+// `attention_inputs` and `mlp_inputs` (AWQ's block searches; both inputs wanted) the attention-norm outputs are
+// also kept per window and the MLP-norm outputs as rows of one matrix.
 std::array<CalibrationStats, 4> CaptureBlockInputs(LlamaModel& model, int layer, const std::vector<std::vector<int>>& windows,
-                                                   std::vector<Matrix>* attention_inputs, Matrix* mlp_inputs) {
+                                                   std::array<bool, 4> wanted,
+                                                   std::vector<Matrix>* attention_inputs = nullptr,
+                                                   Matrix* mlp_inputs = nullptr) {
   const std::string p = absl::StrCat("model.layers.", layer, ".");
   std::array<CalibrationStats, 4> stats;
   stats[0].cols = model.MutableLinear(p + "self_attn.q_proj.weight")->cols;
   stats[1].cols = model.MutableLinear(p + "self_attn.o_proj.weight")->cols;
   stats[2].cols = model.MutableLinear(p + "mlp.gate_proj.weight")->cols;
   stats[3].cols = model.MutableLinear(p + "mlp.down_proj.weight")->cols;
+  if (mlp_inputs != nullptr) *mlp_inputs = Matrix{0, stats[2].cols, {}};
   std::array<std::vector<float>, 4> rows;
   model.set_capture([&, layer](int l, LinearInput in, const float* x) {
     const int i = static_cast<int>(in);
-    if (l == layer) rows[i].insert(rows[i].end(), x, x + stats[i].cols);
+    if (l == layer && wanted[i]) rows[i].insert(rows[i].end(), x, x + stats[i].cols);
   });
   for (const std::vector<int>& window : windows) {
     model.Reset();
     for (int token : window) model.Forward(token, layer);
-    attention_inputs->push_back({static_cast<int64_t>(window.size()), stats[0].cols, rows[0]});
-    mlp_inputs->data.insert(mlp_inputs->data.end(), rows[2].begin(), rows[2].end());
-    mlp_inputs->rows += static_cast<int64_t>(window.size());
+    if (attention_inputs != nullptr) attention_inputs->push_back({static_cast<int64_t>(window.size()), stats[0].cols, rows[0]});
+    if (mlp_inputs != nullptr) {
+      mlp_inputs->data.insert(mlp_inputs->data.end(), rows[2].begin(), rows[2].end());
+      mlp_inputs->rows += static_cast<int64_t>(window.size());
+    }
     for (int i = 0; i < 4; ++i) {
+      if (!wanted[i]) continue;
       AccumulateHessian(rows[i].data(), static_cast<int64_t>(rows[i].size()) / stats[i].cols, &stats[i]);
       rows[i].clear();
     }
@@ -128,19 +135,9 @@ absl::StatusOr<std::map<std::string, CalibratedLayer>> RunSequential(
       }
       if (names.empty()) continue;
       // One pass over the calibration windows up to this block, collecting this input's statistics.
-      CalibrationStats stats;
-      stats.cols = model.MutableLinear(names.front())->cols;
-      std::vector<float> rows;
-      model.set_capture([&, layer, input = input](int l, LinearInput in, const float* x) {
-        if (l == layer && in == input) rows.insert(rows.end(), x, x + stats.cols);
-      });
-      for (const std::vector<int>& window : windows) {
-        model.Reset();
-        for (int token : window) model.Forward(token, layer);
-        AccumulateHessian(rows.data(), static_cast<int64_t>(rows.size()) / stats.cols, &stats);
-        rows.clear();
-      }
-      model.set_capture(nullptr);
+      std::array<bool, 4> wanted{};
+      wanted[static_cast<int>(input)] = true;
+      const CalibrationStats stats = CaptureBlockInputs(model, layer, windows, wanted)[static_cast<int>(input)];
       for (const std::string& name : names) {
         Matrix* w = model.MutableLinear(name);
         const auto started = std::chrono::steady_clock::now();
@@ -163,9 +160,9 @@ absl::StatusOr<AwqModelResult> RunAwq(LlamaModel& model, const std::vector<std::
   for (int layer = 0; layer < model.num_layers(); ++layer) {
     const std::string p = absl::StrCat("model.layers.", layer, ".");
     std::vector<Matrix> attention_x;
-    Matrix mlp_x{0, 0, {}};
-    const std::array<CalibrationStats, 4> stats = CaptureBlockInputs(model, layer, windows, &attention_x, &mlp_x);
-    mlp_x.cols = stats[2].cols;
+    Matrix mlp_x;
+    const std::array<CalibrationStats, 4> stats =
+        CaptureBlockInputs(model, layer, windows, {true, true, true, true}, &attention_x, &mlp_x);
     // Working copies: the float model stays as it is, so later blocks see float activations.
     std::map<std::string, Matrix> w;
     for (const char* s : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",

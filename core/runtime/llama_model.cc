@@ -26,6 +26,29 @@ void MatVec(const Matrix& w, const float* x, float* y) {
 }
 
 // HF rotary embedding: dimension i pairs with i + d/2, frequency theta^(-2i/d).
+// Causal attention of one query head `q` over positions 0..last: keys and values are rows kv_dim apart,
+// this head's slot at `offset`. `scores` holds last + 1 floats of scratch; `out` gets head_dim values.
+void AttendHead(const float* q, const float* keys, const float* values, int64_t last, int64_t kv_dim, int64_t offset,
+                int64_t head_dim, float* scores, float* out) {
+  const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  float max_score = -INFINITY;
+  for (int64_t t = 0; t <= last; ++t) {
+    const float* k = keys + t * kv_dim + offset;
+    float s = 0;
+    for (int64_t i = 0; i < head_dim; ++i) s += q[i] * k[i];
+    scores[t] = s * inv_sqrt;
+    max_score = std::max(max_score, scores[t]);
+  }
+  float sum = 0;
+  for (int64_t t = 0; t <= last; ++t) sum += (scores[t] = std::exp(scores[t] - max_score));
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t t = 0; t <= last; ++t) {
+    const float* v = values + t * kv_dim + offset;
+    const float a = scores[t] / sum;
+    for (int64_t i = 0; i < head_dim; ++i) out[i] += a * v[i];
+  }
+}
+
 void Rope(float* v, int64_t heads, int64_t head_dim, int64_t pos, double theta) {
   const int64_t half = head_dim / 2;
   for (int64_t h = 0; h < heads; ++h) {
@@ -145,27 +168,9 @@ const std::vector<float>& LlamaModel::Forward(int token, int last_layer) {
     float* values = value_cache_.data() + (static_cast<int64_t>(l) * max_pos_) * kv_dim;
     std::copy(k_.begin(), k_.end(), keys + pos_ * kv_dim);
     std::copy(v_.begin(), v_.end(), values + pos_ * kv_dim);
-    const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(head_dim_));
     for (int64_t h = 0; h < heads_; ++h) {
-      const float* q = q_.data() + h * head_dim_;
-      const int64_t kvh = h / group;
-      float max_score = -INFINITY;
-      for (int64_t t = 0; t <= pos_; ++t) {
-        const float* k = keys + t * kv_dim + kvh * head_dim_;
-        float s = 0;
-        for (int64_t i = 0; i < head_dim_; ++i) s += q[i] * k[i];
-        att_[t] = s * inv_sqrt;
-        max_score = std::max(max_score, att_[t]);
-      }
-      float sum = 0;
-      for (int64_t t = 0; t <= pos_; ++t) sum += (att_[t] = std::exp(att_[t] - max_score));
-      float* out = out_.data() + h * head_dim_;
-      std::fill(out, out + head_dim_, 0.0f);
-      for (int64_t t = 0; t <= pos_; ++t) {
-        const float* v = values + t * kv_dim + kvh * head_dim_;
-        const float a = att_[t] / sum;
-        for (int64_t i = 0; i < head_dim_; ++i) out[i] += a * v[i];
-      }
+      AttendHead(q_.data() + h * head_dim_, keys, values, pos_, kv_dim, (h / group) * head_dim_, head_dim_, att_.data(),
+                 out_.data() + h * head_dim_);
     }
     if (capture_) capture_(layer, LinearInput::kO, out_.data());
     MatVec(b.o, out_.data(), xb_.data());
@@ -210,29 +215,12 @@ Matrix LlamaModel::AttentionOutput(const Matrix& x, const Matrix& wq, const Matr
     Rope(q.row(t), heads_, head_dim_, t, theta_);
     Rope(k.row(t), kv_heads_, head_dim_, t, theta_);
   }
-  Matrix out{steps, heads_ * head_dim_, std::vector<float>(static_cast<size_t>(steps * heads_ * head_dim_), 0.0f)};
+  Matrix out{steps, heads_ * head_dim_, std::vector<float>(static_cast<size_t>(steps * heads_ * head_dim_))};
   std::vector<float> att(static_cast<size_t>(steps));
-  const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(head_dim_));
   for (int64_t t = 0; t < steps; ++t) {
     for (int64_t h = 0; h < heads_; ++h) {
-      const float* qh = q.row(t) + h * head_dim_;
-      const int64_t kvh = h / group;
-      float max_score = -INFINITY;
-      for (int64_t u = 0; u <= t; ++u) {
-        const float* kh = k.data.data() + u * kv_dim + kvh * head_dim_;
-        float s = 0;
-        for (int64_t i = 0; i < head_dim_; ++i) s += qh[i] * kh[i];
-        att[u] = s * inv_sqrt;
-        max_score = std::max(max_score, att[u]);
-      }
-      float sum = 0;
-      for (int64_t u = 0; u <= t; ++u) sum += (att[u] = std::exp(att[u] - max_score));
-      float* o = out.row(t) + h * head_dim_;
-      for (int64_t u = 0; u <= t; ++u) {
-        const float* vh = v.data.data() + u * kv_dim + kvh * head_dim_;
-        const float a = att[u] / sum;
-        for (int64_t i = 0; i < head_dim_; ++i) o[i] += a * vh[i];
-      }
+      AttendHead(q.row(t) + h * head_dim_, k.data.data(), v.data.data(), t, kv_dim, (h / group) * head_dim_, head_dim_,
+                 att.data(), out.row(t) + h * head_dim_);
     }
   }
   return TimesTransposed(out, wo);

@@ -5,21 +5,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 #include "gtest/gtest.h"
 #include "core/tensor/dtype.h"
+#include "tests/test_util/calibration_inputs.h"
 
 namespace lowbit {
 namespace {
-
-Matrix Random(int64_t rows, int64_t cols, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::student_t_distribution<float> heavy(5.0f);
-  Matrix w{rows, cols, std::vector<float>(static_cast<size_t>(rows * cols))};
-  for (float& v : w.data) v = 0.05f * heavy(rng);
-  return w;
-}
 
 double SquaredError(const Matrix& w, const CodebookTensor& t, const std::vector<float>* column_weight = nullptr) {
   std::vector<float> row(static_cast<size_t>(w.cols));
@@ -32,7 +24,7 @@ double SquaredError(const Matrix& w, const CodebookTensor& t, const std::vector<
 }
 
 TEST(LutTest, UniformModeIsTheEvenlySpacedTableWithNearestCodes) {
-  const Matrix w = Random(24, 40, 1);
+  const Matrix w = testing::RandomMatrix(24, 40, 1);
   LutOptions o;
   o.bits = 3;
   o.mode = LutMode::kUniform;
@@ -53,7 +45,7 @@ TEST(LutTest, UniformModeIsTheEvenlySpacedTableWithNearestCodes) {
 }
 
 TEST(LutTest, UniqueModeIsExactAndRefusesTooManyValues) {
-  Matrix w = Random(16, 32, 2);
+  Matrix w = testing::RandomMatrix(16, 32, 2);
   const float values[] = {-0.5f, -0.25f, 0.0f, 0.125f, 0.75f};
   for (size_t i = 0; i < w.data.size(); ++i) w.data[i] = values[i % 5];
   LutOptions o;
@@ -67,7 +59,7 @@ TEST(LutTest, UniqueModeIsExactAndRefusesTooManyValues) {
 }
 
 TEST(LutTest, KMeansBeatsTheUniformTableAndCodesAreNearestEntries) {
-  const Matrix w = Random(64, 96, 3);
+  const Matrix w = testing::RandomMatrix(64, 96, 3);
   for (int bits : {1, 2, 3, 4, 6, 8}) {
     for (LutGranularity g : {LutGranularity::kPerTensor, LutGranularity::kPerGroupedChannel}) {
       LutOptions o;
@@ -96,7 +88,7 @@ TEST(LutTest, KMeansBeatsTheUniformTableAndCodesAreNearestEntries) {
 }
 
 TEST(LutTest, PerChannelScaleAndVectorPalettization) {
-  Matrix w = Random(32, 64, 4);
+  Matrix w = testing::RandomMatrix(32, 64, 4);
   for (int64_t c = 0; c < w.cols; ++c) w.data[5 * w.cols + c] *= 40.0f;  // one loud channel
   LutOptions o;
   o.bits = 4;
@@ -161,7 +153,7 @@ TEST(LutTest, PerChannelScaleAndVectorPalettization) {
 }
 
 TEST(LutTest, SensitiveKMeansLowersTheHessianWeightedError) {
-  const Matrix w = Random(48, 64, 5);
+  const Matrix w = testing::RandomMatrix(48, 64, 5);
   CalibrationStats stats;
   stats.cols = 64;
   stats.hessian.assign(64 * 64, 0.0f);
@@ -178,7 +170,7 @@ TEST(LutTest, SensitiveKMeansLowersTheHessianWeightedError) {
 }
 
 TEST(LutTest, RejectsBadOptionsAndNonFiniteWeights) {
-  Matrix w = Random(8, 8, 6);
+  Matrix w = testing::RandomMatrix(8, 8, 6);
   LutOptions o;
   o.bits = 5;
   EXPECT_EQ(QuantizeLut(w, o, nullptr).status().code(), absl::StatusCode::kInvalidArgument);

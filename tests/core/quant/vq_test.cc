@@ -70,10 +70,17 @@ CodebookTensor NearestAssignment(const Matrix& w, const CodebookTensor& t) {
   return nearest;
 }
 
+// A layer and calibration inputs with correlated channels, two of them outliers.
+const Matrix kLayer = testing::RandomMatrix(48, 64, 2);
+const testing::LayerInputs& CorrelatedInputs() {
+  static const testing::LayerInputs inputs = testing::CorrelatedInputs(64, 600, 3, {5, 40}, 5.0f);
+  return inputs;
+}
+
 TEST(VqTest, ErrorFeedbackBeatsNearestCentroidAssignment) {
   // d = 1, where the importance weighting cannot change which centroid is nearest: only feedback differs.
-  const Matrix w = testing::RandomMatrix(48, 64, 2);
-  const testing::LayerInputs in = testing::CorrelatedInputs(64, 600, 3, {5, 40}, 5.0f);
+  const Matrix& w = kLayer;
+  const testing::LayerInputs& in = CorrelatedInputs();
   VqOptions o;
   o.dim = 1;
   o.bits = 2;
@@ -85,8 +92,8 @@ TEST(VqTest, ErrorFeedbackBeatsNearestCentroidAssignment) {
 }
 
 TEST(VqTest, CodebookUpdateLowersTheOutputError) {
-  const Matrix w = testing::RandomMatrix(48, 64, 2);
-  const testing::LayerInputs in = testing::CorrelatedInputs(64, 600, 3, {5, 40}, 5.0f);
+  const Matrix& w = kLayer;
+  const testing::LayerInputs& in = CorrelatedInputs();
   VqOptions o;
   o.dim = 2;
   o.bits = 2;
