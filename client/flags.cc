@@ -30,7 +30,7 @@ ABSL_FLAG(int, refine_iterations, 0, "onebit: calibrated least-squares rounds fo
 ABSL_FLAG(double, damp_percent, 0.01, "gptq, vq: diagonal damping as a fraction of its mean");
 ABSL_FLAG(bool, act_order, false, "gptq: quantize columns by decreasing Hessian diagonal (desc_act, g_idx)");
 ABSL_FLAG(bool, static_groups, false, "gptq: grids from the original weights");
-ABSL_FLAG(std::string, calib, "", "calibration text for gptq, awq, vq, sensitive lut, refined onebit (path or URI), tokenized with --tokenizer");
+ABSL_FLAG(std::string, calib, "", "calibration text for gptq, awq, vq, sensitive lut, refined onebit (path or URI), tokenized with --tokenizer, or token ids (.ids.json)");
 ABSL_FLAG(int, calib_samples, 32, "calibration windows");
 ABSL_FLAG(int, calib_seqlen, 128, "tokens per calibration window");
 ABSL_FLAG(int, calib_seed, 0, "seed choosing the calibration windows");
@@ -52,6 +52,9 @@ ABSL_FLAG(int, threads, 0, "worker threads (0 = one per core)");
 ABSL_FLAG(std::string, model, "", "generate: checkpoint to run");
 ABSL_FLAG(std::string, tokenizer, "", "generate: llama2.c tokenizer.bin");
 ABSL_FLAG(int, steps, 256, "generate: tokens to decode greedily from BOS");
+ABSL_FLAG(std::string, memory_limit, "",
+          "quantize: refuse a job planned above this much memory, e.g. 16Gi (default: the cgroup limit, else 80% of RAM; 0: none)");
+ABSL_FLAG(bool, dry_run, false, "quantize, submit: print the job's resource plan and exit without running it");
 ABSL_FLAG(std::string, s3_endpoint, "", "S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, or AWS itself)");
 ABSL_FLAG(std::string, s3_region, "", "S3 region (default: AWS_REGION, the profile's region, or us-east-1)");
 

@@ -32,6 +32,8 @@ ABSL_DECLARE_FLAG(std::string, text);
 ABSL_DECLARE_FLAG(int, eval_windows);
 ABSL_DECLARE_FLAG(int, eval_seqlen);
 ABSL_DECLARE_FLAG(std::string, s3_region);
+ABSL_DECLARE_FLAG(std::string, memory_limit);
+ABSL_DECLARE_FLAG(bool, dry_run);
 
 namespace lowbit::cli {
 

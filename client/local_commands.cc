@@ -17,7 +17,9 @@
 #include "core/pack/gptq.h"
 #include "core/runtime/evaluation.h"
 #include "core/runtime/llama_model.h"
+#include "core/runtime/token_windows.h"
 #include "core/runtime/tokenizer.h"
+#include "core/job/job_plan.h"
 #include "core/job/quantize_job.h"
 #include "core/storage/routing_object_store.h"
 #include "core/util/status_macros.h"
@@ -48,7 +50,7 @@ absl::Status RequireInputOutput() {
 
 class ConsoleObserver final : public JobObserver {
  public:
-  explicit ConsoleObserver(bool tables) : tables_(tables) {}
+  ConsoleObserver(bool tables, bool calibrating) : tables_(tables), calibrating_(calibrating) {}
   void OnStart(int64_t layers_total, uint64_t) override {
     total_ = layers_total;
     if (tables_) std::cout << LayerTableHeader() << std::flush;
@@ -60,17 +62,46 @@ class ConsoleObserver final : public JobObserver {
       bar_.Finish();
       std::cout << LayerTableRow(*layer) << std::flush;
     }
-    bar_.Update(done_, total_, name);
+    if (!calibrating_) bar_.Update(done_, total_, name);
+  }
+  // Calibration and evaluation go block by block: the bar follows the blocks.
+  void Progress(const JobProgress& p) override {
+    if (p.phase != JobPhase::kCalibrating && p.phase != JobPhase::kEvaluating) return;
+    bar_.Update(p.done, p.total, absl::StrCat(p.phase == JobPhase::kCalibrating ? "calibrating " : "evaluating ", p.item));
   }
   void Finish() { bar_.Finish(); }
 
  private:
-  const bool tables_;
+  const bool tables_, calibrating_;
   ProgressBar bar_;
   int64_t done_ = 0, total_ = 0;
 };
 
 }  // namespace
+
+absl::StatusOr<uint64_t> MemoryLimitFromFlags() {
+  const std::string limit = absl::GetFlag(FLAGS_memory_limit);
+  if (limit.empty()) return DefaultMemoryLimit();
+  return ParseByteSize(limit);
+}
+
+absl::Status PrintPlan(const QuantizeJobSpec& spec, ObjectStore* store, const JobOptions& options) {
+  RETURN_IF_ERROR(ValidateJobSpec(spec));
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(store, spec.source_uri));
+  ASSIGN_OR_RETURN(const ResourceEstimate e, EstimateResources(reader->descriptor(), reader->tensors(), spec, options));
+  const absl::Status fits = CheckMemoryLimit(e, options.memory_limit_bytes);
+  if (absl::GetFlag(FLAGS_json)) {
+    nlohmann::json j = e.ToJson();
+    j["memory_limit_bytes"] = options.memory_limit_bytes;
+    j["fits"] = fits.ok();
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << "plan: " << e.Summary() << "\n"
+              << "memory limit: " << (options.memory_limit_bytes ? FormatBytes(options.memory_limit_bytes) : "none") << " ("
+              << (fits.ok() ? "fits" : "does not fit") << ")\n";
+  }
+  return fits;
+}
 
 absl::Status RunQuantizeCommand() {
   RETURN_IF_ERROR(RequireInputOutput());
@@ -85,9 +116,11 @@ absl::Status RunQuantizeCommand() {
                                                        : static_cast<int>(std::thread::hardware_concurrency());
   ThreadPool pool(threads);
   const bool json = absl::GetFlag(FLAGS_json);
-  ConsoleObserver observer(!json);
-  absl::StatusOr<JobReport> report =
-      RunQuantizeJob(spec, store.get(), store.get(), {&pool, 2 * threads}, &observer);
+  JobOptions options{&pool, 2 * threads};
+  ASSIGN_OR_RETURN(options.memory_limit_bytes, MemoryLimitFromFlags());
+  if (absl::GetFlag(FLAGS_dry_run)) return PrintPlan(spec, store.get(), options);
+  ConsoleObserver observer(!json, Calibrates(spec));
+  absl::StatusOr<JobReport> report = RunQuantizeJob(spec, store.get(), store.get(), options, &observer);
   observer.Finish();
   if (!report.ok()) return report.status();
   if (json) {
@@ -130,23 +163,28 @@ absl::Status RunGenerateCommand() {
 }
 
 absl::Status RunEvalCommand() {
-  if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_tokenizer).empty() || absl::GetFlag(FLAGS_text).empty()) {
-    return absl::InvalidArgumentError("--model, --tokenizer and --text are required");
+  if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_text).empty()) {
+    return absl::InvalidArgumentError("--model and --text are required (and --tokenizer unless the text is .ids.json)");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
-  // Quantized outputs of lowbit (GPTQ layout) are dequantized on the way in; plain checkpoints pass through.
+  // Quantized outputs of lowbit are dequantized on the way in; plain checkpoints pass through.
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenDequantized(store.get(), ToUri(absl::GetFlag(FLAGS_model))));
-  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(*reader));
-  std::optional<LlamaModel> reference;
+  std::unique_ptr<CheckpointReader> reference;
   if (!absl::GetFlag(FLAGS_reference).empty()) {
-    ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> ref_reader,
-                     OpenDequantized(store.get(), ToUri(absl::GetFlag(FLAGS_reference))));
-    ASSIGN_OR_RETURN(reference, LlamaModel::Load(*ref_reader));
+    ASSIGN_OR_RETURN(reference, OpenDequantized(store.get(), ToUri(absl::GetFlag(FLAGS_reference))));
   }
-  ASSIGN_OR_RETURN(Llama2cTokenizer tokenizer,
-                   Llama2cTokenizer::Load(store.get(), ToUri(absl::GetFlag(FLAGS_tokenizer)), model.vocab_size()));
-  ASSIGN_OR_RETURN(EvalResult r, Evaluate(model, reference ? &*reference : nullptr, store.get(), ToUri(absl::GetFlag(FLAGS_text)),
-                                          tokenizer, {absl::GetFlag(FLAGS_eval_windows), absl::GetFlag(FLAGS_eval_seqlen)}));
+  const ModelDescriptor& d = reader->descriptor();
+  TokenSource source{nullptr, d.vocab_size, d.config.value("bos_token_id", Llama2cTokenizer::kBos)};
+  std::optional<Llama2cTokenizer> tokenizer;
+  if (!absl::GetFlag(FLAGS_tokenizer).empty()) {
+    ASSIGN_OR_RETURN(tokenizer, Llama2cTokenizer::Load(store.get(), ToUri(absl::GetFlag(FLAGS_tokenizer)),
+                                                       static_cast<int>(d.vocab_size)));
+    source.tokenizer = &*tokenizer;
+  }
+  ASSIGN_OR_RETURN(const EvaluationWindows windows,
+                   MakeEvaluationWindows(store.get(), ToUri(absl::GetFlag(FLAGS_text)), source,
+                                         absl::GetFlag(FLAGS_eval_windows), absl::GetFlag(FLAGS_eval_seqlen)));
+  ASSIGN_OR_RETURN(EvalResult r, Evaluate(*reader, reference.get(), windows));
   if (absl::GetFlag(FLAGS_json)) {
     nlohmann::json j = {{"perplexity", r.perplexity}, {"tokens", r.tokens}};
     if (reference) j["reference_perplexity"] = r.reference_perplexity, j["kl_divergence"] = r.kl_divergence;

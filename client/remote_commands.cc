@@ -172,6 +172,7 @@ absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
   request.mutable_layers()->set_quantize_lm_head(spec.quantize_lm_head);
   request.set_overwrite(spec.overwrite);
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  request.set_validate_only(absl::GetFlag(FLAGS_dry_run));
   request.set_tokenizer_uri(spec.tokenizer_uri);
   request.mutable_calibration()->set_text_uri(spec.calibration.text_uri);
   request.mutable_calibration()->set_samples(spec.calibration.samples);
@@ -194,6 +195,10 @@ absl::Status RunSubmitCommand() {
   v1::Job job;
   op.metadata().UnpackTo(&job);
   if (absl::GetFlag(FLAGS_json) && !absl::GetFlag(FLAGS_watch)) return PrintJson(op);
+  if (request.validate_only()) {
+    std::cout << "plan: " << job.plan().summary() << "\n(validate only: nothing was queued)\n";
+    return absl::OkStatus();
+  }
   std::cout << "submitted " << job.name() << " (" << op.name() << ")\n";
   if (absl::GetFlag(FLAGS_watch)) return RunWatchCommand(job.name());
   return absl::OkStatus();

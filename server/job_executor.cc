@@ -46,14 +46,40 @@ class ProgressObserver final : public JobObserver {
         *job.add_layers() = ToProto(*layer);
       }
       // Reading is the pace-setter of a streamed job: extrapolate from the bytes read so far.
-      if (bytes_read > 0 && bytes_total_ >= bytes_read) {
+      if (phase_ != JobPhase::kCalibrating && bytes_read > 0 && bytes_total_ >= bytes_read) {
         const double remaining = elapsed * static_cast<double>(bytes_total_ - bytes_read) / static_cast<double>(bytes_read);
         *job.mutable_eta() = TimeUtil::NanosecondsToDuration(static_cast<int64_t>(remaining * 1e9));
       }
     }).IgnoreError();
   }
 
-  bool IsCancelled() override { return preempt_->load() || registry_->CancelRequested(id_); }
+  // Called from the job's thread and from workers.
+  absl::Status CheckCancelled() const override {
+    if (preempt_->load()) return absl::CancelledError("job preempted: the server is shutting down");
+    if (registry_->CancelRequested(id_)) return absl::CancelledError("job cancelled");
+    return absl::OkStatus();
+  }
+
+  void Progress(const JobProgress& p) override {
+    const auto now = std::chrono::steady_clock::now();
+    if (p.phase != phase_ || p.done < phase_done_) {
+      phase_ = p.phase;
+      phase_started_ = now;
+    }
+    phase_done_ = p.done;
+    const double in_phase = std::chrono::duration<double>(now - phase_started_).count();
+    registry_->Update(id_, [&](v1::Job& job) {
+      job.set_phase(ToProto(p.phase));
+      job.set_phase_done(p.done);
+      job.set_phase_total(p.total);
+      if (!p.item.empty()) job.set_current_layer(p.item);
+      // The calibrating phase is the pace-setter of a calibrated job: extrapolate from its blocks so far.
+      if (p.phase == JobPhase::kCalibrating && p.done > 0 && p.total >= p.done) {
+        const double remaining = in_phase * static_cast<double>(p.total - p.done) / static_cast<double>(p.done);
+        *job.mutable_eta() = TimeUtil::NanosecondsToDuration(static_cast<int64_t>(remaining * 1e9));
+      }
+    }).IgnoreError();
+  }
 
  private:
   const std::string id_;
@@ -62,6 +88,9 @@ class ProgressObserver final : public JobObserver {
   const std::atomic<bool>* const preempt_;
   const std::chrono::steady_clock::time_point started_;
   uint64_t bytes_total_ = 0, last_read_ = 0, last_written_ = 0;
+  JobPhase phase_ = JobPhase::kPlanning;
+  int64_t phase_done_ = 0;
+  std::chrono::steady_clock::time_point phase_started_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace
@@ -84,6 +113,7 @@ void JobExecutor::Run(const std::string& id) {
     *j.mutable_start_time() = NowTimestamp();
     j.set_layers_done(0);
     j.clear_layers();
+    j.set_phase(v1::Job::PLANNING);
   }).IgnoreError();
 
   absl::StatusOr<JobReport> report;
@@ -93,10 +123,8 @@ void JobExecutor::Run(const std::string& id) {
       report = spec.status();
     } else {
       ProgressObserver observer(id, registry_, metrics_, &preempt_);
-      JobOptions job_options;
+      JobOptions job_options = options_.job;
       job_options.pool = pool_;
-      job_options.max_tensors_in_flight = options_.max_tensors_in_flight;
-      job_options.max_resident_model_bytes = options_.max_resident_model_bytes;
       report = RunQuantizeJob(*spec, store_, store_, job_options, &observer);
     }
   } catch (const std::exception& e) {
@@ -112,6 +140,9 @@ void JobExecutor::Run(const std::string& id) {
       j.clear_start_time();
       j.clear_eta();
       j.clear_current_layer();
+      j.clear_phase();
+      j.clear_phase_done();
+      j.clear_phase_total();
     }).IgnoreError();
     return;
   }

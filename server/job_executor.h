@@ -7,6 +7,7 @@
 #include <atomic>
 #include <string>
 
+#include "core/job/quantize_job.h"
 #include "core/storage/object_store.h"
 #include "core/util/thread_pool.h"
 #include "server/job_registry.h"
@@ -17,15 +18,14 @@ namespace lowbit::server {
 class JobExecutor {
  public:
   struct Options {
-    int max_tensors_in_flight = 4;               ///< per job
-    uint64_t max_resident_model_bytes = 4ull << 30;  ///< gptq/evaluation hold the model in float32
+    JobOptions job;  ///< every job's options (the pool is the executor's)
   };
   // Nothing is owned; all must outlive the executor.
   JobExecutor(const Options& options, JobRegistry* registry, ObjectStore* store, ThreadPool* pool, Metrics* metrics)
       : options_(options), registry_(registry), store_(store), pool_(pool), metrics_(metrics) {}
 
   void Run(const std::string& job_id);
-  // Makes running jobs stop at their next tensor and go back to QUEUED (server shutdown).
+  // Makes running jobs stop at their next cancellation check and go back to QUEUED (server shutdown).
   void PreemptAll() { preempt_ = true; }
 
  private:

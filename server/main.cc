@@ -22,6 +22,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "core/job/job_plan.h"
 #include "core/storage/routing_object_store.h"
 #include "core/util/memory.h"
 #include "core/util/thread_pool.h"
@@ -42,7 +43,9 @@ ABSL_FLAG(int, max_concurrent_jobs, 1, "jobs running at once");
 ABSL_FLAG(int, max_queued_jobs, 16, "jobs waiting beyond the running ones; more are refused with RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, worker_threads, 0, "quantization worker threads shared by all jobs (0 = one per core)");
 ABSL_FLAG(int, max_tensors_in_flight, 4, "tensors each job holds in memory at once (read, not yet written)");
-ABSL_FLAG(int, max_resident_model_mib, 4096, "gptq and evaluation hold the model in float32; larger models are refused");
+ABSL_FLAG(std::string, memory_limit, "",
+          "memory jobs may plan to use, e.g. 20GiB or 16G (default: the cgroup limit in a container, else 80% of RAM; "
+          "0: none); jobs planned above it are refused at submit, queued jobs are admitted within it");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30), "on SIGTERM, how long running jobs may take to finish");
 ABSL_FLAG(std::string, s3_endpoint, "", "S3-compatible endpoint for s3:// URIs (default: AWS_ENDPOINT_URL, or AWS)");
 ABSL_FLAG(std::string, s3_region, "", "S3 region (default: AWS_REGION, the profile's region, or us-east-1)");
@@ -104,19 +107,30 @@ int Serve() {
   const int workers = absl::GetFlag(FLAGS_worker_threads) > 0 ? absl::GetFlag(FLAGS_worker_threads)
                                                               : static_cast<int>(std::thread::hardware_concurrency());
   ThreadPool pool(workers);
-  JobExecutor executor({absl::GetFlag(FLAGS_max_tensors_in_flight),
-                        static_cast<uint64_t>(absl::GetFlag(FLAGS_max_resident_model_mib)) << 20},
-                       &registry, store->get(), &pool, &metrics);
-  Scheduler scheduler({absl::GetFlag(FLAGS_max_concurrent_jobs), absl::GetFlag(FLAGS_max_queued_jobs)},
+  JobOptions job_options;
+  job_options.max_tensors_in_flight = absl::GetFlag(FLAGS_max_tensors_in_flight);
+  if (absl::GetFlag(FLAGS_memory_limit).empty()) {
+    job_options.memory_limit_bytes = DefaultMemoryLimit();
+  } else if (absl::StatusOr<uint64_t> limit = ParseByteSize(absl::GetFlag(FLAGS_memory_limit)); limit.ok()) {
+    job_options.memory_limit_bytes = *limit;
+  } else {
+    std::fprintf(stderr, "lowbitd: --memory_limit: %s\n", limit.status().ToString().c_str());
+    return 1;
+  }
+  JobExecutor executor({job_options}, &registry, store->get(), &pool, &metrics);
+  Scheduler scheduler({absl::GetFlag(FLAGS_max_concurrent_jobs), absl::GetFlag(FLAGS_max_queued_jobs),
+                       job_options.memory_limit_bytes},
                       [&executor](const std::string& id) { executor.Run(id); },
                       [&metrics](int queued, int running) { metrics.QueueChanged(queued, running); });
   for (const std::string& id : *restored) {
-    if (absl::Status s = scheduler.Enqueue(id); !s.ok()) {
+    const std::optional<v1::Job> job = registry.Get(id);
+    const uint64_t planned = job ? static_cast<uint64_t>(job->plan().total_bytes()) : 0;
+    if (absl::Status s = scheduler.Enqueue(id, planned); !s.ok()) {
       std::fprintf(stderr, "lowbitd: cannot requeue %s: %s\n", id.c_str(), s.ToString().c_str());
     }
   }
 
-  JobServices jobs{&registry, &scheduler, store->get(), &metrics};
+  JobServices jobs{&registry, &scheduler, store->get(), &metrics, job_options};
   QuantizerService quantizer_service(jobs);
   OperationsService operations_service(jobs);
   HealthService health_service;

@@ -182,6 +182,32 @@ v1::LayerReport ToProto(const LayerReport& layer) {
   return p;
 }
 
+v1::Job::Phase ToProto(JobPhase phase) {
+  switch (phase) {
+    case JobPhase::kPlanning: return v1::Job::PLANNING;
+    case JobPhase::kCalibrating: return v1::Job::CALIBRATING;
+    case JobPhase::kQuantizing: return v1::Job::QUANTIZING;
+    case JobPhase::kWriting: return v1::Job::WRITING;
+    case JobPhase::kEvaluating: return v1::Job::EVALUATING;
+  }
+  return v1::Job::PHASE_UNSPECIFIED;
+}
+
+v1::ResourcePlan ToProto(const ResourceEstimate& e, uint64_t memory_limit_bytes) {
+  v1::ResourcePlan p;
+  p.set_total_bytes(static_cast<int64_t>(e.total));
+  p.set_memory_limit_bytes(static_cast<int64_t>(memory_limit_bytes));
+  p.set_streaming_bytes(static_cast<int64_t>(e.streaming));
+  p.set_block_weights_bytes(static_cast<int64_t>(e.block_weights));
+  p.set_activations_bytes(static_cast<int64_t>(e.activations));
+  p.set_statistics_bytes(static_cast<int64_t>(e.statistics));
+  p.set_evaluation_bytes(static_cast<int64_t>(e.evaluation));
+  p.set_activation_storage(e.activation_storage);
+  p.set_calibration_rows(e.calibration_rows);
+  p.set_summary(e.Summary());
+  return p;
+}
+
 v1::QuantizeResult ToProto(const JobReport& report) {
   v1::QuantizeResult r;
   r.set_output_uri(report.destination);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/job/job_plan.h"
 #include "core/job/quantize_job.h"
 #include "core/job/report.h"
 #include "lowbit/v1/quantizer.pb.h"
@@ -20,6 +21,8 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
 google::protobuf::Timestamp NowTimestamp();
 
 v1::LayerReport ToProto(const LayerReport& layer);
+v1::Job::Phase ToProto(JobPhase phase);
+v1::ResourcePlan ToProto(const ResourceEstimate& estimate, uint64_t memory_limit_bytes);
 v1::QuantizeResult ToProto(const JobReport& report);
 
 }  // namespace lowbit::server

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "core/checkpoint/checkpoint_reader.h"
+#include "core/job/job_plan.h"
 #include "core/util/status_macros.h"
 #include "server/grpc_status.h"
 #include "server/proto_convert.h"
@@ -68,9 +69,26 @@ absl::StatusOr<v1::Job> JobServices::Submit(const v1::QuantizeModelRequest& requ
   if (!reader.ok()) {
     return WithReason(reader.status(), absl::IsNotFound(reader.status()) ? "SOURCE_NOT_FOUND" : "SOURCE_UNREADABLE");
   }
+  // The plan from the headers alone: a job that cannot fit is refused now, not after it was accepted.
+  absl::StatusOr<ResourceEstimate> estimate =
+      EstimateResources((*reader)->descriptor(), (*reader)->tensors(), spec, job_options);
+  if (!estimate.ok()) {
+    return WithReason(estimate.status(),
+                      absl::IsUnimplemented(estimate.status()) ? "ARCHITECTURE_UNSUPPORTED" : "SOURCE_UNREADABLE");
+  }
+  const v1::ResourcePlan plan = ToProto(*estimate, job_options.memory_limit_bytes);
+  RETURN_IF_ERROR(WithReason(CheckMemoryLimit(*estimate, job_options.memory_limit_bytes), "MEMORY_LIMIT"));
+  if (request.validate_only()) {
+    v1::Job job;
+    *job.mutable_request() = request;
+    *job.mutable_plan() = plan;
+    return job;
+  }
   bool created = false;
   v1::Job job = registry->Create(request, &created);
   if (!created) return job;
+  registry->Update(JobId(job), [&](v1::Job& j) { *j.mutable_plan() = plan; }).IgnoreError();
+  *job.mutable_plan() = plan;
   ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, store->List(JoinUri(spec.destination_uri, "")));
   absl::Status admitted = absl::OkStatus();
   if (!existing.empty() && !spec.overwrite) {
@@ -78,7 +96,7 @@ absl::StatusOr<v1::Job> JobServices::Submit(const v1::QuantizeModelRequest& requ
                                                                 existing.size(), " object(s); set overwrite to replace them")),
                           "DESTINATION_EXISTS");
   } else {
-    admitted = scheduler->Enqueue(JobId(job));
+    admitted = scheduler->Enqueue(JobId(job), estimate->total);
   }
   if (!admitted.ok()) {
     registry->Discard(JobId(job));
@@ -125,6 +143,11 @@ grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext*, const v1::Qua
                                              google::longrunning::Operation* response) {
   absl::StatusOr<v1::Job> job = jobs_.Submit(*request);
   if (!job.ok()) return ToGrpcStatus(job.status());
+  if (request->validate_only()) {  // AIP-163: nothing was created; the plan is the answer
+    response->mutable_metadata()->PackFrom(*job);
+    response->set_done(true);
+    return grpc::Status::OK;
+  }
   *response = ToOperation(*job);
   return grpc::Status::OK;
 }

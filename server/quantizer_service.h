@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "core/job/quantize_job.h"
 #include "core/storage/object_store.h"
 #include "google/longrunning/operations.grpc.pb.h"
 #include "lowbit/v1/quantizer.grpc.pb.h"
@@ -21,7 +22,9 @@ struct JobServices {
   Scheduler* scheduler;
   ObjectStore* store;
   Metrics* metrics;
+  JobOptions job_options;  ///< what jobs run with: planning at submit uses the same bounds and memory limit
 
+  // With request.validate_only(), the job as it would be queued (with its plan), and nothing stored.
   absl::StatusOr<v1::Job> Submit(const v1::QuantizeModelRequest& request);
   absl::StatusOr<v1::Job> Cancel(const std::string& id);
   // The job id from "jobs/{id}" or "operations/{id}".

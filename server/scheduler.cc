@@ -18,21 +18,21 @@ void Scheduler::NotifyChange() {
   if (on_change_) on_change_(static_cast<int>(queue_.size()), running_);
 }
 
-absl::Status Scheduler::Enqueue(const std::string& job_id) {
+absl::Status Scheduler::Enqueue(const std::string& job_id, uint64_t memory_bytes) {
   absl::MutexLock lock(&mu_);
   if (!accepting_) return absl::UnavailableError("the server is shutting down and accepts no new jobs");
   if (static_cast<int>(queue_.size()) >= options_.max_queued_jobs) {
     return absl::ResourceExhaustedError(absl::StrCat("the job queue is full (", options_.max_queued_jobs,
                                                      " jobs waiting); retry later"));
   }
-  queue_.push_back(job_id);
+  queue_.push_back({job_id, memory_bytes});
   NotifyChange();
   return absl::OkStatus();
 }
 
 bool Scheduler::RemoveQueued(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
-  auto it = std::find(queue_.begin(), queue_.end(), job_id);
+  auto it = std::find_if(queue_.begin(), queue_.end(), [&](const Queued& q) { return q.id == job_id; });
   if (it == queue_.end()) return false;
   queue_.erase(it);
   NotifyChange();
@@ -71,23 +71,36 @@ int Scheduler::running() const {
   return running_;
 }
 
+int Scheduler::Admissible() const {
+  for (size_t i = 0; i < queue_.size(); ++i) {
+    if (running_ == 0 || options_.memory_budget_bytes == 0 ||
+        running_bytes_ + queue_[i].memory_bytes <= options_.memory_budget_bytes) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
 void Scheduler::RunnerLoop() {
   while (true) {
-    std::string job_id;
+    Queued job;
     {
       absl::MutexLock lock(&mu_);
       // Once the scheduler stops accepting, queued jobs stay queued (and persisted) for the next start.
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || (accepting_ && !queue_.empty()); };
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || (accepting_ && Admissible() >= 0); };
       mu_.Await(absl::Condition(&ready));
       if (stopping_) return;
-      job_id = std::move(queue_.front());
-      queue_.pop_front();
+      auto it = queue_.begin() + Admissible();
+      job = std::move(*it);
+      queue_.erase(it);
       ++running_;
+      running_bytes_ += job.memory_bytes;
       NotifyChange();
     }
-    run_(job_id);
+    run_(job.id);
     absl::MutexLock lock(&mu_);
     --running_;
+    running_bytes_ -= job.memory_bytes;
     NotifyChange();
   }
 }

@@ -1,5 +1,7 @@
-// Scheduler: decides WHICH job runs WHEN. A bounded FIFO queue and a fixed number of runner threads,
-// each running one job at a time through the RunFn it was given. It knows nothing about quantization.
+// Scheduler: decides WHICH job runs WHEN. A bounded queue and a fixed number of runner threads, each
+// running one job at a time through the RunFn it was given. Jobs are admitted by their memory estimates:
+// the first queued job (in FIFO order) whose estimate fits beside the running jobs' starts; a job runs
+// alone if nothing else is running, whatever its estimate. It knows nothing about quantization.
 //
 // Thread-safe. Lifecycle: Enqueue while accepting; StopAccepting() refuses new work; Shutdown() also
 // leaves queued jobs unstarted and joins the runners once their current jobs return.
@@ -23,6 +25,7 @@ class Scheduler {
   struct Options {
     int max_concurrent_jobs = 1;  ///< jobs running at once
     int max_queued_jobs = 16;     ///< jobs waiting; Enqueue beyond this is RESOURCE_EXHAUSTED
+    uint64_t memory_budget_bytes = 0;  ///< sum of the running jobs' estimates; 0 = no bound
   };
   using RunFn = std::function<void(const std::string& job_id)>;
   // Called with (queued, running) after every change, for metrics.
@@ -34,7 +37,8 @@ class Scheduler {
   Scheduler& operator=(const Scheduler&) = delete;
 
   // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE after StopAccepting().
-  absl::Status Enqueue(const std::string& job_id);
+  // `memory_bytes`: the job's estimated peak memory.
+  absl::Status Enqueue(const std::string& job_id, uint64_t memory_bytes = 0);
   // Removes a job that has not started; false if it is not in the queue.
   bool RemoveQueued(const std::string& job_id);
   // Refuses new jobs and starts no queued ones; running jobs go on.
@@ -49,14 +53,21 @@ class Scheduler {
 
  private:
   void RunnerLoop();
+  // The queue position of the first job that may start now, or -1.
+  int Admissible() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NotifyChange() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   const RunFn run_;
   const ChangeFn on_change_;
   mutable absl::Mutex mu_;
-  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  struct Queued {
+    std::string id;
+    uint64_t memory_bytes = 0;
+  };
+  std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   int running_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t running_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> runners_;

@@ -13,14 +13,16 @@
 #include "absl/strings/str_format.h"
 #include "core/checkpoint/checkpoint_reader.h"
 #include "core/checkpoint/safetensors.h"
+#include "core/job/job_plan.h"
 #include "core/job/output_transaction.h"
 #include "core/pack/awq.h"
 #include "core/pack/dequantized_reader.h"
 #include "core/pack/gptq.h"
 #include "core/pack/native.h"
 #include "core/quant/error_metrics.h"
-#include "core/runtime/calibration.h"
+#include "core/runtime/block_calibrator.h"
 #include "core/runtime/evaluation.h"
+#include "core/runtime/token_windows.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
@@ -34,15 +36,9 @@ struct PlannedTensor {
   const QuantConfig* quant = nullptr;  ///< null: kept in high precision
   const Quantizer* quantizer = nullptr;
   OutputFormat format = OutputFormat::kGptq;
-  const CalibratedLayer* calibrated = nullptr;        ///< computed before streaming (calibrated methods)
+  const CalibratedLayer* calibrated = nullptr;        ///< computed by the block calibrator (calibrated methods)
   const std::vector<float>* replacement = nullptr;    ///< float values changed by calibration (AWQ's folded scales)
   std::vector<TensorSpec> outputs;
-};
-
-// What calibration computed before the streaming pass.
-struct Calibration {
-  std::map<std::string, CalibratedLayer> layers;
-  std::map<std::string, std::vector<float>> replaced;
 };
 
 // The job's quantizers: one for the main config and one per override, created and validated up front.
@@ -146,7 +142,7 @@ absl::StatusOr<std::vector<Tensor>> Pack(const PlannedTensor& p, const Quantized
   return p.format == OutputFormat::kAwq ? PackAwq(prefix, *grid) : PackGptq(prefix, *grid);
 }
 
-absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor tensor) {
+absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor tensor, const JobContext* context) {
   const auto started = std::chrono::steady_clock::now();
   ProcessedTensor result;
   if (!IsFloatDType(tensor.dtype)) {
@@ -179,7 +175,7 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
     // AWQ's layers approximate the scaled weights, so calibration measured their error itself.
     error = p.calibrated->relative_error ? *p.calibrated->relative_error : RelativeFrobeniusError(w, *q);
   } else {
-    ASSIGN_OR_RETURN(computed, p.quantizer->Quantize(w, nullptr));
+    ASSIGN_OR_RETURN(computed, p.quantizer->Quantize(w, nullptr, context));
     q = &computed;
     error = RelativeFrobeniusError(w, *q);
   }
@@ -264,69 +260,76 @@ nlohmann::json GptqDynamic(const std::vector<LayerOverride>& overrides) {
   return dynamic;
 }
 
-// Whether the job runs calibration: always for the methods that need it, with data for those that can use it.
-bool Calibrates(const QuantizeJobSpec& spec) {
-  const CalibrationUse use = CalibrationUseOf(spec.quant);
-  return use == CalibrationUse::kRequired || (use == CalibrationUse::kIfGiven && !spec.calibration.text_uri.empty());
+// The ids a job's texts are read with: its tokenizer if it has one, the vocabulary and BOS of the model.
+absl::StatusOr<TokenSource> TokenSourceFor(const QuantizeJobSpec& spec, ObjectStore* store, const ModelDescriptor& d,
+                                           std::optional<Llama2cTokenizer>* tokenizer) {
+  TokenSource source;
+  source.vocab_size = d.vocab_size;
+  source.bos = d.config.value("bos_token_id", Llama2cTokenizer::kBos);
+  if (!spec.tokenizer_uri.empty()) {
+    ASSIGN_OR_RETURN(*tokenizer, Llama2cTokenizer::Load(store, spec.tokenizer_uri, static_cast<int>(d.vocab_size)));
+    source.tokenizer = &**tokenizer;
+  }
+  return source;
 }
 
-// Calibrated methods on the whole model, on calibration windows of the job's text: AWQ on the float
-// model's activations, the others block by block on the partly quantized model. The model is held in
-// memory in float32 for this (streaming it block by block is later work).
-absl::StatusOr<Calibration> Calibrate(const CheckpointReader& reader, ObjectStore* store, const QuantizeJobSpec& spec,
-                                      const Quantizer& quantizer, const std::vector<PlannedTensor>& plan) {
-  ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(reader));
-  ASSIGN_OR_RETURN(Llama2cTokenizer tokenizer, Llama2cTokenizer::Load(store, spec.tokenizer_uri, model.vocab_size()));
+// The block-wise calibrator for the job's method over the layers the plan quantizes.
+absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const CheckpointReader& reader, ObjectStore* store,
+                                                                  const QuantizeJobSpec& spec, const Quantizer& quantizer,
+                                                                  const std::vector<PlannedTensor>& plan,
+                                                                  const JobOptions& options, JobContext* context) {
+  std::optional<Llama2cTokenizer> tokenizer;
+  ASSIGN_OR_RETURN(const TokenSource source, TokenSourceFor(spec, store, reader.descriptor(), &tokenizer));
   const CalibrationSpec& c = spec.calibration;
   ASSIGN_OR_RETURN(std::vector<std::vector<int>> windows,
-                   CalibrationWindows(store, c.text_uri, tokenizer, {c.samples, c.seqlen, c.seed}));
-  std::set<std::string> planned;  // the layers the plan quantizes (include/exclude applied)
+                   CalibrationWindows(store, c.text_uri, source, {c.samples, c.seqlen, c.seed}));
+  auto planned = std::make_shared<std::set<std::string>>();  // the layers the plan quantizes (include/exclude applied)
   for (const PlannedTensor& p : plan) {
-    if (p.quant != nullptr) planned.insert(p.info.name);
+    if (p.quant != nullptr) planned->insert(p.info.name);
   }
-  auto include = [&](const std::string& name) { return planned.count(name) > 0; };
+  BlockCalibratorOptions o;
+  o.include = [planned](const std::string& name) { return planned->count(name) > 0; };
+  o.pool = options.pool;
+  o.context = context;
+  o.rows_per_chunk = options.rows_per_chunk;
   const QuantConfig& q = spec.quant;
-  Calibration result;
   if (q.method == Method::kAwq) {
-    ASSIGN_OR_RETURN(AwqModelResult awq, RunAwq(model, windows, AwqOptionsOf(q), include));
-    result.layers = std::move(awq.layers);
-    result.replaced = std::move(awq.replaced);
-    return result;
-  }
-  LayerQuantizeFn quantize = [&](const std::string&, const Matrix& w,
-                                 const CalibrationStats& stats) -> absl::StatusOr<CalibratedLayer> {
-    if (q.method != Method::kGptq) {
+    o.mode = BlockCalibratorOptions::Mode::kAwq;
+    o.awq = AwqOptionsOf(q);
+  } else {
+    o.quantize = [&quantizer, q](const std::string&, const Matrix& w, const CalibrationStats& stats,
+                                 const JobContext* ctx) -> absl::StatusOr<CalibratedLayer> {
       CalibratedLayer layer;
-      ASSIGN_OR_RETURN(layer.tensor, quantizer.Quantize(w, &stats));
+      if (q.method != Method::kGptq) {
+        ASSIGN_OR_RETURN(layer.tensor, quantizer.Quantize(w, &stats, ctx));
+        return layer;
+      }
+      ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, stats, GptqOptionsOf(q), ctx));
+      layer.tensor = std::move(r.tensor);
+      if (r.cholesky_retries > 0) {
+        layer.note = absl::StrCat("H was not positive definite: damping raised to ", r.damp_percent_used, " after ",
+                                  r.cholesky_retries, " retries");
+      }
       return layer;
-    }
-    ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, stats, GptqOptionsOf(q)));
-    CalibratedLayer layer;
-    layer.tensor = std::move(r.tensor);
-    if (r.cholesky_retries > 0) {
-      layer.note = absl::StrCat("H was not positive definite: damping raised to ", r.damp_percent_used, " after ",
-                                r.cholesky_retries, " retries");
-    }
-    return layer;
-  };
-  ASSIGN_OR_RETURN(result.layers, RunSequential(model, windows, quantize, include));
-  return result;
+    };
+  }
+  return BlockCalibrator::Create(reader, windows, std::move(o));
 }
 
 // Perplexity and KL of the model as written (read back through the dequantizing reader) against the
-// source model.
+// source model, both advanced block by block.
 absl::StatusOr<Evaluation> EvaluateOutput(const CheckpointReader& source_reader, ObjectStore* source,
-                                          ObjectStore* destination, const QuantizeJobSpec& spec) {
-  ASSIGN_OR_RETURN(LlamaModel reference, LlamaModel::Load(source_reader));
+                                          ObjectStore* destination, const QuantizeJobSpec& spec, JobContext* context,
+                                          const JobOptions& options) {
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> written,
                    OpenDequantized(destination, JoinUri(spec.destination_uri, kModelFile)));
-  ASSIGN_OR_RETURN(LlamaModel quantized, LlamaModel::Load(*written));
-  ASSIGN_OR_RETURN(Llama2cTokenizer tokenizer, Llama2cTokenizer::Load(source, spec.tokenizer_uri, reference.vocab_size()));
-  ASSIGN_OR_RETURN(EvalResult r, Evaluate(quantized, &reference, source, spec.evaluation.text_uri, tokenizer,
-                                          {spec.evaluation.windows, spec.evaluation.seqlen}));
+  std::optional<Llama2cTokenizer> tokenizer;
+  ASSIGN_OR_RETURN(const TokenSource tokens, TokenSourceFor(spec, source, source_reader.descriptor(), &tokenizer));
+  ASSIGN_OR_RETURN(const EvaluationWindows windows, MakeEvaluationWindows(source, spec.evaluation.text_uri, tokens,
+                                                                          spec.evaluation.windows, spec.evaluation.seqlen));
+  ASSIGN_OR_RETURN(EvalResult r, Evaluate(*written, &source_reader, windows, context, options.rows_per_chunk));
   return Evaluation{r.perplexity, r.reference_perplexity, r.kl_divergence, r.tokens, spec.evaluation.text_uri};
 }
-
 
 }  // namespace
 
@@ -352,19 +355,25 @@ OutputFormat ResolveFormat(OutputFormat format, Method method) {
   return IsUniformGridMethod(method) ? OutputFormat::kGptq : OutputFormat::kNative;
 }
 
+bool Calibrates(const QuantizeJobSpec& spec) {
+  const CalibrationUse use = CalibrationUseOf(spec.quant);
+  return use == CalibrationUse::kRequired || (use == CalibrationUse::kIfGiven && !spec.calibration.text_uri.empty());
+}
+
 absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   if (spec.source_uri.empty()) return absl::InvalidArgumentError("source_uri: must not be empty");
   if (spec.destination_uri.empty()) return absl::InvalidArgumentError("destination_uri: must not be empty");
   const CalibrationUse calibration = CalibrationUseOf(spec.quant);
   if (calibration == CalibrationUse::kRequired && spec.calibration.text_uri.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("calibration: ", MethodName(spec.quant.method),
-                                                   " needs a calibration text and the model's tokenizer"));
+                                                   " needs a calibration text (with the model's tokenizer) or .ids.json"));
   }
-  if (!spec.calibration.text_uri.empty() && calibration != CalibrationUse::kNone && spec.tokenizer_uri.empty()) {
-    return absl::InvalidArgumentError("calibration: needs the model's tokenizer");
+  if (!spec.calibration.text_uri.empty() && calibration != CalibrationUse::kNone && spec.tokenizer_uri.empty() &&
+      !IsPreTokenized(spec.calibration.text_uri)) {
+    return absl::InvalidArgumentError("calibration: a plain text needs the model's tokenizer (or give .ids.json)");
   }
-  if (!spec.evaluation.text_uri.empty() && spec.tokenizer_uri.empty()) {
-    return absl::InvalidArgumentError("evaluation: needs the model's tokenizer");
+  if (!spec.evaluation.text_uri.empty() && spec.tokenizer_uri.empty() && !IsPreTokenized(spec.evaluation.text_uri)) {
+    return absl::InvalidArgumentError("evaluation: a plain text needs the model's tokenizer (or give .ids.json)");
   }
   if (Calibrates(spec) && spec.quantize_lm_head) {
     return absl::InvalidArgumentError(absl::StrCat("quantize_lm_head: calibration covers the decoder blocks only, not with ",
@@ -403,6 +412,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   const auto started = std::chrono::steady_clock::now();
   JobObserver no_observer;
   if (observer == nullptr) observer = &no_observer;
+  observer->Progress({JobPhase::kPlanning, 0, 0, spec.source_uri});
   RETURN_IF_ERROR(ValidateJobSpec(spec));
   Quantizers quantizers;
   ASSIGN_OR_RETURN(quantizers.main, CreateQuantizer(spec.quant));
@@ -412,27 +422,16 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   }
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
   RETURN_IF_ERROR(CheckDestination(destination, spec.destination_uri, spec.overwrite, kReportFile));
+  ASSIGN_OR_RETURN(const ResourceEstimate estimate,
+                   EstimateResources(reader->descriptor(), reader->tensors(), spec, options));
+  RETURN_IF_ERROR(CheckMemoryLimit(estimate, options.memory_limit_bytes));
 
-  const bool calibrate = Calibrates(spec);
-  if (calibrate || !spec.evaluation.text_uri.empty()) {
-    uint64_t resident = 0;
-    for (const TensorInfo& t : reader->tensors()) resident += static_cast<uint64_t>(NumElements(t.shape)) * sizeof(float);
-    if (resident > options.max_resident_model_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "calibration and evaluation hold the model in float32 (", resident >> 20, " MiB), above the limit of ",
-          options.max_resident_model_bytes >> 20, " MiB; use a data-free method without evaluation for this model"));
-    }
-  }
   std::map<std::string, std::string> metadata = {{"format", "pt"}};
   std::vector<PlannedTensor> plan = Plan(*reader, spec, quantizers, &metadata);
-  // Calibrated methods run on the model itself before the streaming pass writes their results.
-  Calibration calibrated;
-  if (calibrate) {
-    ASSIGN_OR_RETURN(calibrated, Calibrate(*reader, source, spec, *quantizers.main, plan));
-    for (PlannedTensor& p : plan) {
-      if (auto it = calibrated.layers.find(p.info.name); it != calibrated.layers.end()) p.calibrated = &it->second;
-      if (auto it = calibrated.replaced.find(p.info.name); it != calibrated.replaced.end()) p.replacement = &it->second;
-    }
+  // Calibrated methods: the calibrator runs each decoder block just before the stream writes it.
+  std::unique_ptr<BlockCalibrator> calibrator;
+  if (Calibrates(spec)) {
+    ASSIGN_OR_RETURN(calibrator, StartCalibration(*reader, source, spec, *quantizers.main, plan, options, observer));
   }
   int64_t layers_total = 0;
   std::vector<TensorSpec> specs;
@@ -457,9 +456,11 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   absl::Cleanup wait_for_workers = [&window] {
     for (auto& entry : window) entry.second.wait();
   };
-  auto write_front = [&]() -> absl::Status {
+  uint64_t bytes_in_flight = 0;  // checkpoint bytes of the tensors in `window`
+  auto write_oldest = [&]() -> absl::Status {
     auto [index, future] = std::move(window.front());
     window.pop_front();
+    bytes_in_flight -= plan[index].info.size;
     absl::StatusOr<ProcessedTensor> processed = future.get();
     const TensorInfo& info = plan[index].info;
     if (!processed.ok()) {
@@ -472,23 +473,45 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
                            report.summary.bytes_read, model_out->bytes_written());
     return absl::OkStatus();
   };
+  // The calibrated block being written: its results and the tensors it read, handed to the stream.
+  CalibratedBlock block;
+  std::map<std::string, Tensor*> block_tensors;
   const size_t max_in_flight = static_cast<size_t>(std::max(1, options.max_tensors_in_flight));
-  uint64_t bytes_in_flight = 0;  // checkpoint bytes of the tensors in `window`
-  auto write_oldest = [&]() -> absl::Status {
-    bytes_in_flight -= plan[window.front().first].info.size;
-    return write_front();
-  };
+  const JobPhase streaming = calibrator ? JobPhase::kCalibrating : JobPhase::kQuantizing;
   for (size_t i = 0; i < plan.size(); ++i) {
+    PlannedTensor& p = plan[i];
+    const int layer = LayerIndexOf(p.info.name);
+    if (calibrator && layer >= calibrator->next_block()) {
+      // Everything of the previous block is written before its results go.
+      while (!window.empty()) RETURN_IF_ERROR(write_oldest());
+      while (calibrator->next_block() <= layer) {
+        ASSIGN_OR_RETURN(block, calibrator->Next());
+      }
+      block_tensors.clear();
+      for (Tensor& t : block.tensors) block_tensors[t.name] = &t;
+      for (PlannedTensor& q : plan) {
+        if (LayerIndexOf(q.info.name) != block.index) continue;
+        if (auto it = block.layers.find(q.info.name); it != block.layers.end()) q.calibrated = &it->second;
+        if (auto it = block.replaced.find(q.info.name); it != block.replaced.end()) q.replacement = &it->second;
+      }
+    }
     // Make room before reading: the window never holds more than the bounds allow (beyond one tensor).
     while (!window.empty() && (window.size() >= max_in_flight ||
-                               bytes_in_flight + plan[i].info.size > options.max_bytes_in_flight)) {
+                               bytes_in_flight + p.info.size > options.max_bytes_in_flight)) {
       RETURN_IF_ERROR(write_oldest());
     }
-    if (observer->IsCancelled()) return absl::CancelledError("job cancelled");
-    ASSIGN_OR_RETURN(Tensor tensor, reader->Read(plan[i].info));
-    report.summary.bytes_read += plan[i].info.size;
-    bytes_in_flight += plan[i].info.size;
-    auto work = [&p = plan[i], t = std::move(tensor)]() mutable { return ProcessTensor(p, std::move(t)); };
+    RETURN_IF_ERROR(observer->CheckCancelled());
+    if (!calibrator) observer->Progress({streaming, static_cast<int64_t>(i), static_cast<int64_t>(plan.size()), p.info.name});
+    Tensor tensor;
+    if (auto it = block_tensors.find(p.info.name); it != block_tensors.end()) {
+      tensor = std::move(*it->second);
+      block_tensors.erase(it);
+    } else {
+      ASSIGN_OR_RETURN(tensor, reader->Read(p.info));
+    }
+    report.summary.bytes_read += p.info.size;
+    bytes_in_flight += p.info.size;
+    auto work = [&p, t = std::move(tensor), observer]() mutable { return ProcessTensor(p, std::move(t), observer); };
     if (options.pool != nullptr) {
       window.emplace_back(i, options.pool->Submit(std::move(work)));
     } else {
@@ -498,6 +521,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
     }
   }
   while (!window.empty()) RETURN_IF_ERROR(write_oldest());
+  observer->Progress({JobPhase::kWriting, 0, 1, kModelFile});
   RETURN_IF_ERROR(model->Finish());
   RETURN_IF_ERROR(model_out->Commit());
   report.files.push_back({kModelFile, model_out->bytes_written()});
@@ -522,7 +546,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   RETURN_IF_ERROR(output.WriteAll("quantize_config.json", quantize_config.dump(2), &report));
 
   if (!spec.evaluation.text_uri.empty()) {
-    ASSIGN_OR_RETURN(report.evaluation, EvaluateOutput(*reader, source, destination, spec));
+    ASSIGN_OR_RETURN(report.evaluation, EvaluateOutput(*reader, source, destination, spec, observer, options));
   }
   Summarize(&report);
   report.summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

@@ -21,6 +21,7 @@
 #include "core/job/report.h"
 #include "core/quant/quantizer.h"
 #include "core/storage/object_store.h"
+#include "core/util/job_context.h"
 #include "core/util/thread_pool.h"
 
 namespace lowbit {
@@ -39,7 +40,8 @@ struct LayerOverride {
   QuantConfig quant;
 };
 
-// Data for calibrated methods and for evaluation: texts tokenized with the model's tokenizer.
+// Data for calibrated methods and for evaluation: texts tokenized with the model's tokenizer, or
+// pre-tokenized ".ids.json" files that need none.
 struct CalibrationSpec {
   std::string text_uri;       ///< calibration text; required by gptq, awq, vq and refined onebit; used by sensitive lut
   int samples = 32;           ///< windows
@@ -63,31 +65,32 @@ struct QuantizeJobSpec {
   std::vector<std::string> exclude;  ///< glob patterns of linear layers to keep in high precision
   std::vector<LayerOverride> overrides;  ///< the first matching pattern wins over `quant`
   bool overwrite = false;            ///< replace an existing output instead of ALREADY_EXISTS
-  std::string tokenizer_uri;         ///< llama2.c tokenizer.bin, for calibration and evaluation texts
+  std::string tokenizer_uri;         ///< llama2.c tokenizer.bin, for plain-text calibration and evaluation
   CalibrationSpec calibration;
   EvaluationSpec evaluation;
 };
 
-// Progress callbacks, all made from the job's own thread, in tensor order.
-class JobObserver {
+// What a job tells the one who runs it: the job context (cancellation, progress by phase) and, from the
+// job's own thread in tensor order, the start and each tensor written.
+class JobObserver : public JobContext {
  public:
-  virtual ~JobObserver() = default;
   // Once the checkpoint's header is read: quantized layers and bytes to come.
   virtual void OnStart(int64_t layers_total, uint64_t bytes_total) {}
   // After each tensor is written; `layer` is null for tensors kept in high precision.
   virtual void OnTensorDone(const std::string& name, const LayerReport* layer, uint64_t bytes_read,
                             uint64_t bytes_written) {}
-  // Polled before each tensor: true stops the job with CANCELLED.
-  virtual bool IsCancelled() { return false; }
 };
 
 struct JobOptions {
   ThreadPool* pool = nullptr;       ///< workers shared by all jobs; nullptr runs everything inline
   int max_tensors_in_flight = 4;    ///< bound on tensors held in memory (read, not yet written)
   uint64_t max_bytes_in_flight = 256ull << 20;  ///< bound on their checkpoint bytes (working memory is ~3x); one tensor may exceed it alone
-  // Calibration and evaluation hold the whole model in float32; larger models are refused with
-  // RESOURCE_EXHAUSTED instead of risking the process (and every other job in it).
-  uint64_t max_resident_model_bytes = 4ull << 30;
+  // Jobs whose resource plan (core/job/job_plan.h) exceeds this are refused with RESOURCE_EXHAUSTED
+  // instead of risking the process and every other job in it. 0: no limit.
+  uint64_t memory_limit_bytes = 0;
+  // Tokens (whole windows) per batched pass of calibration and evaluation: big enough for sgemm to run
+  // near peak, small enough that one chunk of a 7B block takes well under a second between cancel checks.
+  int64_t rows_per_chunk = 512;
 };
 
 // Reads from `source`, writes to `destination` (may be the same store). INVALID_ARGUMENT for a bad
@@ -98,6 +101,9 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
 
 // Checks a spec without touching any store (the server calls it before queueing).
 absl::Status ValidateJobSpec(const QuantizeJobSpec& spec);
+
+// Whether the job runs calibration: always for the methods that need it, with data for those that can use it.
+bool Calibrates(const QuantizeJobSpec& spec);
 
 }  // namespace lowbit
 

@@ -44,7 +44,8 @@ absl::StatusOr<double> ScaledError(const std::vector<const Matrix*>& layers, con
 }  // namespace
 
 absl::StatusOr<AwqScales> SearchAwqScales(const std::vector<const Matrix*>& layers, const CalibrationStats& stats,
-                                          const AwqOptions& o, const AwqBlockError& block_error) {
+                                          const AwqOptions& o, const AwqBlockError& block_error,
+                                          const JobContext* context) {
   const int64_t cols = stats.cols;
   if (stats.hessian.size() != static_cast<size_t>(cols * cols) || stats.mean_abs.size() != static_cast<size_t>(cols)) {
     return absl::InvalidArgumentError("awq: calibration statistics are incomplete");
@@ -58,6 +59,7 @@ absl::StatusOr<AwqScales> SearchAwqScales(const std::vector<const Matrix*>& laye
   best.error = INFINITY;
   std::vector<float> s(static_cast<size_t>(cols));
   for (int i = 0; i < o.grid; ++i) {
+    RETURN_IF_ERROR(CheckCancelled(context));
     const double alpha = static_cast<double>(i) / o.grid;
     float lo = INFINITY, hi = 0;
     for (int64_t c = 0; c < cols; ++c) {

@@ -20,6 +20,7 @@
 #include "core/quant/gptq.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/tensor/tensor.h"
+#include "core/util/job_context.h"
 
 namespace lowbit {
 
@@ -44,7 +45,8 @@ using AwqBlockError = std::function<double(const std::vector<Matrix>& w_hat)>;
 // INVALID_ARGUMENT if the layers' widths, the statistics or the weights do not fit. `block_error` may be
 // null: then the layers' own output error from H.
 absl::StatusOr<AwqScales> SearchAwqScales(const std::vector<const Matrix*>& layers, const CalibrationStats& stats,
-                                          const AwqOptions& options, const AwqBlockError& block_error = nullptr);
+                                          const AwqOptions& options, const AwqBlockError& block_error = nullptr,
+                                          const JobContext* context = nullptr);  // checked per grid point
 
 // H and mean|x| of the input divided by `scales`: diag(1/s) H diag(1/s).
 CalibrationStats ScaleStats(const CalibrationStats& stats, const std::vector<float>& scales);

@@ -83,7 +83,8 @@ void AccumulateHessian(const float* x, int64_t n, CalibrationStats* stats) {
     for (int64_t j = 0; j < i; ++j) stats->hessian[i * c + j] = stats->hessian[j * c + i];
 }
 
-absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats& stats, const GptqOptions& o) {
+absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats& stats, const GptqOptions& o,
+                                       const JobContext* context) {
   const int64_t rows = w.rows, cols = w.cols;
   if (o.bits < 2 || o.bits > 8) return absl::InvalidArgumentError(absl::StrCat("bits must be in 2..8, got ", o.bits));
   if (o.group_size == 0 || o.group_size < -1) return absl::InvalidArgumentError("group_size must be -1 or positive");
@@ -152,6 +153,7 @@ absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats&
   std::vector<GroupGrid> grid(static_cast<size_t>(rows));
   std::vector<float> err(static_cast<size_t>(block * rows)), slice;
   for (int64_t i1 = 0; i1 < cols; i1 += block) {
+    RETURN_IF_ERROR(CheckCancelled(context));
     const int64_t i2 = std::min(cols, i1 + block);
     for (int64_t i = i1; i < i2; ++i) {
       float* col = wt.data() + i * rows;

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/tensor/tensor.h"
+#include "core/util/job_context.h"
 
 namespace lowbit {
 
@@ -57,7 +58,9 @@ struct GptqResult {
 
 // INVALID_ARGUMENT for bad options, a Hessian of the wrong size or non-finite weights; FAILED_PRECONDITION
 // if H stays indefinite after the retries.
-absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats& stats, const GptqOptions& options);
+// `context` is checked once per lazy batch.
+absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats& stats, const GptqOptions& options,
+                                       const JobContext* context = nullptr);
 
 // tr(Δ H Δᵀ) for a rows x cols difference Δ (row-major): the output error it causes on the calibration
 // inputs. `scratch` (resized to rows * cols) holds Δ·H; one BLAS ssymm.

@@ -60,7 +60,8 @@ absl::Status ValidateLutOptions(const LutOptions& o) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<CodebookTensor> QuantizeLut(const Matrix& w, const LutOptions& o, const CalibrationStats* stats) {
+absl::StatusOr<CodebookTensor> QuantizeLut(const Matrix& w, const LutOptions& o, const CalibrationStats* stats,
+                                           const JobContext* context) {
   RETURN_IF_ERROR(ValidateLutOptions(o));
   RETURN_IF_ERROR(CheckFinite(w.data.data(), w.rows * w.cols, "weights"));
   const int d = o.cluster_dim;
@@ -111,6 +112,7 @@ absl::StatusOr<CodebookTensor> QuantizeLut(const Matrix& w, const LutOptions& o,
   t.codebooks.reserve(static_cast<size_t>(t.tiles() * k * d));
   std::vector<float> vectors, vector_w;
   for (int64_t r0 = 0; r0 < w.rows; r0 += t.group_rows) {
+    RETURN_IF_ERROR(CheckCancelled(context));
     const int64_t r1 = std::min(w.rows, r0 + t.group_rows);
     const int64_t n = (r1 - r0) * w.cols;  // values in this tile, n / d vectors
     // Scalars are the tile as it lies; vectors of d consecutive output channels are gathered, (r1 - r0) / d

@@ -19,6 +19,7 @@
 #include "core/quant/gptq.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/tensor/tensor.h"
+#include "core/util/job_context.h"
 
 namespace lowbit {
 
@@ -42,7 +43,9 @@ absl::Status ValidateLutOptions(const LutOptions& options);
 
 // `stats` may be null; it is used only by sensitive k-means. INVALID_ARGUMENT on bad options, non-finite
 // weights, output channels (or group_size) not divisible by cluster_dim, or (unique) too many distinct values.
-absl::StatusOr<CodebookTensor> QuantizeLut(const Matrix& w, const LutOptions& options, const CalibrationStats* stats);
+// `context` is checked once per table fitted.
+absl::StatusOr<CodebookTensor> QuantizeLut(const Matrix& w, const LutOptions& options, const CalibrationStats* stats,
+                                           const JobContext* context = nullptr);
 
 }  // namespace lowbit
 

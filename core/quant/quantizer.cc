@@ -13,10 +13,11 @@ namespace {
 // Every method is a function of the weights and the optional statistics, bound to its options.
 class FunctionQuantizer final : public Quantizer {
  public:
-  using Fn = std::function<absl::StatusOr<QuantizedLayer>(const Matrix& w, const CalibrationStats* stats)>;
+  using Fn = std::function<absl::StatusOr<QuantizedLayer>(const Matrix& w, const CalibrationStats* stats, const JobContext* context)>;
   explicit FunctionQuantizer(Fn fn) : fn_(std::move(fn)) {}
-  absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats* stats) const override {
-    return fn_(w, stats);
+  absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats* stats,
+                                          const JobContext* context) const override {
+    return fn_(w, stats, context);
   }
 
  private:
@@ -111,32 +112,32 @@ absl::StatusOr<std::unique_ptr<Quantizer>> CreateQuantizer(const QuantConfig& co
   FunctionQuantizer::Fn fn;
   switch (config.method) {
     case Method::kGptq: {
-      fn = [o = GptqOptionsOf(config)](const Matrix& w, const CalibrationStats* stats) -> absl::StatusOr<QuantizedLayer> {
+      fn = [o = GptqOptionsOf(config)](const Matrix& w, const CalibrationStats* stats, const JobContext* context) -> absl::StatusOr<QuantizedLayer> {
         RETURN_IF_ERROR(NeedStats(stats, "gptq"));
-        ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, *stats, o));
+        ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, *stats, o, context));
         return std::move(r.tensor);
       };
       break;
     }
     case Method::kAwq:
-      fn = [o = AwqOptionsOf(config)](const Matrix& w, const CalibrationStats* stats) -> absl::StatusOr<QuantizedLayer> {
+      fn = [o = AwqOptionsOf(config)](const Matrix& w, const CalibrationStats* stats, const JobContext* context) -> absl::StatusOr<QuantizedLayer> {
         RETURN_IF_ERROR(NeedStats(stats, "awq"));
         return QuantizeAwqLayer(w, *stats, o.clip, o);
       };
       break;
     case Method::kLut:
-      fn = [o = config.lut](const Matrix& w, const CalibrationStats* stats) -> absl::StatusOr<QuantizedLayer> {
-        return QuantizeLut(w, o, stats);
+      fn = [o = config.lut](const Matrix& w, const CalibrationStats* stats, const JobContext* context) -> absl::StatusOr<QuantizedLayer> {
+        return QuantizeLut(w, o, stats, context);
       };
       break;
     case Method::kVq:
-      fn = [o = config.vq](const Matrix& w, const CalibrationStats* stats) -> absl::StatusOr<QuantizedLayer> {
+      fn = [o = config.vq](const Matrix& w, const CalibrationStats* stats, const JobContext* context) -> absl::StatusOr<QuantizedLayer> {
         RETURN_IF_ERROR(NeedStats(stats, "vq"));
-        return QuantizeVq(w, *stats, o);
+        return QuantizeVq(w, *stats, o, context);
       };
       break;
     case Method::kOneBit:
-      fn = [o = config.onebit](const Matrix& w, const CalibrationStats* stats) -> absl::StatusOr<QuantizedLayer> {
+      fn = [o = config.onebit](const Matrix& w, const CalibrationStats* stats, const JobContext* context) -> absl::StatusOr<QuantizedLayer> {
         return QuantizeOneBit(w, o, stats);
       };
       break;
@@ -145,7 +146,7 @@ absl::StatusOr<std::unique_ptr<Quantizer>> CreateQuantizer(const QuantConfig& co
       RtnOptions o{config.bits, config.group_size, config.symmetric ? GridKind::kSymmetric : GridKind::kAsymmetric,
                    config.mse_clip};
       if (config.method == Method::kInt8 && config.symmetric) o.grid = GridKind::kRestrictedSymmetric;
-      fn = [o](const Matrix& w, const CalibrationStats*) -> absl::StatusOr<QuantizedLayer> { return QuantizeRtn(w, o); };
+      fn = [o](const Matrix& w, const CalibrationStats*, const JobContext*) -> absl::StatusOr<QuantizedLayer> { return QuantizeRtn(w, o); };
       break;
     }
   }

@@ -63,7 +63,9 @@ absl::Status ValidateQuantConfig(const QuantConfig& config);
 class Quantizer {
  public:
   virtual ~Quantizer() = default;
-  virtual absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats* stats) const = 0;
+  // `context` (may be null) is checked inside the method's long loops.
+  virtual absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats* stats,
+                                                  const JobContext* context = nullptr) const = 0;
 };
 
 absl::StatusOr<std::unique_ptr<Quantizer>> CreateQuantizer(const QuantConfig& config);

@@ -116,7 +116,8 @@ absl::Status ValidateVqOptions(const VqOptions& o) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<CodebookTensor> QuantizeVq(const Matrix& w, const CalibrationStats& stats, const VqOptions& o) {
+absl::StatusOr<CodebookTensor> QuantizeVq(const Matrix& w, const CalibrationStats& stats, const VqOptions& o,
+                                          const JobContext* context) {
   RETURN_IF_ERROR(ValidateVqOptions(o));
   const int64_t rows = w.rows, cols = w.cols;
   const int d = o.dim;
@@ -162,6 +163,7 @@ absl::StatusOr<CodebookTensor> QuantizeVq(const Matrix& w, const CalibrationStat
     const int64_t c1 = std::min(cols, c0 + t.group_cols);
     // Initialise this column tile's codebooks on the weights as GPTQ has updated them so far.
     for (int64_t r0 = 0; r0 < rows; r0 += t.group_rows) {
+      RETURN_IF_ERROR(CheckCancelled(context));
       const int64_t r1 = std::min(rows, r0 + t.group_rows);
       const int64_t n = (r1 - r0) * ((c1 - c0) / d);
       points.resize(static_cast<size_t>(n * d));
@@ -210,6 +212,7 @@ absl::StatusOr<CodebookTensor> QuantizeVq(const Matrix& w, const CalibrationStat
     }
   }
   if (o.update_iterations > 0) {
+    RETURN_IF_ERROR(CheckCancelled(context));
     UpdateCodebooks(original, h, o.update_iterations, &t);
     for (int64_t tile = 0; tile < t.tiles(); ++tile) {
       ASSIGN_OR_RETURN(t.codebook_scales[tile], StoreAsInt8(t.codebooks.data() + tile * k * d, int64_t{k} * d));

@@ -18,6 +18,7 @@
 #include "core/quant/gptq.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/tensor/tensor.h"
+#include "core/util/job_context.h"
 
 namespace lowbit {
 
@@ -39,7 +40,9 @@ absl::Status ValidateVqOptions(const VqOptions& options);
 
 // INVALID_ARGUMENT for bad options, a width not divisible by d, a Hessian of the wrong size or non-finite
 // weights; FAILED_PRECONDITION if H stays indefinite.
-absl::StatusOr<CodebookTensor> QuantizeVq(const Matrix& w, const CalibrationStats& stats, const VqOptions& options);
+// `context` is checked once per codebook initialisation and per update step.
+absl::StatusOr<CodebookTensor> QuantizeVq(const Matrix& w, const CalibrationStats& stats, const VqOptions& options,
+                                          const JobContext* context = nullptr);
 
 }  // namespace lowbit
 

@@ -1,19 +1,17 @@
-// Perplexity of a model and its mean KL divergence to a reference model on a text, over
-// non-overlapping windows (each starting with BOS), as quantization papers report them.
+// Perplexity of a model and its mean KL divergence to a reference model over evaluation windows, as
+// quantization papers report them, computed block by block: the model and the reference (each read from
+// its own checkpoint) are advanced through one decoder block at a time over all windows, and the final
+// norm and lm_head are applied in row chunks with a log-sum-exp, so neither a whole model nor a
+// tokens x vocabulary matrix of logits is ever held.
 #ifndef LOWBIT_CORE_RUNTIME_EVALUATION_H_
 #define LOWBIT_CORE_RUNTIME_EVALUATION_H_
 
 #include "absl/status/statusor.h"
-#include "core/runtime/llama_model.h"
-#include "core/runtime/tokenizer.h"
-#include "core/storage/object_store.h"
+#include "core/checkpoint/checkpoint_reader.h"
+#include "core/runtime/token_windows.h"
+#include "core/util/job_context.h"
 
 namespace lowbit {
-
-struct EvalOptions {
-  int windows = 16;   ///< non-overlapping windows from the start of the text
-  int seqlen = 128;   ///< tokens per window, BOS included
-};
 
 struct EvalResult {
   double perplexity = 0;
@@ -22,10 +20,11 @@ struct EvalResult {
   int64_t tokens = 0;               ///< predicted tokens
 };
 
-// `reference` may be null. INVALID_ARGUMENT if the text has fewer tokens than one window.
-absl::StatusOr<EvalResult> Evaluate(LlamaModel& model, LlamaModel* reference, ObjectStore* store,
-                                    absl::string_view text_uri, const Llama2cTokenizer& tokenizer,
-                                    const EvalOptions& options);
+// `reference` may be null; otherwise it must have the model's architecture and shapes. `context` (may be
+// null) is told each block and checked per block and per row chunk.
+absl::StatusOr<EvalResult> Evaluate(const CheckpointReader& model, const CheckpointReader* reference,
+                                    const EvaluationWindows& windows, JobContext* context = nullptr,
+                                    int64_t rows_per_chunk = 2048);
 
 }  // namespace lowbit
 

@@ -2,6 +2,7 @@
 // bookkeeping, and failures leave nothing behind.
 #include "core/job/quantize_job.h"
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 
@@ -117,11 +118,13 @@ class CancelAfter final : public JobObserver {
  public:
   explicit CancelAfter(int n) : n_(n) {}
   void OnTensorDone(const std::string&, const LayerReport*, uint64_t, uint64_t) override { ++done_; }
-  bool IsCancelled() override { return done_ >= n_; }
+  absl::Status CheckCancelled() const override {
+    return done_ >= n_ ? absl::CancelledError("cancelled by the test") : absl::OkStatus();
+  }
 
  private:
   const int n_;
-  int done_ = 0;
+  std::atomic<int> done_{0};
 };
 
 // Tensors read but not yet written never exceed the byte bound (a single larger tensor is allowed alone).
@@ -202,15 +205,20 @@ TEST_F(QuantizeJobTest, OverridesApplyToMatchingLayersAndAreRecordedForGptqModel
   }
 }
 
-TEST_F(QuantizeJobTest, WholeModelMethodsRefuseModelsAboveTheResidentLimit) {
+// The plan is checked before anything is read beyond the headers; the refusal states both numbers.
+TEST_F(QuantizeJobTest, JobsPlannedAboveTheMemoryLimitAreRefusedBeforeAnyOutput) {
   auto spec = Spec(kModel, dir_.File("out"));
   spec.quant.method = Method::kGptq;
   spec.tokenizer_uri = testing::SharedData("models/stories260K/tok512.bin");
   spec.calibration.text_uri = testing::SharedData("text/tiny-shakespeare.txt");
-  JobOptions small{&pool_, 4, 256u << 20, /*max_resident_model_bytes=*/512 << 10};  // stories260K needs ~1 MiB
+  JobOptions small{&pool_, 4, 256u << 20, /*memory_limit_bytes=*/512 << 10};
   auto report = RunQuantizeJob(spec, store_.get(), store_.get(), small);
   EXPECT_EQ(report.status().code(), absl::StatusCode::kResourceExhausted) << report.status();
+  EXPECT_THAT(report.status().message(), HasSubstr("above the memory limit of 512.0 KiB"));
+  EXPECT_THAT(report.status().message(), HasSubstr("the job needs up to "));
   EXPECT_FALSE(fs::exists(dir_.File("out")));
+  small.memory_limit_bytes = 4ull << 30;
+  EXPECT_TRUE(RunQuantizeJob(spec, store_.get(), store_.get(), small).ok());
 }
 
 TEST_F(QuantizeJobTest, BadConfigIsRejectedBeforeAnyOutput) {

@@ -1,6 +1,6 @@
 // AWQ against its claims, measured directly on the inputs: with outlier input channels its scale search
 // and clip search lower the output error below RTN's on the same grid; and on the real model, folding the
-// scales into the RMSNorms and the preceding layers leaves the model's function unchanged.
+// scales into the RMSNorms and the preceding layers leaves every block's function unchanged.
 #include "core/quant/awq.h"
 
 #include <cmath>
@@ -8,7 +8,7 @@
 #include "gtest/gtest.h"
 #include "core/checkpoint/checkpoint_reader.h"
 #include "core/quant/rtn.h"
-#include "core/runtime/calibration.h"
+#include "core/runtime/block_calibrator.h"
 #include "core/storage/local_object_store.h"
 #include "tests/test_util/calibration_inputs.h"
 #include "tests/test_util/temp_dir.h"
@@ -43,31 +43,41 @@ TEST(AwqTest, ScalesAndClippingBeatRtnOnOutlierChannels) {
   EXPECT_NEAR(found->error / found->error_unscaled, scaled_only / rtn, 0.02) << "H-based search agrees with the inputs";
 }
 
-TEST(AwqTest, FoldedScalesLeaveTheModelUnchanged) {
+// Nothing included: every layer comes back scaled but in float, so each block must compute what it did.
+TEST(AwqTest, FoldedScalesLeaveEveryBlockUnchanged) {
   auto store = *LocalObjectStore::Create({"/"});
   auto reader = OpenCheckpoint(store.get(), testing::SharedData("models/stories260K/stories260K.bin"));
   ASSERT_TRUE(reader.ok());
-  auto model = LlamaModel::Load(**reader);
-  ASSERT_TRUE(model.ok());
   const std::vector<std::vector<int>> windows = {{1, 40, 200, 7, 99, 310, 45, 12}, {1, 5, 6, 7, 300, 2, 11, 90}};
-  // Nothing included: every layer comes back scaled but in float, so the model must compute the same.
-  auto awq = RunAwq(*model, windows, {4, 32, true, 20, true}, [](const std::string&) { return false; });
-  ASSERT_TRUE(awq.ok()) << awq.status();
-  EXPECT_TRUE(awq->layers.empty());
-  LlamaModel folded = *model;
-  int changed = 0;
-  for (const auto& [name, values] : awq->replaced) {
-    std::vector<float>* target = folded.MutableLinear(name) ? &folded.MutableLinear(name)->data : folded.MutableNorm(name);
-    ASSERT_NE(target, nullptr) << name;
-    ASSERT_EQ(target->size(), values.size());
-    changed += *target != values;
-    *target = values;
-  }
-  EXPECT_GE(changed, 5 * 2) << "norms and layers were rescaled";
-  for (int token : {1, 17, 250, 3}) {
-    const std::vector<float> expected = model->Forward(token);
-    const std::vector<float>& got = folded.Forward(token);
-    for (size_t i = 0; i < expected.size(); ++i) ASSERT_NEAR(got[i], expected[i], 2e-3f * (1 + std::abs(expected[i]))) << i;
+  BlockCalibratorOptions o;
+  o.mode = BlockCalibratorOptions::Mode::kAwq;
+  o.awq = {4, 32, true, 20, true};
+  o.include = [](const std::string&) { return false; };
+  auto calibrator = BlockCalibrator::Create(**reader, windows, o);
+  ASSERT_TRUE(calibrator.ok()) << calibrator.status();
+  const Architecture& arch = *FindArchitecture("LlamaForCausalLM");
+  const BlockGeometry g = *BlockGeometry::Of((*reader)->descriptor());
+  for (int b = 0; b < (*calibrator)->num_blocks(); ++b) {
+    const Matrix x = (*calibrator)->hidden_states();
+    auto block = (*calibrator)->Next();
+    ASSERT_TRUE(block.ok()) << block.status();
+    EXPECT_TRUE(block->layers.empty());
+    BlockWeights original = *ReadBlock(**reader, arch, g, b), folded = original;
+    int changed = 0;
+    for (const auto& [name, values] : block->replaced) {
+      const std::string local = name.substr(arch.BlockPrefix(b).size());
+      std::vector<float>* target = folded.Linear(local) ? &folded.Linear(local)->data : folded.Norm(local);
+      ASSERT_NE(target, nullptr) << name;
+      ASSERT_EQ(target->size(), values.size());
+      changed += *target != values;
+      *target = values;
+    }
+    EXPECT_GE(changed, 5) << "norms and layers were rescaled";
+    const Matrix expected = BlockForward(g, original, x, {8, 8});
+    const Matrix got = BlockForward(g, folded, x, {8, 8});
+    for (size_t i = 0; i < expected.data.size(); ++i) {
+      ASSERT_NEAR(got.data[i], expected.data[i], 2e-3f * (1 + std::abs(expected.data[i]))) << b << ":" << i;
+    }
   }
 }
 

@@ -3,12 +3,15 @@
 #include "core/runtime/llama_model.h"
 
 #include <algorithm>
+#include <map>
+#include <tuple>
 #include <fstream>
 #include <sstream>
 
 #include "gtest/gtest.h"
 #include "core/job/convert_job.h"
-#include "core/runtime/calibration.h"
+#include "absl/strings/str_cat.h"
+#include "core/runtime/token_windows.h"
 #include "core/runtime/tokenizer.h"
 #include "core/storage/local_object_store.h"
 #include "tests/test_util/temp_dir.h"
@@ -77,7 +80,9 @@ TEST(TokenizerTest, EncodeDecodeRoundTripsTheGoldenText) {
 
 TEST(CalibrationTest, WindowsFromTextAndFromPreTokenizedIds) {
   auto store = *LocalObjectStore::Create({"/"});
-  auto tokenizer = *Llama2cTokenizer::Load(store.get(), kTokenizer, 512);
+  auto loaded = *Llama2cTokenizer::Load(store.get(), kTokenizer, 512);
+  const TokenSource tokenizer{&loaded, 512, Llama2cTokenizer::kBos};
+  const TokenSource ids_only{nullptr, 512, Llama2cTokenizer::kBos};
   auto from_text = CalibrationWindows(store.get(), testing::SharedData("text/tiny-shakespeare.txt"), tokenizer, {8, 64, 3});
   ASSERT_TRUE(from_text.ok()) << from_text.status();
   ASSERT_EQ(from_text->size(), 8u);
@@ -90,9 +95,9 @@ TEST(CalibrationTest, WindowsFromTextAndFromPreTokenizedIds) {
   EXPECT_NE(*from_text, *CalibrationWindows(store.get(), testing::SharedData("text/tiny-shakespeare.txt"), tokenizer, {8, 64, 4}));
 
   testing::TempDir dir;
-  const std::vector<int> golden = tokenizer.Encode(ReadText(testing::SharedData("models/stories260K/golden_greedy_prefix.txt")), false);
+  const std::vector<int> golden = loaded.Encode(ReadText(testing::SharedData("models/stories260K/golden_greedy_prefix.txt")), false);
   std::ofstream(dir.File("stream.ids.json")) << nlohmann::json(golden).dump();
-  auto from_stream = CalibrationWindows(store.get(), dir.File("stream.ids.json"), tokenizer, {4, 16, 0});
+  auto from_stream = CalibrationWindows(store.get(), dir.File("stream.ids.json"), ids_only, {4, 16, 0});
   ASSERT_TRUE(from_stream.ok()) << from_stream.status();
   ASSERT_EQ(from_stream->size(), 4u);
   for (const auto& w : *from_stream) {
@@ -101,11 +106,14 @@ TEST(CalibrationTest, WindowsFromTextAndFromPreTokenizedIds) {
     EXPECT_NE(at, golden.end());
   }
   std::ofstream(dir.File("windows.ids.json")) << "[[1, 5, 6, 7], [1, 9]]";
-  auto given = CalibrationWindows(store.get(), dir.File("windows.ids.json"), tokenizer, {32, 3, 0});
+  auto given = CalibrationWindows(store.get(), dir.File("windows.ids.json"), ids_only, {32, 3, 0});
   ASSERT_TRUE(given.ok()) << given.status();
   EXPECT_EQ(*given, (std::vector<std::vector<int>>{{1, 5, 6}, {1, 9}}));
   std::ofstream(dir.File("bad.ids.json")) << "[1, 2, 99999]";
-  EXPECT_EQ(CalibrationWindows(store.get(), dir.File("bad.ids.json"), tokenizer, {1, 2, 0}).status().code(),
+  EXPECT_EQ(CalibrationWindows(store.get(), dir.File("bad.ids.json"), ids_only, {1, 2, 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A plain text without a tokenizer is refused, not misread.
+  EXPECT_EQ(CalibrationWindows(store.get(), testing::SharedData("text/tiny-shakespeare.txt"), ids_only, {1, 2, 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -122,45 +130,55 @@ TEST(TokenizerTest, TruncatedFileIsDataLoss) {
 namespace lowbit {
 namespace {
 
-// The sequence-level sub-block outputs AWQ searches with must equal what the token-by-token forward pass
-// computes: attention (o_proj applied) from the captured attention-norm outputs, MLP from the MLP-norm ones.
-TEST(LlamaModelTest, SubBlockOutputsMatchTheForwardPass) {
+// |a - b| within `tolerance` of b's scale, for every element.
+void ExpectClose(const float* a, const float* b, size_t n, double tolerance, const std::string& what) {
+  double scale = 0;
+  for (size_t i = 0; i < n; ++i) scale = std::max(scale, static_cast<double>(std::abs(b[i])));
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_LE(std::abs(static_cast<double>(a[i]) - b[i]), tolerance * scale) << what << " element " << i;
+  }
+}
+
+// The batched block (sgemm over all windows, attention per window, no KV cache) must compute what the
+// token-by-token decoder computes with its KV cache: every linear input of every block and the logits,
+// on windows of different lengths batched together (short ones take the attention's loop path, the
+// 400-token one its sgemm path).
+TEST(DecoderBlockTest, BatchedBlocksMatchTheTokenByTokenForward) {
   auto store = *LocalObjectStore::Create({"/"});
-  auto reader = OpenCheckpoint(store.get(), kModel);
-  ASSERT_TRUE(reader.ok());
-  LlamaModel model = *LlamaModel::Load(**reader);
-  const int layer = 2;
-  const std::string p = "model.layers.2.";
-  std::vector<float> attn_in, attn_out, mlp_in, mlp_hidden;
-  model.set_capture([&](int l, LinearInput in, const float* x) {
-    if (l != layer) return;
-    const Matrix& q = *model.MutableLinear(p + "self_attn.q_proj.weight");
-    const Matrix& gate = *model.MutableLinear(p + "mlp.gate_proj.weight");
-    if (in == LinearInput::kQkv) attn_in.insert(attn_in.end(), x, x + q.cols);
-    if (in == LinearInput::kO) attn_out.insert(attn_out.end(), x, x + q.rows);
-    if (in == LinearInput::kGateUp) mlp_in.insert(mlp_in.end(), x, x + gate.cols);
-    if (in == LinearInput::kDown) mlp_hidden.insert(mlp_hidden.end(), x, x + gate.rows);
-  });
-  const std::vector<int> tokens = {1, 403, 30, 261, 88, 7, 350, 41, 12, 500};
-  for (int t : tokens) model.Forward(t, layer);
-  model.set_capture(nullptr);
-  Matrix* q = model.MutableLinear(p + "self_attn.q_proj.weight");
-  Matrix* o = model.MutableLinear(p + "self_attn.o_proj.weight");
-  Matrix* gate = model.MutableLinear(p + "mlp.gate_proj.weight");
-  Matrix* down = model.MutableLinear(p + "mlp.down_proj.weight");
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const Matrix attention = model.AttentionOutput({n, q->cols, attn_in}, *q, *model.MutableLinear(p + "self_attn.k_proj.weight"),
-                                                 *model.MutableLinear(p + "self_attn.v_proj.weight"), *o);
-  const Matrix mlp = LlamaModel::MlpOutput({n, gate->cols, mlp_in}, *gate, *model.MutableLinear(p + "mlp.up_proj.weight"), *down);
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t r = 0; r < o->rows; ++r) {
-      double expected = 0;
-      for (int64_t c = 0; c < o->cols; ++c) expected += o->row(r)[c] * attn_out[t * o->cols + c];
-      ASSERT_NEAR(attention.row(t)[r], expected, 1e-4) << t << "," << r;
-      expected = 0;
-      for (int64_t c = 0; c < down->cols; ++c) expected += down->row(r)[c] * mlp_hidden[t * down->cols + c];
-      ASSERT_NEAR(mlp.row(t)[r], expected, 1e-4) << t << "," << r;
-    }
+  auto reader = *OpenCheckpoint(store.get(), kModel);
+  LlamaModel model = *LlamaModel::Load(*reader);
+  std::vector<std::vector<int>> windows = {{1, 403, 30, 261, 88, 7, 350, 41, 12, 500, 66, 9}, {1, 5, 6, 7, 300, 2, 11}, {1}};
+  for (int i = 1; i < 400; ++i) windows[2].push_back((i * 37 + 11) % 512);
+  // Token by token: captures [window][layer][input] as concatenated rows.
+  std::map<std::tuple<int, int>, std::vector<float>> token_inputs;
+  std::vector<std::vector<float>> token_logits;
+  for (const auto& w : windows) {
+    model.Reset();
+    model.set_capture([&](int l, LinearInput in, const float* x) {
+      const int64_t n = in == LinearInput::kDown ? model.geometry().hidden : model.geometry().dim;
+      auto& rows = token_inputs[{l, static_cast<int>(in)}];
+      rows.insert(rows.end(), x, x + n);
+    });
+    for (int t : w) token_logits.push_back(model.Forward(t));
+  }
+  const Architecture& arch = *FindArchitecture("LlamaForCausalLM");
+  const BlockGeometry g = model.geometry();
+  std::vector<int> tokens;
+  for (const auto& w : windows) tokens.insert(tokens.end(), w.begin(), w.end());
+  Matrix x = *Embed(*reader, arch, g, tokens);
+  for (int l = 0; l < g.layers; ++l) {
+    const BlockWeights w = *ReadBlock(*reader, arch, g, l);
+    x = BlockForward(g, w, x, {12, 7, 400}, [&](LinearInput in, const Matrix& rows) {
+      const std::vector<float>& expected = token_inputs[{l, static_cast<int>(in)}];
+      ASSERT_EQ(rows.data.size(), expected.size());
+      ExpectClose(rows.data.data(), expected.data(), expected.size(), 1e-4, absl::StrCat("block ", l, " input ", static_cast<int>(in)));
+    });
+  }
+  const OutputHead head = *ReadOutputHead(*reader, arch, g);
+  const Matrix logits = TimesTransposed(RmsNormRows(x, head.norm, g.eps), head.lm_head);
+  ASSERT_EQ(logits.rows, static_cast<int64_t>(token_logits.size()));
+  for (int64_t t = 0; t < logits.rows; ++t) {
+    ExpectClose(logits.row(t), token_logits[t].data(), token_logits[t].size(), 1e-4, absl::StrCat("logits of token ", t));
   }
 }
 

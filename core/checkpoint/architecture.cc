@@ -1,0 +1,56 @@
+#include "core/checkpoint/architecture.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace lowbit {
+namespace {
+
+// Llama's block (transformers' modeling_llama.py; AutoAWQ's awq/models/llama.py for the folds: q/k/v into
+// input_layernorm, o into v_proj, gate/up into post_attention_layernorm, down into up_proj).
+Architecture LlamaLike(const char* name) {
+  return Architecture{
+      name,
+      "model.layers.",
+      "input_layernorm.weight",
+      "post_attention_layernorm.weight",
+      {
+          {LinearInput::kQkv, {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"},
+           "input_layernorm.weight"},
+          {LinearInput::kO, {"self_attn.o_proj.weight"}, "self_attn.v_proj.weight"},
+          {LinearInput::kGateUp, {"mlp.gate_proj.weight", "mlp.up_proj.weight"}, "post_attention_layernorm.weight"},
+          {LinearInput::kDown, {"mlp.down_proj.weight"}, "mlp.up_proj.weight"},
+      },
+      "model.embed_tokens.weight",
+      "model.norm.weight",
+      "lm_head.weight",
+  };
+}
+
+const std::vector<Architecture>& Table() {
+  // Mistral's block is Llama's (modeling_mistral.py); its sliding window is checked by the block geometry.
+  static const std::vector<Architecture> table = {LlamaLike("LlamaForCausalLM"), LlamaLike("MistralForCausalLM")};
+  return table;
+}
+
+}  // namespace
+
+std::string Architecture::BlockPrefix(int block) const { return absl::StrCat(block_prefix, block, "."); }
+
+const Architecture* FindArchitecture(absl::string_view name) {
+  for (const Architecture& a : Table()) {
+    if (a.name == name) return &a;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<const Architecture*> ArchitectureOf(const ModelDescriptor& descriptor) {
+  if (const Architecture* a = FindArchitecture(descriptor.architecture)) return a;
+  std::vector<std::string> names;
+  for (const Architecture& a : Table()) names.push_back(a.name);
+  return absl::UnimplementedError(absl::StrCat("architecture ", descriptor.architecture,
+                                               " has no forward pass here (supported: ", absl::StrJoin(names, ", "),
+                                               "); calibration and evaluation need one"));
+}
+
+}  // namespace lowbit

@@ -1,0 +1,51 @@
+// The architecture table: per Hugging Face architecture name, the layout of its decoder block as data —
+// which tensors a block holds, its linear layers in true-sequential groups with the input each group reads,
+// and what AWQ folds each group's scales into — in the manner of AutoGPTQ's `inside_layer_modules`,
+// AutoAWQ's `prev_op` and llama.cpp's `llama-arch.cpp`. The decoder block, the block-wise calibrator and
+// evaluation read it; a checkpoint whose architecture is not here is never run through a forward pass.
+#ifndef LOWBIT_CORE_CHECKPOINT_ARCHITECTURE_H_
+#define LOWBIT_CORE_CHECKPOINT_ARCHITECTURE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/checkpoint/model_descriptor.h"
+
+namespace lowbit {
+
+// The four places a decoder block's linear layers read their input.
+enum class LinearInput {
+  kQkv = 0,     ///< q/k/v_proj: the attention RMSNorm's output
+  kO = 1,       ///< o_proj: the attention output
+  kGateUp = 2,  ///< gate/up_proj: the MLP RMSNorm's output
+  kDown = 3,    ///< down_proj: SiLU(gate) * up
+};
+
+// Linear layers that read the same input and can be quantized together (in parallel).
+struct LinearGroup {
+  LinearInput input;
+  std::vector<std::string> linears;  ///< weight names inside the block, e.g. "self_attn.q_proj.weight"
+  std::string awq_prev_op;           ///< the tensor inside the block whose rows/values absorb AWQ's 1/s
+};
+
+struct Architecture {
+  std::string name;                 ///< HF `architectures[0]`, e.g. "LlamaForCausalLM"
+  std::string block_prefix;         ///< block N's tensors are named block_prefix + N + "." + ...
+  std::string attn_norm, ffn_norm;  ///< RMSNorm weights inside the block
+  std::vector<LinearGroup> groups;  ///< true-sequential order: q/k/v, o, gate/up, down
+  std::string embed, final_norm, lm_head;  ///< top-level tensors; lm_head absent = tied to embed
+
+  // "model.layers.3." for block 3.
+  std::string BlockPrefix(int block) const;
+};
+
+// The entry for `name`, or null.
+const Architecture* FindArchitecture(absl::string_view name);
+// The checkpoint's entry; UNIMPLEMENTED naming the architecture and the supported ones if absent.
+absl::StatusOr<const Architecture*> ArchitectureOf(const ModelDescriptor& descriptor);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_CHECKPOINT_ARCHITECTURE_H_

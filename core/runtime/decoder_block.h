@@ -1,0 +1,113 @@
+// DecoderBlock: one Llama-family decoder block (RMSNorm, rotary embeddings in the HF rotate-half layout,
+// grouped-query causal attention, SwiGLU MLP) with its weights passed in explicitly, in two forms that
+// share every kernel:
+// - batched: rows of a matrix are the tokens of consecutive windows (each at positions 0..len-1), matrix
+//   products through OpenBLAS sgemm, causal attention per window with no KV cache — what calibration and
+//   evaluation run, one block of the model resident at a time;
+// - a token step with a growing KV cache — what generation runs.
+// The pieces of the batched block are exposed so the calibrator can quantize between them (true-sequential)
+// and AWQ can try candidate weights on them. All functions are pure (thread-compatible).
+#ifndef LOWBIT_CORE_RUNTIME_DECODER_BLOCK_H_
+#define LOWBIT_CORE_RUNTIME_DECODER_BLOCK_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/checkpoint/architecture.h"
+#include "core/checkpoint/checkpoint_reader.h"
+#include "core/tensor/tensor.h"
+
+namespace lowbit {
+
+// A block's dimensions and constants, from config.json.
+struct BlockGeometry {
+  int64_t dim = 0;       ///< hidden_size
+  int64_t hidden = 0;    ///< intermediate_size
+  int64_t heads = 0;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;  ///< config's head_dim, else hidden_size / heads
+  int64_t vocab = 0;
+  int64_t layers = 0;
+  int64_t max_positions = 0;   ///< max_position_embeddings (2048 if absent)
+  int64_t sliding_window = 0;  ///< 0: full causal attention
+  double eps = 1e-5;           ///< rms_norm_eps
+  double rope_theta = 10000.0;
+
+  int64_t q_dim() const { return heads * head_dim; }
+  int64_t kv_dim() const { return kv_heads * head_dim; }
+  // Float32 parameters of one block.
+  int64_t BlockParameters() const { return 2 * dim + 2 * q_dim() * dim + 2 * kv_dim() * dim + 3 * hidden * dim; }
+
+  // INVALID_ARGUMENT if the config does not describe a decoder this block can run.
+  static absl::StatusOr<BlockGeometry> Of(const ModelDescriptor& descriptor);
+};
+
+// One block's weights in float32, row-major [out, in] as HF stores them.
+struct BlockWeights {
+  std::vector<float> attn_norm, ffn_norm;
+  Matrix q, k, v, o, gate, up, down;
+
+  // The linear layer or norm by its name inside the block ("self_attn.q_proj.weight"); null if none.
+  Matrix* Linear(absl::string_view name);
+  std::vector<float>* Norm(absl::string_view name);
+};
+
+// Reads block `block`'s tensors (named by `arch`) from `reader`. INVALID_ARGUMENT for a missing tensor, a
+// shape the geometry does not expect, or a non-finite value, naming the tensor. `raw`, when given, gets
+// the tensors as read (so a caller that also streams them need not read them twice).
+absl::StatusOr<BlockWeights> ReadBlock(const CheckpointReader& reader, const Architecture& arch, const BlockGeometry& g,
+                                       int block, std::vector<Tensor>* raw = nullptr);
+
+// Embedding rows for `tokens`, converted from the checkpoint's dtype one row at a time.
+absl::StatusOr<Matrix> Embed(const CheckpointReader& reader, const Architecture& arch, const BlockGeometry& g,
+                             const std::vector<int>& tokens);
+
+// y = x·wᵀ for rows of x (n x in) and w (out x in), one sgemm.
+Matrix TimesTransposed(const Matrix& x, const Matrix& w);
+// RMSNorm of every row.
+Matrix RmsNormRows(const Matrix& x, const std::vector<float>& weight, double eps);
+// Causal self-attention before o_proj: rows of `xn` are windows of the given lengths, back to back.
+Matrix Attention(const BlockGeometry& g, const Matrix& xn, const Matrix& q, const Matrix& k, const Matrix& v,
+                 const std::vector<int64_t>& window_lengths);
+// SiLU(xn·gateᵀ) ⊙ (xn·upᵀ): down_proj's input.
+Matrix SwiGlu(const Matrix& xn, const Matrix& gate, const Matrix& up);
+// x += y, elementwise.
+void AddInPlace(Matrix* x, const Matrix& y);
+
+// Consecutive whole windows of a row batch, processed together to bound memory.
+struct RowChunk {
+  int64_t first_row = 0, rows = 0;
+  std::vector<int64_t> lengths;  ///< its windows' lengths
+};
+// Windows of the given lengths, back to back, cut into chunks of about `rows_per_chunk` rows (whole windows).
+std::vector<RowChunk> ChunkWindows(const std::vector<int64_t>& window_lengths, int64_t rows_per_chunk);
+// Rows [first, first + rows) of m as a matrix of their own, and back.
+Matrix RowsOf(const Matrix& m, int64_t first, int64_t rows);
+void PutRows(const Matrix& part, int64_t first, Matrix* m);
+
+// Called with each linear input of a batched block pass.
+using BlockCapture = std::function<void(LinearInput input, const Matrix& rows)>;
+// The whole block on rows of windows.
+Matrix BlockForward(const BlockGeometry& g, const BlockWeights& w, const Matrix& x,
+                    const std::vector<int64_t>& window_lengths, const BlockCapture& capture = nullptr);
+
+// The keys and values of the positions seen so far (row per position), for the token step.
+struct KvCache {
+  std::vector<float> keys, values;
+  int64_t length = 0;
+};
+// Called with each linear input of a token step (one vector).
+using StepCapture = std::function<void(LinearInput input, const float* x)>;
+// One token at position cache->length through the block: `x` (dim values) is updated in place.
+void BlockStep(const BlockGeometry& g, const BlockWeights& w, float* x, KvCache* cache,
+               const StepCapture& capture = nullptr);
+
+// RMSNorm of one vector of n values.
+void RmsNorm(const float* x, const float* weight, int64_t n, double eps, float* out);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_RUNTIME_DECODER_BLOCK_H_
