@@ -2,7 +2,15 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: setup build run test bench load-check stream-bench quality-table clean
+# OpenBLAS falls back to its slow generic kernels on CPUs it does not recognise (VMs that report
+# "Intel Xeon Processor"): AVX2 machines get Haswell's unless the environment chose already.
+ifeq ($(OPENBLAS_CORETYPE),)
+  ifneq ($(shell grep -m1 -o -w avx2 /proc/cpuinfo 2>/dev/null),)
+    export OPENBLAS_CORETYPE := Haswell
+  endif
+endif
+
+.PHONY: setup build run test bench calib-bench load-check stream-bench quality-table clean
 
 setup:
 	./scripts/setup.sh
@@ -19,6 +27,9 @@ test: build
 
 bench: build
 	./scripts/bench.sh $(BUILD)
+
+calib-bench: build
+	python3 scripts/calib_bench.py $(BUILD)
 
 load-check: build
 	./scripts/load_check.sh $(BUILD)

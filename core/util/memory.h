@@ -6,8 +6,8 @@ namespace lowbit {
 
 // glibc serves large blocks with fresh mmaps and unmaps them on free, so every tensor pays first-touch
 // page faults again (measured: 2.6 ms per MB on a lazily backed VM, 15x the quantization itself).
-// This keeps freed memory in the process for reuse; peak RSS still follows the largest tensors in
-// flight, not the model. Call once at the start of main().
+// This keeps freed memory in the process for reuse, in at most two arenas shared by all threads; peak
+// RSS still follows the largest tensors in flight, not the model. Call once at the start of main().
 void ConfigureAllocatorForLargeBuffers();
 
 }  // namespace lowbit

@@ -127,6 +127,31 @@ TEST(SchedulerTest, RunsUpToTheConfiguredNumberOfJobsAtOnce) {
   EXPECT_EQ(runner.finished().size(), 6u);
 }
 
+// Jobs start only while the running jobs' estimates fit the budget; a smaller job behind a big one may go
+// first, and a job bigger than the budget still runs, alone.
+TEST(SchedulerTest, AdmitsJobsByTheirMemoryEstimates) {
+  FakeRunner runner(/*gated=*/true);
+  Scheduler scheduler({3, 16, /*memory_budget_bytes=*/100}, [&](const std::string& id) { runner.Run(id); });
+  ASSERT_TRUE(scheduler.Enqueue("a60", 60).ok());
+  ASSERT_TRUE(scheduler.Enqueue("b50", 50).ok());
+  ASSERT_TRUE(scheduler.Enqueue("c30", 30).ok());
+  ASSERT_TRUE(scheduler.Enqueue("d200", 200).ok());
+  runner.WaitStarted(2);
+  absl::SleepFor(absl::Milliseconds(100));  // time for a wrong admission to show
+  EXPECT_EQ(runner.started(), (std::vector<std::string>{"a60", "c30"})) << "b50 would exceed the budget beside a60";
+  EXPECT_EQ(scheduler.running(), 2);
+  runner.Release("a60");
+  runner.WaitStarted(3);
+  EXPECT_EQ(runner.started().back(), "b50");
+  runner.Release("c30");
+  runner.Release("b50");
+  runner.WaitStarted(4);
+  EXPECT_EQ(runner.started().back(), "d200") << "alone, over the budget";
+  EXPECT_EQ(scheduler.running(), 1);
+  runner.Release("d200");
+  ASSERT_TRUE(scheduler.WaitUntilIdle(absl::Seconds(10)));
+}
+
 TEST(SchedulerTest, FailingJobDoesNotHarmTheJobBesideIt) {
   FakeRunner runner(/*gated=*/true);
   Scheduler scheduler({2, 16}, [&](const std::string& id) { runner.Run(id); });
