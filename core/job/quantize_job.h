@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "core/job/report.h"
 #include "core/quant/quantizer.h"
+#include "core/runtime/decoder_block.h"
 #include "core/storage/object_store.h"
 #include "core/util/job_context.h"
 #include "core/util/thread_pool.h"
@@ -88,9 +89,7 @@ struct JobOptions {
   // Jobs whose resource plan (core/job/job_plan.h) exceeds this are refused with RESOURCE_EXHAUSTED
   // instead of risking the process and every other job in it. 0: no limit.
   uint64_t memory_limit_bytes = 0;
-  // Tokens (whole windows) per batched pass of calibration and evaluation: big enough for sgemm to run
-  // near peak, small enough that one chunk of a 7B block takes well under a second between cancel checks.
-  int64_t rows_per_chunk = 512;
+  int64_t rows_per_chunk = kDefaultRowsPerChunk;  ///< tokens per batched pass (core/runtime/decoder_block.h)
 };
 
 // Reads from `source`, writes to `destination` (may be the same store). INVALID_ARGUMENT for a bad

@@ -55,7 +55,7 @@ struct BlockCalibratorOptions {
   std::function<bool(const std::string&)> include;  ///< full weight names to quantize; the rest stay float
   ThreadPool* pool = nullptr;        ///< runs the layers of one group in parallel; null: one after another
   JobContext* context = nullptr;     ///< checked per block, per row chunk and inside the methods
-  int64_t rows_per_chunk = 512;      ///< rows (tokens, whole windows) per batched pass
+  int64_t rows_per_chunk = kDefaultRowsPerChunk;  ///< rows (tokens, whole windows) per batched pass
 };
 
 // One block's results.

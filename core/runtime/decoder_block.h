@@ -77,6 +77,11 @@ Matrix SwiGlu(const Matrix& xn, const Matrix& gate, const Matrix& up);
 // x += y, elementwise.
 void AddInPlace(Matrix* x, const Matrix& y);
 
+// Tokens (whole windows) per batched pass of calibration and evaluation: big enough for sgemm to run near
+// peak, small enough that one chunk of a 7B block takes well under a second between cancellation checks.
+// One value everywhere, so a job's evaluation and `lowbit eval` sum in the same order.
+inline constexpr int64_t kDefaultRowsPerChunk = 512;
+
 // Consecutive whole windows of a row batch, processed together to bound memory.
 struct RowChunk {
   int64_t first_row = 0, rows = 0;

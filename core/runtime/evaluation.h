@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/checkpoint/checkpoint_reader.h"
+#include "core/runtime/decoder_block.h"
 #include "core/runtime/token_windows.h"
 #include "core/util/job_context.h"
 
@@ -24,7 +25,7 @@ struct EvalResult {
 // null) is told each block and checked per block and per row chunk.
 absl::StatusOr<EvalResult> Evaluate(const CheckpointReader& model, const CheckpointReader* reference,
                                     const EvaluationWindows& windows, JobContext* context = nullptr,
-                                    int64_t rows_per_chunk = 2048);
+                                    int64_t rows_per_chunk = kDefaultRowsPerChunk);
 
 }  // namespace lowbit
 
