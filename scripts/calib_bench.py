@@ -51,7 +51,7 @@ def run_rss(cmd):
 
 
 def sgemm_gflops(build):
-    out = subprocess.run([os.path.join(build, "tests", "lowbit_bench"), "--benchmark_filter=BM_Sgemm4096$",
+    out = subprocess.run([os.path.join(build, "tests", "lowbit_bench"), "--benchmark_filter=BM_Sgemm4096/",
                           "--benchmark_format=json"], capture_output=True, text=True, check=True).stdout
     return json.loads(out)["benchmarks"][0]["GFLOP/s"] / 1e9
 

@@ -78,7 +78,7 @@ absl::StatusOr<ResourceEstimate> EstimateResources(const ModelDescriptor& descri
     const uint64_t chunk_scratch = U(chunk) * (3 * U(g.hidden) + 6 * U(g.dim) + 2 * U(g.kv_dim())) * kF32 +
                                    U(spec.calibration.seqlen) * U(spec.calibration.seqlen) * kF32;
     if (calibrate) {
-      e.block_weights = 2 * (block_f32 + block_raw);
+      e.block_weights = block_f32 + 2 * block_raw;  // this block in float32 and as stored, the next as stored
       e.calibration_rows = static_cast<int64_t>(spec.calibration.samples) * spec.calibration.seqlen;
       const bool awq = spec.quant.method == Method::kAwq;
       // Sequential: x and h (and the attention output when its width differs); AWQ also keeps both norms'
@@ -99,8 +99,10 @@ absl::StatusOr<ResourceEstimate> EstimateResources(const ModelDescriptor& descri
     }
     if (evaluate) {
       const int64_t eval_rows = static_cast<int64_t>(spec.evaluation.windows) * spec.evaluation.seqlen;
-      e.evaluation = 2 * (U(eval_rows) * U(g.dim) * kF32 + 2 * block_f32 + lm_head + embed_bytes) + chunk_scratch +
-                     (64u << 20) * 2;
+      // Per model: hidden states, one block in float32 and two as read (the written model's reader
+      // dequantizes, so as much as float32), lm_head, the embeddings read; one chunk's scratch and logits.
+      e.evaluation = 2 * (U(eval_rows) * U(g.dim) * kF32 + 3 * block_f32 + lm_head + embed_bytes) +
+                     chunk_scratch + (64u << 20) * 2;
     }
   }
   e.total = e.streaming + std::max(e.block_weights + e.activations + e.statistics, e.evaluation);

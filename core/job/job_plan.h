@@ -19,7 +19,7 @@ namespace lowbit {
 
 struct ResourceEstimate {
   uint64_t streaming = 0;     ///< tensors in flight in the streaming pass and the workers' scratch
-  uint64_t block_weights = 0; ///< one decoder block in float32 and as read, twice (the next one prefetched)
+  uint64_t block_weights = 0; ///< one decoder block in float32 and as read, and the next one as read (prefetched)
   uint64_t activations = 0;   ///< calibration hidden states over all windows, one row chunk's scratch, the embeddings read
   uint64_t statistics = 0;    ///< the largest linear group's input statistics and the method's scratch on it
   uint64_t evaluation = 0;    ///< two models' hidden states, blocks and lm_heads over the evaluation windows

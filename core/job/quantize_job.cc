@@ -142,10 +142,12 @@ absl::StatusOr<std::vector<Tensor>> Pack(const PlannedTensor& p, const Quantized
   return p.format == OutputFormat::kAwq ? PackAwq(prefix, *grid) : PackGptq(prefix, *grid);
 }
 
+// `tensor` is the checkpoint's, except for layers the calibrator quantized: those come without bytes, the
+// calibrator having measured their error on the float weights it held.
 absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor tensor, const JobContext* context) {
   const auto started = std::chrono::steady_clock::now();
   ProcessedTensor result;
-  if (!IsFloatDType(tensor.dtype)) {
+  if (!IsFloatDType(tensor.dtype) && p.calibrated == nullptr) {
     result.outputs.push_back(std::move(tensor));
     return result;
   }
@@ -161,20 +163,20 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
     result.outputs.push_back(std::move(out));
     return result;
   }
-  ASSIGN_OR_RETURN(Matrix w, ToMatrix(tensor));
-  tensor.bytes.clear();
-  tensor.bytes.shrink_to_fit();
-  RETURN_IF_ERROR(CheckFinite(w.data.data(), static_cast<int64_t>(w.data.size()), "weights"));
   std::string note;
   QuantizedLayer computed;
   const QuantizedLayer* q = nullptr;
   double error = 0;
   if (p.calibrated != nullptr) {
+    if (!p.calibrated->relative_error) return absl::InternalError("a calibrated layer without its error");
     q = &p.calibrated->tensor;
     note = p.calibrated->note;
-    // AWQ's layers approximate the scaled weights, so calibration measured their error itself.
-    error = p.calibrated->relative_error ? *p.calibrated->relative_error : RelativeFrobeniusError(w, *q);
+    error = *p.calibrated->relative_error;
   } else {
+    ASSIGN_OR_RETURN(Matrix w, ToMatrix(tensor));
+    tensor.bytes.clear();
+    tensor.bytes.shrink_to_fit();
+    RETURN_IF_ERROR(CheckFinite(w.data.data(), static_cast<int64_t>(w.data.size()), "weights"));
     ASSIGN_OR_RETURN(computed, p.quantizer->Quantize(w, nullptr, context));
     q = &computed;
     error = RelativeFrobeniusError(w, *q);
@@ -477,7 +479,6 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   CalibratedBlock block;
   std::map<std::string, Tensor*> block_tensors;
   const size_t max_in_flight = static_cast<size_t>(std::max(1, options.max_tensors_in_flight));
-  const JobPhase streaming = calibrator ? JobPhase::kCalibrating : JobPhase::kQuantizing;
   for (size_t i = 0; i < plan.size(); ++i) {
     PlannedTensor& p = plan[i];
     const int layer = LayerIndexOf(p.info.name);
@@ -501,9 +502,12 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
       RETURN_IF_ERROR(write_oldest());
     }
     RETURN_IF_ERROR(observer->CheckCancelled());
-    if (!calibrator) observer->Progress({streaming, static_cast<int64_t>(i), static_cast<int64_t>(plan.size()), p.info.name});
+    // Calibrated jobs report by block, from the calibrator; data-free ones by tensor.
+    if (!calibrator) observer->Progress({JobPhase::kQuantizing, static_cast<int64_t>(i), static_cast<int64_t>(plan.size()), p.info.name});
     Tensor tensor;
-    if (auto it = block_tensors.find(p.info.name); it != block_tensors.end()) {
+    if (p.calibrated != nullptr) {
+      tensor = Tensor{p.info.name, p.info.dtype, p.info.shape, {}};  // read, quantized and measured by the calibrator
+    } else if (auto it = block_tensors.find(p.info.name); it != block_tensors.end()) {
       tensor = std::move(*it->second);
       block_tensors.erase(it);
     } else {

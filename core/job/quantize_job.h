@@ -1,13 +1,16 @@
 // RunQuantizeJob: one quantization job end to end, used by `lowbit quantize` and by every server job,
 // so both produce byte-identical output.
 //
-// The layer pipeline: the calling thread reads one tensor at a time (with ranged reads, so the next
-// tensor downloads while workers quantize the ones before it) and hands it to the worker pool
-// (convert → check → quantize → pack → measure error), keeping at most `max_tensors_in_flight` tensors
-// and `max_bytes_in_flight` bytes in memory; results are written in order into one streamed
-// model.safetensors. Outputs appear only
-// when complete: config files next, lowbit_report.json last as the commit marker. On failure or
-// cancellation everything this job wrote is deleted.
+// Phases: plan (validate, open the checkpoint's headers, the resource plan checked against the memory
+// limit, the tensor plan) → stream → write → evaluate → commit the report.
+// The stream: the calling thread reads one tensor at a time (with ranged reads, so the next tensor
+// downloads while workers quantize the ones before it) and hands it to the worker pool (convert → check →
+// quantize → pack → measure error), keeping at most `max_tensors_in_flight` tensors and
+// `max_bytes_in_flight` bytes in memory; results are written in order into one streamed
+// model.safetensors. For calibrated methods the block calibrator (core/runtime/block_calibrator.h) runs
+// each decoder block just before the stream reaches it and hands over the block's tensors and results.
+// Outputs appear only when complete: config files next, lowbit_report.json last as the commit marker. On
+// failure or cancellation everything this job wrote is deleted.
 #ifndef LOWBIT_CORE_JOB_QUANTIZE_JOB_H_
 #define LOWBIT_CORE_JOB_QUANTIZE_JOB_H_
 

@@ -103,13 +103,18 @@ absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats&
   std::vector<float> wt(static_cast<size_t>(rows * cols));
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) wt[c * rows + r] = w.data[r * cols + c];
-  std::vector<float> h = stats.hessian;
+  // H as given, or a modified copy (dead inputs, act-order): a copy is cols² floats, 485 MB for a 7B
+  // down_proj, so it is made only when needed.
+  std::vector<float> h_modified;
   for (int64_t c = 0; c < cols; ++c) {
-    if (h[c * cols + c] == 0.0f) {  // a dead input: never active, so its weights cannot matter
-      h[c * cols + c] = 1.0f;
+    if (stats.hessian[c * cols + c] == 0.0f) {  // a dead input: never active, so its weights cannot matter
+      if (h_modified.empty()) h_modified = stats.hessian;
+      h_modified[c * cols + c] = 1.0f;
       std::fill(wt.begin() + c * rows, wt.begin() + (c + 1) * rows, 0.0f);
     }
   }
+  if (o.act_order && h_modified.empty()) h_modified = stats.hessian;
+  const std::vector<float>& h_used = h_modified.empty() ? stats.hessian : h_modified;
   // Static groups: grids from the original weights, per sequential group.
   std::vector<GroupGrid> static_grids;
   if (o.static_groups) {
@@ -124,6 +129,7 @@ absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats&
   std::vector<int64_t> perm(static_cast<size_t>(cols));
   std::iota(perm.begin(), perm.end(), 0);
   if (o.act_order) {
+    const std::vector<float>& h = h_modified;
     std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return h[a * cols + a] > h[b * cols + b]; });
     std::vector<float> wp(wt.size()), hp(h.size());
     for (int64_t i = 0; i < cols; ++i) {
@@ -131,11 +137,12 @@ absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats&
       for (int64_t j = 0; j < cols; ++j) hp[i * cols + j] = h[perm[i] * cols + perm[j]];
     }
     wt.swap(wp);
-    h.swap(hp);
+    h_modified.swap(hp);
   }
 
   GptqResult result;
-  ASSIGN_OR_RETURN(InverseHessianFactor factor, FactorInverseHessian(h, cols, o.damp_percent));
+  ASSIGN_OR_RETURN(InverseHessianFactor factor, FactorInverseHessian(h_used, cols, o.damp_percent));
+  h_modified = std::vector<float>();  // U replaces it
   result.damp_percent_used = factor.damp_percent_used;
   result.cholesky_retries = factor.retries;
   const std::vector<float>& U = factor.u;

@@ -61,11 +61,7 @@ BlockCalibrator::~BlockCalibrator() {
 
 void BlockCalibrator::Prefetch(int block) {
   if (block >= num_blocks()) return;
-  prefetch_ = std::async(std::launch::async, [this, block]() -> absl::StatusOr<ReadAhead> {
-    ReadAhead r;
-    ASSIGN_OR_RETURN(r.weights, ReadBlock(reader_, arch_, geometry_, block, &r.tensors));
-    return r;
-  });
+  prefetch_ = std::async(std::launch::async, [this, block] { return ReadBlockTensors(reader_, arch_, block); });
 }
 
 bool BlockCalibrator::Needs(const LinearGroup& group) const {
@@ -79,15 +75,17 @@ absl::StatusOr<CalibratedBlock> BlockCalibrator::Next() {
   if (next_ >= num_blocks()) return absl::OutOfRangeError("every block is calibrated");
   RETURN_IF_ERROR(Check());
   if (options_.context) options_.context->Progress({JobPhase::kCalibrating, next_, num_blocks(), arch_.BlockPrefix(next_)});
-  ASSIGN_OR_RETURN(ReadAhead block, prefetch_.get());
-  Prefetch(next_ + 1);  // reads while this block computes
   CalibratedBlock out;
   out.index = next_;
-  out.tensors = std::move(block.tensors);
+  if (!prefetch_.valid()) Prefetch(next_);  // after a failed block
+  ASSIGN_OR_RETURN(out.tensors, prefetch_.get());
+  ASSIGN_OR_RETURN(BlockWeights weights, BlockFromTensors(out.tensors, arch_, geometry_, next_));
+  // The layers this block quantizes are held in float32 from here on; their stored copies can go.
+  std::erase_if(out.tensors, [&](const Tensor& t) { return options_.include(t.name) && weights.Linear(t.name.substr(arch_.BlockPrefix(next_).size())) != nullptr; });
   if (options_.mode == BlockCalibratorOptions::Mode::kAwq) {
-    RETURN_IF_ERROR(Awq(block.weights, &out));
+    RETURN_IF_ERROR(Awq(weights, &out));
   } else {
-    RETURN_IF_ERROR(Sequential(block.weights, &out));
+    RETURN_IF_ERROR(Sequential(weights, &out));
   }
   ++next_;
   return out;
@@ -105,7 +103,10 @@ absl::Status BlockCalibrator::QuantizeGroup(const LinearGroup& group, const Cali
     auto work = [this, &stats, name = prefix + n, m = w->Linear(n)]() -> absl::StatusOr<CalibratedLayer> {
       const auto started = std::chrono::steady_clock::now();
       absl::StatusOr<CalibratedLayer> r = options_.quantize(name, *m, stats, options_.context);
-      if (r.ok()) r->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      if (!r.ok()) return r;
+      // Measured here, on the checkpoint's weights, so the stream need not read them again.
+      if (!r->relative_error) r->relative_error = RelativeFrobeniusError(*m, r->tensor);
+      r->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       return r;
     };
     if (options_.pool != nullptr) {
@@ -183,6 +184,9 @@ absl::Status BlockCalibrator::Sequential(BlockWeights& w, CalibratedBlock* out) 
     ASSIGN_OR_RETURN(CalibrationStats s, capture(mlp_input, g.hidden));
     RETURN_IF_ERROR(QuantizeGroup(down, s, &w, out));
   }
+  // The next block is read during this block's last pass, not earlier: started before down_proj's GPTQ
+  // it would sit beside down's H, its factor and its working copy (7B: 0.4 GB more at the peak).
+  Prefetch(next_ + 1);
   // The next block's input: h + MLP(h) through the quantized block.
   for (const Chunk& c : chunks_) {
     RETURN_IF_ERROR(Check());
@@ -225,6 +229,7 @@ absl::Status BlockCalibrator::Awq(BlockWeights& w, CalibratedBlock* out) {
     AddInPlace(&mlp_out, h);
     PutRows(mlp_out, c.first_row, &x_);  // float activations, as AutoAWQ
   }
+  Prefetch(next_ + 1);  // read while the searches run
   // The blocks q/k/v and gate/up feed, as AutoAWQ inspects them: the error of a candidate's output.
   const AwqBlockError attention_error = [&](const std::vector<Matrix>& c) {
     double e = 0;

@@ -1,6 +1,6 @@
 // BlockCalibrator: the block-wise calibration pipeline every calibrated method runs through (the GPTQ
 // papers' and AutoGPTQ's scheme). The calibration windows are embedded once; then, block by block in
-// order, only that block's tensors are read (the next block's are prefetched while this one computes),
+// order, only that block's tensors are read (the next block's are prefetched during this one's last pass),
 // the inputs of each linear group are captured with batched passes over row chunks of all windows, and
 // the block is quantized:
 // - sequential methods (gptq, vq, sensitive lut, refined onebit) true-sequentially — q/k/v, then o, then
@@ -8,8 +8,8 @@
 //   group in parallel on the pool — and the hidden states advance through the quantized block;
 // - AWQ on the float block's activations (as AutoAWQ): the scale searches on the attention's and the MLP's
 //   outputs, the folds, the clip search; the hidden states advance through the float block.
-// Memory: the hidden states (two rows x hidden_size matrices), one block in float32 plus the prefetched
-// one, one group's statistics, and one chunk's activations; never a whole model.
+// Memory: the hidden states (two rows x hidden_size matrices), one block in float32 and as stored, the next
+// block as stored, one group's statistics, and one chunk's activations; never a whole model.
 //
 // Not thread-safe; Next() is called from one thread, block 0 first.
 #ifndef LOWBIT_CORE_RUNTIME_BLOCK_CALIBRATOR_H_
@@ -39,7 +39,7 @@ namespace lowbit {
 struct CalibratedLayer {
   QuantizedLayer tensor;
   std::string note;
-  std::optional<double> relative_error;  ///< set when `tensor` approximates other weights than the checkpoint's (AWQ)
+  std::optional<double> relative_error;  ///< ‖W − Ŵ‖/‖W‖ against the weights it approximates (AWQ's: the scaled ones); set by the calibrator if the method does not
   double seconds = 0;                    ///< time spent quantizing this layer
 };
 
@@ -63,7 +63,7 @@ struct CalibratedBlock {
   int index = 0;
   std::map<std::string, CalibratedLayer> layers;       ///< quantized layers by weight name
   std::map<std::string, std::vector<float>> replaced;  ///< tensors whose float values calibration changed (AWQ's folds)
-  std::vector<Tensor> tensors;                         ///< the block's tensors as read, for the output stream
+  std::vector<Tensor> tensors;                         ///< the block's other tensors as read (norms, unquantized layers), for the output stream
 };
 
 class BlockCalibrator {
@@ -85,10 +85,6 @@ class BlockCalibrator {
 
  private:
   using Chunk = RowChunk;
-  struct ReadAhead {
-    BlockWeights weights;
-    std::vector<Tensor> tensors;
-  };
   BlockCalibrator(const CheckpointReader& reader, const Architecture& arch, const BlockGeometry& g,
                   BlockCalibratorOptions options)
       : reader_(reader), arch_(arch), geometry_(g), options_(std::move(options)) {}
@@ -109,7 +105,7 @@ class BlockCalibrator {
   std::vector<Chunk> chunks_;
   Matrix x_;
   int next_ = 0;
-  std::future<absl::StatusOr<ReadAhead>> prefetch_;
+  std::future<absl::StatusOr<std::vector<Tensor>>> prefetch_;  ///< the next block as stored
 };
 
 }  // namespace lowbit

@@ -120,18 +120,27 @@ std::vector<float>* BlockWeights::Norm(absl::string_view name) {
   return nullptr;
 }
 
-absl::StatusOr<BlockWeights> ReadBlock(const CheckpointReader& reader, const Architecture& arch, const BlockGeometry& g,
-                                       int block, std::vector<Tensor>* raw) {
+absl::StatusOr<std::vector<Tensor>> ReadBlockTensors(const CheckpointReader& reader, const Architecture& arch, int block) {
   const std::string prefix = arch.BlockPrefix(block);
-  std::map<std::string, const TensorInfo*> infos;
+  std::vector<Tensor> tensors;
   for (const TensorInfo& t : reader.tensors()) {
-    if (t.name.rfind(prefix, 0) == 0) infos[t.name.substr(prefix.size())] = &t;
+    if (t.name.rfind(prefix, 0) != 0) continue;
+    ASSIGN_OR_RETURN(Tensor tensor, reader.Read(t));
+    tensors.push_back(std::move(tensor));
   }
+  return tensors;
+}
+
+absl::StatusOr<BlockWeights> BlockFromTensors(const std::vector<Tensor>& tensors, const Architecture& arch,
+                                              const BlockGeometry& g, int block) {
+  const std::string prefix = arch.BlockPrefix(block);
   auto load = [&](const std::string& name, int64_t rows, int64_t cols) -> absl::StatusOr<Matrix> {
-    auto it = infos.find(name);
-    if (it == infos.end()) return absl::InvalidArgumentError(absl::StrCat("missing tensor ", prefix, name));
-    ASSIGN_OR_RETURN(Tensor t, reader.Read(*it->second));
-    ASSIGN_OR_RETURN(Matrix m, ToMatrix(t));
+    const Tensor* t = nullptr;
+    for (const Tensor& candidate : tensors) {
+      if (candidate.name == prefix + name) t = &candidate;
+    }
+    if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing tensor ", prefix, name));
+    ASSIGN_OR_RETURN(Matrix m, ToMatrix(*t));
     if (m.rows * m.cols != rows * cols) {
       return absl::InvalidArgumentError(absl::StrCat("tensor ", prefix, name, " is ", m.rows, "x", m.cols, ", expected ",
                                                      rows, "x", cols));
@@ -139,7 +148,6 @@ absl::StatusOr<BlockWeights> ReadBlock(const CheckpointReader& reader, const Arc
     RETURN_IF_ERROR(CheckFinite(m.data.data(), rows * cols, absl::StrCat("tensor ", prefix, name)));
     m.rows = rows;
     m.cols = cols;
-    if (raw != nullptr) raw->push_back(std::move(t));
     return m;
   };
   BlockWeights w;
@@ -147,10 +155,10 @@ absl::StatusOr<BlockWeights> ReadBlock(const CheckpointReader& reader, const Arc
   ASSIGN_OR_RETURN(Matrix ffn_norm, load(arch.ffn_norm, 1, g.dim));
   w.attn_norm = std::move(attn_norm.data);
   w.ffn_norm = std::move(ffn_norm.data);
+  // [out, in] of each linear layer, as HF stores them.
   const std::pair<Matrix*, std::pair<int64_t, int64_t>> shapes[] = {
-      {&w.q, {g.q_dim(), g.dim}},   {&w.k, {g.kv_dim(), g.dim}},   {&w.v, {g.kv_dim(), g.dim}},
-      {&w.o, {g.dim, g.q_dim()}},   {&w.gate, {g.hidden, g.dim}}, {&w.up, {g.hidden, g.dim}},
-      {&w.down, {g.dim, g.hidden}}};
+      {&w.q, {g.q_dim(), g.dim}}, {&w.k, {g.kv_dim(), g.dim}},   {&w.v, {g.kv_dim(), g.dim}}, {&w.o, {g.dim, g.q_dim()}},
+      {&w.gate, {g.hidden, g.dim}}, {&w.up, {g.hidden, g.dim}}, {&w.down, {g.dim, g.hidden}}};
   for (const LinearGroup& group : arch.groups) {
     for (const std::string& name : group.linears) {
       Matrix* m = w.Linear(name);
@@ -162,6 +170,12 @@ absl::StatusOr<BlockWeights> ReadBlock(const CheckpointReader& reader, const Arc
     }
   }
   return w;
+}
+
+absl::StatusOr<BlockWeights> ReadBlock(const CheckpointReader& reader, const Architecture& arch, const BlockGeometry& g,
+                                       int block) {
+  ASSIGN_OR_RETURN(const std::vector<Tensor> tensors, ReadBlockTensors(reader, arch, block));
+  return BlockFromTensors(tensors, arch, g, block);
 }
 
 absl::StatusOr<Matrix> Embed(const CheckpointReader& reader, const Architecture& arch, const BlockGeometry& g,

@@ -55,11 +55,15 @@ struct BlockWeights {
   std::vector<float>* Norm(absl::string_view name);
 };
 
-// Reads block `block`'s tensors (named by `arch`) from `reader`. INVALID_ARGUMENT for a missing tensor, a
-// shape the geometry does not expect, or a non-finite value, naming the tensor. `raw`, when given, gets
-// the tensors as read (so a caller that also streams them need not read them twice).
+// Block `block`'s tensors as stored (every tensor whose name has the block's prefix), in reader order.
+absl::StatusOr<std::vector<Tensor>> ReadBlockTensors(const CheckpointReader& reader, const Architecture& arch, int block);
+// The block's weights in float32 from its tensors. INVALID_ARGUMENT for a missing tensor, a shape the
+// geometry does not expect, or a non-finite value, naming the tensor.
+absl::StatusOr<BlockWeights> BlockFromTensors(const std::vector<Tensor>& tensors, const Architecture& arch,
+                                              const BlockGeometry& g, int block);
+// Both at once.
 absl::StatusOr<BlockWeights> ReadBlock(const CheckpointReader& reader, const Architecture& arch, const BlockGeometry& g,
-                                       int block, std::vector<Tensor>* raw = nullptr);
+                                       int block);
 
 // Embedding rows for `tokens`, converted from the checkpoint's dtype one row at a time.
 absl::StatusOr<Matrix> Embed(const CheckpointReader& reader, const Architecture& arch, const BlockGeometry& g,

@@ -17,11 +17,11 @@ struct Stream {
   const Architecture* arch = nullptr;
   BlockGeometry geometry;
   Matrix x;
-  std::future<absl::StatusOr<BlockWeights>> next;
+  std::future<absl::StatusOr<std::vector<Tensor>>> next;  ///< the next block as stored
 
   void Prefetch(int block) {
     if (block < geometry.layers) {
-      next = std::async(std::launch::async, [this, block] { return ReadBlock(*reader, *arch, geometry, block); });
+      next = std::async(std::launch::async, [this, block] { return ReadBlockTensors(*reader, *arch, block); });
     }
   }
   ~Stream() {
@@ -39,8 +39,9 @@ absl::Status Open(const CheckpointReader& reader, const std::vector<int>& tokens
 }
 
 absl::Status Advance(Stream* s, int block, const std::vector<RowChunk>& chunks, const JobContext* context) {
-  ASSIGN_OR_RETURN(BlockWeights w, s->next.get());
+  ASSIGN_OR_RETURN(const std::vector<Tensor> tensors, s->next.get());
   s->Prefetch(block + 1);
+  ASSIGN_OR_RETURN(const BlockWeights w, BlockFromTensors(tensors, *s->arch, s->geometry, block));
   for (const RowChunk& c : chunks) {
     RETURN_IF_ERROR(CheckCancelled(context));
     PutRows(BlockForward(s->geometry, w, RowsOf(s->x, c.first_row, c.rows), c.lengths), c.first_row, &s->x);

@@ -12,44 +12,11 @@ import sys
 import tempfile
 import time
 
+from cli_client import CliClient, check
 from lowbitd import Lowbitd
 
 LOWBITD, LOWBIT, SYNTH, SHARED = sys.argv[1:5]
 GRACE = 1.0
-
-
-def check(condition, what):
-    if not condition:
-        raise AssertionError(what)
-    print("ok:", what)
-
-
-def cli(server, *args):
-    r = subprocess.run([LOWBIT, *args, "--server", server.address], capture_output=True, text=True)
-    return r.returncode, r.stdout, r.stderr
-
-
-def submit(server, *args):
-    code, out, err = cli(server, "submit", *args, "--json")
-    if code != 0:
-        raise AssertionError("submit failed: " + err)
-    return json.loads(out)["metadata"]["name"]
-
-
-def job(server, name):
-    code, out, err = cli(server, "get", name, "--json")
-    assert code == 0, err
-    return json.loads(out)
-
-
-def wait_for(server, name, predicate, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        j = job(server, name)
-        if predicate(j):
-            return j
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting on %s: %s" % (name, json.dumps(job(server, name))[:2000]))
 
 
 def calibrating(j, block=1):
@@ -61,6 +28,7 @@ def write_ids(path, n, seed):
 
 
 server = Lowbitd(LOWBITD, SHARED, ["--worker_threads=2", "--grace_period=%gs" % GRACE, "--memory_limit=3Gi"])
+client = CliClient(LOWBIT, server)
 with server:
     subprocess.check_call([SYNTH, "--shape=smollm2-135m", "--layers=8", "--output=" + os.path.join(server.store, "smol")],
                           stdout=subprocess.DEVNULL)
@@ -71,29 +39,29 @@ with server:
             "--eval-seqlen", "128"]
 
     # The plan without a job.
-    code, out, err = cli(server, "submit", *gptq, "--output", "out/dry", "--dry-run")
+    code, out, err = client.run("submit", *gptq, "--output", "out/dry", "--dry-run")
     check(code == 0 and "plan:" in out and "nothing was queued" in out, "--dry-run prints the plan: " + out.strip()[:200])
-    code, out, _ = cli(server, "list", "--json")
+    code, out, _ = client.run("list", "--json")
     check(code == 0 and "out/dry" not in out, "and queues nothing")
     # A plan above the limit is refused at submit, with the estimate and the limit in the message.
-    code, out, err = cli(server, "submit", *gptq[:-10], "--calib", "calib.ids.json", "--calib-samples", "4096",
+    code, out, err = client.run("submit", *gptq[:-10], "--calib", "calib.ids.json", "--calib-samples", "4096",
                          "--calib-seqlen", "2048", "--output", "out/huge")
     check(code != 0 and "above the memory limit of 3.00 GiB" in err and "needs up to" in err,
           "a job planned above --memory_limit is refused at submit: " + err.strip()[:240])
-    code, out, _ = cli(server, "list", "--json")
+    code, out, _ = client.run("list", "--json")
     check("out/huge" not in out, "the refused request left no job record")
 
     # Progress by phase while calibrating, then a cancel mid-calibration.
-    first = submit(server, *gptq, "--output", "out/cancelled")
-    j = wait_for(server, first, lambda j: calibrating(j, 2))
+    first = client.submit(*gptq, "--output", "out/cancelled")
+    j = client.wait_for(first, lambda j: calibrating(j, 2))
     check(j["phaseTotal"] in ("8", 8) and j.get("eta"), "calibrating block %s of %s, ETA %s, at %s" % (
         j["phaseDone"], j["phaseTotal"], j.get("eta"), j.get("currentLayer")))
     check(int(j["plan"]["totalBytes"]) > 0 and j["plan"]["activationStorage"] == "float32",
           "the job carries its plan: " + j["plan"]["summary"][:160])
     cancel_at = time.time()
-    code, out, err = cli(server, "cancel", first)
+    code, out, err = client.run("cancel", first)
     check(code == 0, "lowbit cancel")
-    j = wait_for(server, first, lambda j: j["state"] not in ("RUNNING", "QUEUED"), timeout=30)
+    j = client.wait_for(first, lambda j: j["state"] not in ("RUNNING", "QUEUED"), timeout=30)
     latency = time.time() - cancel_at
     check(j["state"] == "CANCELLED" and int(j.get("phaseDone", 0)) < 8,
           "cancelled mid-calibration in %.2f s, at block %s of 8" % (latency, j.get("phaseDone")))
@@ -101,8 +69,8 @@ with server:
     check(not os.path.exists(os.path.join(server.store, "out/cancelled")), "and left no output")
 
     # SIGTERM mid-calibration: back to QUEUED within the grace period; after a restart it runs to the end.
-    survivor = submit(server, *gptq, "--output", "out/survivor")
-    wait_for(server, survivor, lambda j: calibrating(j, 1))
+    survivor = client.submit(*gptq, "--output", "out/survivor")
+    client.wait_for(survivor, lambda j: calibrating(j, 1))
     stop_at = time.time()
     check(server.stop() == 0, "SIGTERM during calibration: lowbitd exits 0")
     stopped = time.time() - stop_at
@@ -110,7 +78,7 @@ with server:
     state = json.load(open(os.path.join(server.dir, "state", survivor.split("/")[-1] + ".json")))
     check(state.get("state") == "QUEUED", "the preempted job was persisted as QUEUED")
     server.start()
-    done = wait_for(server, survivor, lambda j: j["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=600)
+    done = client.wait_for(survivor, lambda j: j["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=600)
     check(done["state"] == "SUCCEEDED", "after the restart the job ran to SUCCEEDED: " + json.dumps(done.get("error", {})))
     ev = done["result"]["evaluation"]
     check(ev["tokens"] in ("508", 508) and float(ev["klDivergence"]) > 0,

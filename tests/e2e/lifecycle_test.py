@@ -8,51 +8,16 @@ import subprocess
 import sys
 import time
 
+from cli_client import CliClient, check
 from lowbitd import Lowbitd
 
 LOWBITD, LOWBIT, SYNTH, SHARED = sys.argv[1:5]
 
 
-def check(condition, what):
-    if not condition:
-        raise AssertionError(what)
-    print("ok:", what)
-
-
-def cli(server, *args):
-    r = subprocess.run([LOWBIT, *args, "--server", server.address], capture_output=True, text=True)
-    return r.returncode, r.stdout, r.stderr
-
-
-def submit(server, *args):
-    code, out, err = cli(server, "submit", *args, "--json")
-    if code != 0:
-        raise AssertionError("submit failed: " + err)
-    return json.loads(out)["metadata"]["name"]
-
-
-def job(server, name):
-    code, out, err = cli(server, "get", name, "--json")
-    assert code == 0, err
-    try:
-        return json.loads(out)
-    except ValueError:
-        raise AssertionError("lowbit get --json printed invalid JSON:\n" + out)
-
-
-def wait_for(server, name, predicate, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        j = job(server, name)
-        if predicate(j):
-            return j
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting on %s: %s" % (name, job(server, name)))
-
-
 # One worker and one tensor in flight make the clipping search slow enough to act on mid-run.
 server = Lowbitd(LOWBITD, SHARED, ["--worker_threads=1", "--max_tensors_in_flight=1", "--max_concurrent_jobs=2",
                                    "--grace_period=1s"])
+client = CliClient(LOWBIT, server)
 with server:
     subprocess.check_call([SYNTH, "--shape=smollm2-135m", "--layers=2", "--output=" + os.path.join(server.store, "synth")],
                           stdout=subprocess.DEVNULL)
@@ -67,41 +32,41 @@ with server:
         f.seek(8 + header_len + begin + 4 * 100)
         f.write(struct.pack("<f", float("nan")))
 
-    healthy = submit(server, "--input", "synth", "--output", "out/healthy", "--mse-clip", "--bits", "4")
-    poisoned = submit(server, "--input", "poisoned", "--output", "out/poisoned")
-    failed = wait_for(server, poisoned, lambda j: j["state"] in ("FAILED", "SUCCEEDED"))
+    healthy = client.submit("--input", "synth", "--output", "out/healthy", "--mse-clip", "--bits", "4")
+    poisoned = client.submit("--input", "poisoned", "--output", "out/poisoned")
+    failed = client.wait_for(poisoned, lambda j: j["state"] in ("FAILED", "SUCCEEDED"))
     check(failed["state"] == "FAILED", "the NaN checkpoint's job FAILED")
     check("model.layers.3.mlp.gate_proj.weight" in failed["error"]["message"] and "non-finite" in failed["error"]["message"],
           "its error names the tensor: " + failed["error"]["message"][:160])
     check(not os.path.exists(os.path.join(server.store, "out/poisoned")), "the failed job left no output")
-    running = job(server, healthy)
+    running = client.job(healthy)
     check(running["state"] == "RUNNING", "the healthy job beside it runs on (%s layers done)" % running.get("layersDone", 0))
 
-    code, out, _ = cli(server, "watch", poisoned)
+    code, out, _ = client.run("watch", poisoned)
     check(code != 0, "lowbit watch exits non-zero for a failed job")
 
     # Cancel the healthy job mid-run: it stops within one tensor and leaves nothing.
-    wait_for(server, healthy, lambda j: j.get("layersDone", 0) >= 1)
+    client.wait_for(healthy, lambda j: j.get("layersDone", 0) >= 1)
     cancel_at = time.time()
-    code, out, err = cli(server, "cancel", healthy)
+    code, out, err = client.run("cancel", healthy)
     check(code == 0, "lowbit cancel: " + out.strip())
-    cancelled = wait_for(server, healthy, lambda j: j["state"] not in ("RUNNING", "QUEUED"), timeout=30)
+    cancelled = client.wait_for(healthy, lambda j: j["state"] not in ("RUNNING", "QUEUED"), timeout=30)
     check(cancelled["state"] == "CANCELLED", "cancelled %.2f s after the request, at %s/%s layers" % (
         time.time() - cancel_at, cancelled.get("layersDone", 0), cancelled["layersTotal"]))
     check(not os.path.exists(os.path.join(server.store, "out/healthy")), "the cancelled job left no output")
 
     # SIGTERM while a job runs: after the grace period it is preempted back to QUEUED, lowbitd exits 0,
     # and after a restart the job runs again to the end.
-    survivor = submit(server, "--input", "synth", "--output", "out/survivor", "--mse-clip", "--bits", "3")
-    wait_for(server, survivor, lambda j: j["state"] == "RUNNING")
+    survivor = client.submit("--input", "synth", "--output", "out/survivor", "--mse-clip", "--bits", "3")
+    client.wait_for(survivor, lambda j: j["state"] == "RUNNING")
     check(server.stop() == 0, "SIGTERM with a running job: lowbitd exits 0")
     leftover = os.path.join(server.store, "out/survivor")
     check(not os.path.exists(leftover), "the preempted job rolled its output back %s" % (
         os.listdir(leftover) if os.path.exists(leftover) else ""))
     server.start()
-    done = wait_for(server, survivor, lambda j: j["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=300)
+    done = client.wait_for(survivor, lambda j: j["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=300)
     check(done["state"] == "SUCCEEDED", "after the restart the job ran to SUCCEEDED")
     check(os.path.exists(os.path.join(server.store, "out/survivor/lowbit_report.json")), "its output is committed")
-    check(job(server, poisoned)["state"] == "FAILED", "finished jobs survive the restart")
+    check(client.job(poisoned)["state"] == "FAILED", "finished jobs survive the restart")
     check(server.stop() == 0, "lowbitd exits 0")
 print("lifecycle e2e: all checks passed")
