@@ -5,7 +5,9 @@ decoder blocks), and GPTQ + evaluation end to end on a SmolLM2-135M-shaped check
 run: wall time and peak RSS of the `lowbit quantize` process (os.wait4), and for the 7B shapes the FLOP lower
 bound — two batched block passes over the calibration tokens plus the GPTQ solves — at the sgemm rate
 measured in the same run. Ends with the projected time of a 32-block 7B job with 128 x 2048 tokens.
-Usage: calib_bench.py BUILD_DIR [--lowbit OTHER_LOWBIT] [--only smollm2]"""
+`--cancel` instead measures, through lowbitd, how long a cancel takes to stop a calibrating 7B-shaped job
+when it arrives at different moments.
+Usage: calib_bench.py BUILD_DIR [--lowbit OTHER_LOWBIT] [--only 7b|smollm2] [--cancel]"""
 import argparse
 import json
 import os
@@ -74,11 +76,38 @@ def lower_bound_flops(dim, hidden, heads, kv_heads, tokens, window, blocks):
     return blocks * (passes + hessians + solves)
 
 
+def cancel_latency(build, synth):
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    from cli_client import CliClient  # noqa: E402
+    from lowbitd import Lowbitd  # noqa: E402
+    server = Lowbitd(os.path.join(build, "lowbitd"), SHARED, ["--memory_limit=0"])
+    with server:
+        client = CliClient(os.path.join(build, "lowbit"), server)
+        subprocess.check_call([synth, "--shape=llama2-7b", "--layers=2", "--output=" + os.path.join(server.store, "7b")],
+                              stdout=subprocess.DEVNULL)
+        data = open(TEXT, "rb").read()[:200000]
+        json.dump([b + 3 for b in data], open(os.path.join(server.store, "calib.ids.json"), "w"))
+        print("cancel latency, GPTQ 4-bit g128 on Llama-2-7B shapes, 32 x 256 calibration tokens:")
+        print("| cancel sent after calibration started | latency s | at |")
+        print("|---|---|---|")
+        for i, delay in enumerate((2, 8, 20, 45, 70, 95)):
+            name = client.submit("--input", "7b", "--output", "out/c%d" % i, "--method", "gptq", "--bits", "4",
+                                 "--group-size", "128", "--calib", "calib.ids.json", "--calib-samples", "32",
+                                 "--calib-seqlen", "256")
+            client.wait_for(name, lambda j: j.get("phase") == "CALIBRATING", timeout=300)
+            time.sleep(delay)
+            sent = time.time()
+            client.run("cancel", name)
+            j = client.wait_for(name, lambda j: j["state"] not in ("RUNNING", "QUEUED"), timeout=300)
+            print("| %d s | %.2f | %s (%s) |" % (delay, time.time() - sent, j.get("currentLayer", ""), j["state"]))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("build")
     parser.add_argument("--lowbit", help="another lowbit binary to run the SmolLM2 case with (e.g. an older build)")
     parser.add_argument("--only", choices=["7b", "smollm2"])
+    parser.add_argument("--cancel", action="store_true", help="measure cancel latency on a calibrating 7B-shaped job")
     parser.add_argument("--smol-samples", type=int, default=32)
     parser.add_argument("--smol-seqlen", type=int, default=256)
     args = parser.parse_args()
@@ -88,6 +117,9 @@ def main():
     work = tempfile.mkdtemp(prefix="lowbit-calib-", dir=build)
     try:
         print("nproc %d; OPENBLAS_CORETYPE=%s" % (os.cpu_count(), os.environ.get("OPENBLAS_CORETYPE", "(unset)")))
+        if args.cancel:
+            cancel_latency(build, synth)
+            return
         gflops = sgemm_gflops(build) if args.only != "smollm2" else float("nan")
         print("sgemm 4096^3 in this run: %.1f GFLOP/s" % gflops)
         ids = os.path.join(work, "calib.ids.json")
