@@ -21,9 +21,10 @@ constexpr uint64_t kF32 = sizeof(float);
 
 uint64_t U(int64_t v) { return static_cast<uint64_t>(std::max<int64_t>(0, v)); }
 
-// GPTQ-style scratch for one layer of rows x cols: Wᵀ, the original, the dequantized result (float32), the
-// codes, and H's damped copy, inverse and factor.
-uint64_t LayerScratch(int64_t rows, int64_t cols) { return 4 * U(rows) * U(cols) * kF32 + 3 * U(cols) * U(cols) * kF32; }
+// GPTQ-style scratch for one layer of rows x cols: Wᵀ, the dequantized result and the error measurement in
+// float32, the codes, and H's damped copy that becomes the factor of H⁻¹ (a modified copy of H too, for
+// act-order or dead inputs).
+uint64_t LayerScratch(int64_t rows, int64_t cols) { return 4 * U(rows) * U(cols) * kF32 + 2 * U(cols) * U(cols) * kF32; }
 
 }  // namespace
 
@@ -54,8 +55,11 @@ absl::StatusOr<ResourceEstimate> EstimateResources(const ModelDescriptor& descri
   uint64_t largest = 0, largest_matrix = 0, embed_bytes = 0;
   for (const TensorInfo& t : tensors) {
     largest = std::max(largest, t.size);
-    if (t.shape.size() == 2) largest_matrix = std::max(largest_matrix, U(t.shape[0]) * U(t.shape[1]));
-    if (RoleOf(t.name, t.shape.size()) == TensorRole::kEmbedding) embed_bytes = std::max(embed_bytes, t.size);
+    const TensorRole role = RoleOf(t.name, t.shape.size());
+    // Only quantized matrices are widened to float32 in the stream; the rest is converted in small chunks.
+    const bool quantized = role == TensorRole::kLinear || (role == TensorRole::kLmHead && spec.quantize_lm_head);
+    if (quantized && t.shape.size() == 2) largest_matrix = std::max(largest_matrix, U(t.shape[0]) * U(t.shape[1]));
+    if (role == TensorRole::kEmbedding) embed_bytes = std::max(embed_bytes, t.size);
   }
   // The streaming window holds raw tensors up to its byte bound (one tensor may exceed it alone); each
   // worker converts one to float32 and packs it.
@@ -85,15 +89,17 @@ absl::StatusOr<ResourceEstimate> EstimateResources(const ModelDescriptor& descri
       // outputs and both sub-blocks' float outputs for its searches.
       const uint64_t hidden_copies = awq ? 5 : (g.q_dim() == g.dim ? 2 : 3);
       e.activations = hidden_copies * U(e.calibration_rows) * U(g.dim) * kF32 + chunk_scratch + embed_bytes;
-      // The groups' statistics (all four at once for AWQ), and the scratch of the layers quantized in parallel.
+      // The groups' statistics (all four at once for AWQ), and the scratch of the group's layers, which are
+      // quantized in parallel.
       const int64_t widths[] = {g.dim, g.q_dim(), g.dim, g.hidden};
-      const int64_t rows[] = {g.q_dim() + 2 * g.kv_dim(), g.dim, 2 * g.hidden, g.dim};
-      const int64_t largest_rows[] = {g.q_dim(), g.dim, g.hidden, g.dim};
+      const std::vector<int64_t> layer_rows[] = {{g.q_dim(), g.kv_dim(), g.kv_dim()}, {g.dim}, {g.hidden, g.hidden}, {g.dim}};
       uint64_t all = 0, worst = 0;
       for (int i = 0; i < 4; ++i) {
         const uint64_t h = U(widths[i]) * U(widths[i]) * kF32;
+        uint64_t scratch = 0;
+        for (int64_t rows : layer_rows[i]) scratch += LayerScratch(rows, widths[i]);
         all += h;
-        worst = std::max(worst, h + LayerScratch(rows[i], widths[i]) + LayerScratch(largest_rows[i], widths[i]));
+        worst = std::max(worst, h + scratch);
       }
       e.statistics = awq ? all + 3 * block_f32 / 7 * 2 : worst;
     }
