@@ -27,14 +27,18 @@ bool CholeskyUpper(float* a, int n) {
   return info == 0;
 }
 
-// The upper Cholesky factor of H⁻¹ (row-major, lower triangle zeroed), from a damped copy of H.
-absl::StatusOr<std::vector<float>> InverseCholeskyUpper(const std::vector<float>& h, int n, double damp, double mean_diag) {
+// The upper Cholesky factor of H⁻¹ (row-major, lower triangle zeroed), from a damped copy of H. Each of
+// the three LAPACK calls is O(n³) and cannot be interrupted, so `context` is checked between them.
+absl::StatusOr<std::vector<float>> InverseCholeskyUpper(const std::vector<float>& h, int n, double damp, double mean_diag,
+                                                        const JobContext* context) {
   std::vector<float> a = h;
   for (int i = 0; i < n; ++i) a[static_cast<size_t>(i) * n + i] += static_cast<float>(damp * mean_diag);
   if (!CholeskyUpper(a.data(), n)) return absl::FailedPreconditionError("H is not positive definite");
+  RETURN_IF_ERROR(CheckCancelled(context));
   int info = 0;
   spotri_("L", &n, a.data(), &n, &info);  // H⁻¹ into the row-major upper triangle
   if (info != 0) return absl::FailedPreconditionError("H is singular");
+  RETURN_IF_ERROR(CheckCancelled(context));
   for (int i = 0; i < n; ++i)
     for (int j = 0; j < i; ++j) a[static_cast<size_t>(i) * n + j] = a[static_cast<size_t>(j) * n + i];
   if (!CholeskyUpper(a.data(), n)) return absl::FailedPreconditionError("H⁻¹ is not positive definite");
@@ -45,7 +49,8 @@ absl::StatusOr<std::vector<float>> InverseCholeskyUpper(const std::vector<float>
 
 }  // namespace
 
-absl::StatusOr<InverseHessianFactor> FactorInverseHessian(const std::vector<float>& h, int64_t cols, double damp_percent) {
+absl::StatusOr<InverseHessianFactor> FactorInverseHessian(const std::vector<float>& h, int64_t cols, double damp_percent,
+                                                          const JobContext* context) {
   double mean_diag = 0;
   for (int64_t c = 0; c < cols; ++c) mean_diag += h[c * cols + c];
   mean_diag /= static_cast<double>(cols);
@@ -53,10 +58,11 @@ absl::StatusOr<InverseHessianFactor> FactorInverseHessian(const std::vector<floa
   absl::StatusOr<std::vector<float>> u = absl::FailedPreconditionError("not factorised");
   double damp = damp_percent;
   for (int attempt = 0; attempt < 6; ++attempt, damp *= 4) {
-    u = InverseCholeskyUpper(h, static_cast<int>(cols), damp, mean_diag);
-    if (u.ok()) break;
+    u = InverseCholeskyUpper(h, static_cast<int>(cols), damp, mean_diag, context);
+    if (u.ok() || absl::IsCancelled(u.status()) || absl::IsDeadlineExceeded(u.status())) break;
     ++factor.retries;
   }
+  if (!u.ok() && !absl::IsFailedPrecondition(u.status())) return u.status();  // stopped
   if (!u.ok()) return absl::FailedPreconditionError(absl::StrCat("the Hessian stays indefinite up to damping ", damp / 4));
   factor.damp_percent_used = damp;
   factor.u = *std::move(u);
@@ -141,7 +147,7 @@ absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats&
   }
 
   GptqResult result;
-  ASSIGN_OR_RETURN(InverseHessianFactor factor, FactorInverseHessian(h_used, cols, o.damp_percent));
+  ASSIGN_OR_RETURN(InverseHessianFactor factor, FactorInverseHessian(h_used, cols, o.damp_percent, context));
   h_modified = std::vector<float>();  // U replaces it
   result.damp_percent_used = factor.damp_percent_used;
   result.cholesky_retries = factor.retries;

@@ -32,13 +32,15 @@ struct CalibrationStats {
 void AccumulateHessian(const float* x, int64_t n, CalibrationStats* stats);
 
 // The upper Cholesky factor U of H⁻¹ (row-major, lower triangle zero) for H damped by damp_percent of its
-// mean diagonal; the damping is raised 4x, up to 5 times, while H is not positive definite.
+// mean diagonal; the damping is raised 4x, up to 5 times, while H is not positive definite. `context` (may be
+// null) is checked between the O(cols³) LAPACK steps.
 struct InverseHessianFactor {
   std::vector<float> u;
   double damp_percent_used = 0;
   int retries = 0;
 };
-absl::StatusOr<InverseHessianFactor> FactorInverseHessian(const std::vector<float>& h, int64_t cols, double damp_percent);
+absl::StatusOr<InverseHessianFactor> FactorInverseHessian(const std::vector<float>& h, int64_t cols, double damp_percent,
+                                                          const JobContext* context = nullptr);
 
 struct GptqOptions {
   int bits = 4;                ///< 2..8

@@ -152,7 +152,7 @@ absl::StatusOr<CodebookTensor> QuantizeVq(const Matrix& w, const CalibrationStat
   std::vector<float> wt(static_cast<size_t>(rows * cols));
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) wt[c * rows + r] = original[r * cols + c];
-  ASSIGN_OR_RETURN(InverseHessianFactor factor, FactorInverseHessian(h, cols, o.damp_percent));
+  ASSIGN_OR_RETURN(InverseHessianFactor factor, FactorInverseHessian(h, cols, o.damp_percent, context));
   const std::vector<float>& U = factor.u;
   std::vector<float> importance(static_cast<size_t>(cols));
   for (int64_t c = 0; c < cols; ++c) importance[c] = 1.0f / (U[c * cols + c] * U[c * cols + c]);
