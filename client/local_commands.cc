@@ -173,14 +173,9 @@ absl::Status RunEvalCommand() {
   if (!absl::GetFlag(FLAGS_reference).empty()) {
     ASSIGN_OR_RETURN(reference, OpenDequantized(store.get(), ToUri(absl::GetFlag(FLAGS_reference))));
   }
-  const ModelDescriptor& d = reader->descriptor();
-  TokenSource source{nullptr, d.vocab_size, d.config.value("bos_token_id", Llama2cTokenizer::kBos)};
   std::optional<Llama2cTokenizer> tokenizer;
-  if (!absl::GetFlag(FLAGS_tokenizer).empty()) {
-    ASSIGN_OR_RETURN(tokenizer, Llama2cTokenizer::Load(store.get(), ToUri(absl::GetFlag(FLAGS_tokenizer)),
-                                                       static_cast<int>(d.vocab_size)));
-    source.tokenizer = &*tokenizer;
-  }
+  const std::string tokenizer_uri = absl::GetFlag(FLAGS_tokenizer).empty() ? "" : ToUri(absl::GetFlag(FLAGS_tokenizer));
+  ASSIGN_OR_RETURN(const TokenSource source, OpenTokenSource(store.get(), tokenizer_uri, reader->descriptor(), &tokenizer));
   ASSIGN_OR_RETURN(const EvaluationWindows windows,
                    MakeEvaluationWindows(store.get(), ToUri(absl::GetFlag(FLAGS_text)), source,
                                          absl::GetFlag(FLAGS_eval_windows), absl::GetFlag(FLAGS_eval_seqlen)));

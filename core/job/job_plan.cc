@@ -67,8 +67,7 @@ absl::StatusOr<ResourceEstimate> EstimateResources(const ModelDescriptor& descri
   e.streaming = std::max<uint64_t>(options.max_bytes_in_flight, largest) + workers * 3 * largest_matrix * kF32;
   const bool calibrate = Calibrates(spec), evaluate = !spec.evaluation.text_uri.empty();
   if (calibrate || evaluate) {
-    ASSIGN_OR_RETURN(const Architecture* arch, ArchitectureOf(descriptor));
-    (void)arch;
+    RETURN_IF_ERROR(ArchitectureOf(descriptor).status());
     ASSIGN_OR_RETURN(const BlockGeometry g, BlockGeometry::Of(descriptor));
     const uint64_t block_f32 = U(g.BlockParameters()) * kF32;
     uint64_t block_raw = 0;

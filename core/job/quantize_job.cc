@@ -262,26 +262,13 @@ nlohmann::json GptqDynamic(const std::vector<LayerOverride>& overrides) {
   return dynamic;
 }
 
-// The ids a job's texts are read with: its tokenizer if it has one, the vocabulary and BOS of the model.
-absl::StatusOr<TokenSource> TokenSourceFor(const QuantizeJobSpec& spec, ObjectStore* store, const ModelDescriptor& d,
-                                           std::optional<Llama2cTokenizer>* tokenizer) {
-  TokenSource source;
-  source.vocab_size = d.vocab_size;
-  source.bos = d.config.value("bos_token_id", Llama2cTokenizer::kBos);
-  if (!spec.tokenizer_uri.empty()) {
-    ASSIGN_OR_RETURN(*tokenizer, Llama2cTokenizer::Load(store, spec.tokenizer_uri, static_cast<int>(d.vocab_size)));
-    source.tokenizer = &**tokenizer;
-  }
-  return source;
-}
-
 // The block-wise calibrator for the job's method over the layers the plan quantizes.
 absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const CheckpointReader& reader, ObjectStore* store,
                                                                   const QuantizeJobSpec& spec, const Quantizer& quantizer,
                                                                   const std::vector<PlannedTensor>& plan,
                                                                   const JobOptions& options, JobContext* context) {
   std::optional<Llama2cTokenizer> tokenizer;
-  ASSIGN_OR_RETURN(const TokenSource source, TokenSourceFor(spec, store, reader.descriptor(), &tokenizer));
+  ASSIGN_OR_RETURN(const TokenSource source, OpenTokenSource(store, spec.tokenizer_uri, reader.descriptor(), &tokenizer));
   const CalibrationSpec& c = spec.calibration;
   ASSIGN_OR_RETURN(std::vector<std::vector<int>> windows,
                    CalibrationWindows(store, c.text_uri, source, {c.samples, c.seqlen, c.seed}));
@@ -326,7 +313,7 @@ absl::StatusOr<Evaluation> EvaluateOutput(const CheckpointReader& source_reader,
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> written,
                    OpenDequantized(destination, JoinUri(spec.destination_uri, kModelFile)));
   std::optional<Llama2cTokenizer> tokenizer;
-  ASSIGN_OR_RETURN(const TokenSource tokens, TokenSourceFor(spec, source, source_reader.descriptor(), &tokenizer));
+  ASSIGN_OR_RETURN(const TokenSource tokens, OpenTokenSource(source, spec.tokenizer_uri, source_reader.descriptor(), &tokenizer));
   ASSIGN_OR_RETURN(const EvaluationWindows windows, MakeEvaluationWindows(source, spec.evaluation.text_uri, tokens,
                                                                           spec.evaluation.windows, spec.evaluation.seqlen));
   ASSIGN_OR_RETURN(EvalResult r, Evaluate(*written, &source_reader, windows, context, options.rows_per_chunk));

@@ -120,6 +120,17 @@ std::vector<float>* BlockWeights::Norm(absl::string_view name) {
   return nullptr;
 }
 
+absl::StatusOr<Matrix> ShapedMatrix(const Tensor& t, int64_t rows, int64_t cols) {
+  ASSIGN_OR_RETURN(Matrix m, ToMatrix(t));
+  if (m.rows * m.cols != rows * cols) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " is ", m.rows, "x", m.cols, ", expected ", rows, "x", cols));
+  }
+  RETURN_IF_ERROR(CheckFinite(m.data.data(), rows * cols, absl::StrCat("tensor ", t.name)));
+  m.rows = rows;
+  m.cols = cols;
+  return m;
+}
+
 absl::StatusOr<std::vector<Tensor>> ReadBlockTensors(const CheckpointReader& reader, const Architecture& arch, int block) {
   const std::string prefix = arch.BlockPrefix(block);
   std::vector<Tensor> tensors;
@@ -140,33 +151,21 @@ absl::StatusOr<BlockWeights> BlockFromTensors(const std::vector<Tensor>& tensors
       if (candidate.name == prefix + name) t = &candidate;
     }
     if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing tensor ", prefix, name));
-    ASSIGN_OR_RETURN(Matrix m, ToMatrix(*t));
-    if (m.rows * m.cols != rows * cols) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor ", prefix, name, " is ", m.rows, "x", m.cols, ", expected ",
-                                                     rows, "x", cols));
-    }
-    RETURN_IF_ERROR(CheckFinite(m.data.data(), rows * cols, absl::StrCat("tensor ", prefix, name)));
-    m.rows = rows;
-    m.cols = cols;
-    return m;
+    return ShapedMatrix(*t, rows, cols);
   };
   BlockWeights w;
   ASSIGN_OR_RETURN(Matrix attn_norm, load(arch.attn_norm, 1, g.dim));
   ASSIGN_OR_RETURN(Matrix ffn_norm, load(arch.ffn_norm, 1, g.dim));
   w.attn_norm = std::move(attn_norm.data);
   w.ffn_norm = std::move(ffn_norm.data);
-  // [out, in] of each linear layer, as HF stores them.
-  const std::pair<Matrix*, std::pair<int64_t, int64_t>> shapes[] = {
-      {&w.q, {g.q_dim(), g.dim}}, {&w.k, {g.kv_dim(), g.dim}},   {&w.v, {g.kv_dim(), g.dim}}, {&w.o, {g.dim, g.q_dim()}},
-      {&w.gate, {g.hidden, g.dim}}, {&w.up, {g.hidden, g.dim}}, {&w.down, {g.dim, g.hidden}}};
+  // [out, in] of each linear layer, as HF stores them; the tensors are then loaded into those shapes.
+  w.q = {g.q_dim(), g.dim, {}}, w.k = {g.kv_dim(), g.dim, {}}, w.v = {g.kv_dim(), g.dim, {}}, w.o = {g.dim, g.q_dim(), {}};
+  w.gate = {g.hidden, g.dim, {}}, w.up = {g.hidden, g.dim, {}}, w.down = {g.dim, g.hidden, {}};
   for (const LinearGroup& group : arch.groups) {
     for (const std::string& name : group.linears) {
       Matrix* m = w.Linear(name);
-      for (const auto& [target, shape] : shapes) {
-        if (target == m) {
-          ASSIGN_OR_RETURN(*m, load(name, shape.first, shape.second));
-        }
-      }
+      if (m == nullptr) return absl::InternalError(absl::StrCat("the block has no linear layer ", name));
+      ASSIGN_OR_RETURN(*m, load(name, m->rows, m->cols));
     }
   }
   return w;

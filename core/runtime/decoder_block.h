@@ -55,6 +55,10 @@ struct BlockWeights {
   std::vector<float>* Norm(absl::string_view name);
 };
 
+// `t` widened to a float32 rows x cols matrix; INVALID_ARGUMENT naming it if its size differs or a value
+// is not finite.
+absl::StatusOr<Matrix> ShapedMatrix(const Tensor& t, int64_t rows, int64_t cols);
+
 // Block `block`'s tensors as stored (every tensor whose name has the block's prefix), in reader order.
 absl::StatusOr<std::vector<Tensor>> ReadBlockTensors(const CheckpointReader& reader, const Architecture& arch, int block);
 // The block's weights in float32 from its tensors. INVALID_ARGUMENT for a missing tensor, a shape the

@@ -14,14 +14,7 @@ absl::StatusOr<Matrix> ReadMatrix(const CheckpointReader& reader, const std::str
   for (const TensorInfo& info : reader.tensors()) {
     if (info.name != name) continue;
     ASSIGN_OR_RETURN(Tensor t, reader.Read(info));
-    ASSIGN_OR_RETURN(Matrix m, ToMatrix(t));
-    if (m.rows * m.cols != rows * cols) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " is ", m.rows, "x", m.cols, ", expected ", rows, "x", cols));
-    }
-    RETURN_IF_ERROR(CheckFinite(m.data.data(), rows * cols, absl::StrCat("tensor ", name)));
-    m.rows = rows;
-    m.cols = cols;
-    return m;
+    return ShapedMatrix(t, rows, cols);
   }
   return absl::NotFoundError(absl::StrCat("missing tensor ", name));
 }

@@ -51,6 +51,18 @@ absl::StatusOr<std::vector<int>> Tokenize(const std::string& text, absl::string_
 
 }  // namespace
 
+absl::StatusOr<TokenSource> OpenTokenSource(ObjectStore* store, absl::string_view tokenizer_uri,
+                                            const ModelDescriptor& descriptor, std::optional<Llama2cTokenizer>* tokenizer) {
+  TokenSource source;
+  source.vocab_size = descriptor.vocab_size;
+  source.bos = descriptor.config.value("bos_token_id", Llama2cTokenizer::kBos);
+  if (!tokenizer_uri.empty()) {
+    ASSIGN_OR_RETURN(*tokenizer, Llama2cTokenizer::Load(store, tokenizer_uri, static_cast<int>(descriptor.vocab_size)));
+    source.tokenizer = &**tokenizer;
+  }
+  return source;
+}
+
 bool IsPreTokenized(absl::string_view uri) { return absl::EndsWith(uri, ".ids.json"); }
 
 absl::StatusOr<std::vector<std::vector<int>>> CalibrationWindows(ObjectStore* store, absl::string_view uri,

@@ -5,9 +5,11 @@
 #define LOWBIT_CORE_RUNTIME_TOKEN_WINDOWS_H_
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/checkpoint/model_descriptor.h"
 #include "core/runtime/tokenizer.h"
 #include "core/storage/object_store.h"
 
@@ -19,6 +21,12 @@ struct TokenSource {
   int64_t vocab_size = 0;                        ///< ids must be below it
   int bos = Llama2cTokenizer::kBos;              ///< starts every window drawn from a stream
 };
+
+// The token source of a model: its vocabulary and BOS (config's bos_token_id, else llama2.c's) from
+// `descriptor`, and the llama2.c tokenizer at `tokenizer_uri` when one is given, loaded into `tokenizer`
+// (which must outlive the result).
+absl::StatusOr<TokenSource> OpenTokenSource(ObjectStore* store, absl::string_view tokenizer_uri,
+                                            const ModelDescriptor& descriptor, std::optional<Llama2cTokenizer>* tokenizer);
 
 // True for a pre-tokenized text (".ids.json").
 bool IsPreTokenized(absl::string_view uri);

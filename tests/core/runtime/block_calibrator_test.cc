@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "core/checkpoint/checkpoint_reader.h"
 #include "core/quant/quantizer.h"
+#include "core/quant/rtn.h"
 #include "core/storage/local_object_store.h"
 #include "core/util/status_macros.h"
 #include "tests/test_util/reference_gptq.h"
@@ -231,6 +232,28 @@ TEST(BlockCalibratorTest, CancellationTakesEffectWithinTheBlock) {
     EXPECT_EQ(second.status().code(), absl::StatusCode::kCancelled) << MethodName(method);
     EXPECT_EQ(context.reached_, 1) << MethodName(method) << ": no later block was started";
   }
+}
+
+// A method that never looks at the context (plain RTN): only the calibrator's own checks, per block and
+// per row chunk, can stop it — and must, inside the block where the cancel arrives.
+TEST(BlockCalibratorTest, CalibratorChecksCancellationItselfBetweenChunks) {
+  auto store = *LocalObjectStore::Create({"/"});
+  auto reader = *OpenCheckpoint(store.get(), testing::SharedData("models/stories260K/stories260K.bin"));
+  const std::vector<std::vector<int>> windows(4, std::vector<int>{1, 50, 60, 70, 80, 90, 100, 110});
+  BlockCalibratorOptions o;
+  o.include = [](const std::string&) { return true; };
+  o.quantize = [](const std::string&, const Matrix& w, const CalibrationStats&,
+                  const JobContext*) -> absl::StatusOr<CalibratedLayer> {
+    ASSIGN_OR_RETURN(QuantizedTensor q, QuantizeRtn(w, {4, 32, GridKind::kAsymmetric, false}));
+    return CalibratedLayer{std::move(q), "", std::nullopt, 0};
+  };
+  o.rows_per_chunk = 8;
+  CancelAtBlock context(1);
+  o.context = &context;
+  auto calibrator = *BlockCalibrator::Create(*reader, windows, o);
+  ASSERT_TRUE(calibrator->Next().ok());
+  EXPECT_EQ(calibrator->Next().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(calibrator->next_block(), 1) << "the cancelled block is not counted as done";
 }
 
 TEST(BlockCalibratorTest, RefusesArchitecturesOutsideTheTable) {
