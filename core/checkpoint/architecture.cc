@@ -21,15 +21,37 @@ Architecture LlamaLike(const char* name) {
           {LinearInput::kGateUp, {"mlp.gate_proj.weight", "mlp.up_proj.weight"}, "post_attention_layernorm.weight"},
           {LinearInput::kDown, {"mlp.down_proj.weight"}, "mlp.up_proj.weight"},
       },
+      "",
+      "",
+      {},
       "model.embed_tokens.weight",
       "model.norm.weight",
       "lm_head.weight",
   };
 }
 
+// modeling_qwen2.py: Llama's block with biases on q/k/v (attention_bias is not a Qwen2 option).
+Architecture Qwen2() {
+  Architecture a = LlamaLike("Qwen2ForCausalLM");
+  a.required_extras = {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"};
+  return a;
+}
+
+// modeling_qwen3.py: Llama's block with an RMSNorm over each head of q and k before the rotary embedding
+// (head_dim explicit in the config, often not hidden_size / heads).
+Architecture Qwen3() {
+  Architecture a = LlamaLike("Qwen3ForCausalLM");
+  a.q_norm = "self_attn.q_norm.weight";
+  a.k_norm = "self_attn.k_norm.weight";
+  a.required_extras = {a.q_norm, a.k_norm};
+  return a;
+}
+
 const std::vector<Architecture>& Table() {
-  // Mistral's block is Llama's (modeling_mistral.py); its sliding window is checked by the block geometry.
-  static const std::vector<Architecture> table = {LlamaLike("LlamaForCausalLM"), LlamaLike("MistralForCausalLM")};
+  // Mistral's block is Llama's (modeling_mistral.py); its sliding window and head_dim are read by the block
+  // geometry.
+  static const std::vector<Architecture> table = {LlamaLike("LlamaForCausalLM"), LlamaLike("MistralForCausalLM"),
+                                                  Qwen2(), Qwen3()};
   return table;
 }
 

@@ -35,6 +35,8 @@ struct Architecture {
   std::string block_prefix;         ///< block N's tensors are named block_prefix + N + "." + ...
   std::string attn_norm, ffn_norm;  ///< RMSNorm weights inside the block
   std::vector<LinearGroup> groups;  ///< true-sequential order: q/k/v, o, gate/up, down
+  std::string q_norm, k_norm;       ///< per-head RMSNorm weights of queries and keys (Qwen3); empty if none
+  std::vector<std::string> required_extras;  ///< biases and norms every block of this architecture has
   std::string embed, final_norm, lm_head;  ///< top-level tensors; lm_head absent = tied to embed
 
   // "model.layers.3." for block 3.

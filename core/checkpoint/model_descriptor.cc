@@ -48,10 +48,20 @@ int LayerIndexOf(absl::string_view name) {
   return -1;
 }
 
+bool IsRouter(absl::string_view name) {
+  // Mixture-of-experts routers pick the experts of every token; a small error there changes which experts
+  // run. Mixtral's block_sparse_moe.gate, Qwen2/3-MoE's mlp.gate and mlp.shared_expert_gate, "router"s.
+  for (absl::string_view module : {".gate.weight", ".shared_expert_gate.weight", ".router.weight", ".router.proj.weight"}) {
+    if (absl::EndsWith(name, module)) return true;
+  }
+  return false;
+}
+
 TensorRole RoleOf(absl::string_view name, size_t rank) {
   if (absl::StrContains(name, "embed_tokens") || absl::StrContains(name, "wte")) return TensorRole::kEmbedding;
   if (absl::StartsWith(name, "lm_head.")) return TensorRole::kLmHead;
   if (absl::StrContains(name, "norm") || absl::StrContains(name, "ln_")) return TensorRole::kNorm;
+  if (IsRouter(name)) return TensorRole::kOther;
   if (rank == 2 && LayerIndexOf(name) >= 0 && absl::EndsWith(name, ".weight")) return TensorRole::kLinear;
   return TensorRole::kOther;
 }

@@ -42,6 +42,8 @@ struct ModelDescriptor {
   static ModelDescriptor Unknown();
 };
 
+// Whether a tensor is a mixture-of-experts router (never quantized).
+bool IsRouter(absl::string_view name);
 // The role of a tensor by its Hugging Face name and rank.
 TensorRole RoleOf(absl::string_view name, size_t rank);
 // The decoder block a tensor belongs to ("model.layers.7.mlp..." -> 7), or -1.

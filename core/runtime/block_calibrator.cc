@@ -24,9 +24,11 @@ void ScaleColumns(Matrix& m, const std::vector<float>& s) {
     for (int64_t c = 0; c < m.cols; ++c) m.data[r * m.cols + c] *= s[c];
 }
 
-void UnscaleRows(Matrix& m, const std::vector<float>& s) {
+// Output rows divided by s, and the bias with them: the layer's output is divided by s (AWQ's prev_op).
+void UnscaleRows(Matrix& m, std::vector<float>& bias, const std::vector<float>& s) {
   for (int64_t r = 0; r < m.rows; ++r)
     for (int64_t c = 0; c < m.cols; ++c) m.data[r * m.cols + c] /= s[r];
+  for (size_t r = 0; r < bias.size(); ++r) bias[r] /= s[r];
 }
 
 }  // namespace
@@ -160,7 +162,7 @@ absl::Status BlockCalibrator::Sequential(BlockWeights& w, CalibratedBlock* out) 
   Matrix a{x_.rows, g.q_dim(), std::vector<float>(static_cast<size_t>(x_.rows * g.q_dim()))};
   for (const Chunk& c : chunks_) {
     RETURN_IF_ERROR(Check());
-    PutRows(Attention(g, normed(x_, w.attn_norm, c), w.q, w.k, w.v, c.lengths), c.first_row, &a);
+    PutRows(Attention(g, w, normed(x_, w.attn_norm, c), c.lengths), c.first_row, &a);
   }
   if (Needs(o)) {
     ASSIGN_OR_RETURN(CalibrationStats s, capture([&](const Chunk& c) { return RowsOf(a, c.first_row, c.rows); }, g.q_dim()));
@@ -170,7 +172,7 @@ absl::Status BlockCalibrator::Sequential(BlockWeights& w, CalibratedBlock* out) 
   Matrix h = g.q_dim() == g.dim ? std::move(a) : Matrix{x_.rows, g.dim, std::vector<float>(x_.data.size())};
   for (const Chunk& c : chunks_) {
     RETURN_IF_ERROR(Check());
-    Matrix part = TimesTransposed(RowsOf(g.q_dim() == g.dim ? h : a, c.first_row, c.rows), w.o);
+    Matrix part = Project(RowsOf(g.q_dim() == g.dim ? h : a, c.first_row, c.rows), w.o, w.o_bias);
     AddInPlace(&part, RowsOf(x_, c.first_row, c.rows));
     PutRows(part, c.first_row, &h);
   }
@@ -179,7 +181,7 @@ absl::Status BlockCalibrator::Sequential(BlockWeights& w, CalibratedBlock* out) 
     ASSIGN_OR_RETURN(CalibrationStats s, capture([&](const Chunk& c) { return normed(h, w.ffn_norm, c); }, g.dim));
     RETURN_IF_ERROR(QuantizeGroup(gate_up, s, &w, out));
   }
-  auto mlp_input = [&](const Chunk& c) { return SwiGlu(normed(h, w.ffn_norm, c), w.gate, w.up); };
+  auto mlp_input = [&](const Chunk& c) { return SwiGlu(w, normed(h, w.ffn_norm, c), w.gate, w.up); };
   if (Needs(down)) {
     ASSIGN_OR_RETURN(CalibrationStats s, capture(mlp_input, g.hidden));
     RETURN_IF_ERROR(QuantizeGroup(down, s, &w, out));
@@ -190,7 +192,7 @@ absl::Status BlockCalibrator::Sequential(BlockWeights& w, CalibratedBlock* out) 
   // The next block's input: h + MLP(h) through the quantized block.
   for (const Chunk& c : chunks_) {
     RETURN_IF_ERROR(Check());
-    Matrix part = TimesTransposed(mlp_input(c), w.down);
+    Matrix part = Project(mlp_input(c), w.down, w.down_bias);
     AddInPlace(&part, RowsOf(h, c.first_row, c.rows));
     PutRows(part, c.first_row, &x_);
   }
@@ -211,13 +213,13 @@ absl::Status BlockCalibrator::Awq(BlockWeights& w, CalibratedBlock* out) {
     RETURN_IF_ERROR(Check());
     const Matrix x = RowsOf(x_, c.first_row, c.rows);
     const Matrix xn = RmsNormRows(x, w.attn_norm, g.eps);
-    const Matrix att = Attention(g, xn, w.q, w.k, w.v, c.lengths);
-    Matrix attn_out = TimesTransposed(att, w.o);
+    const Matrix att = Attention(g, w, xn, c.lengths);
+    Matrix attn_out = Project(att, w.o, w.o_bias);
     Matrix h = attn_out;
     AddInPlace(&h, x);
     const Matrix hn = RmsNormRows(h, w.ffn_norm, g.eps);
-    const Matrix act = SwiGlu(hn, w.gate, w.up);
-    Matrix mlp_out = TimesTransposed(act, w.down);
+    const Matrix act = SwiGlu(w, hn, w.gate, w.up);
+    Matrix mlp_out = Project(act, w.down, w.down_bias);
     AccumulateHessian(xn.data.data(), xn.rows, &stats[0]);
     AccumulateHessian(att.data.data(), att.rows, &stats[1]);
     AccumulateHessian(hn.data.data(), hn.rows, &stats[2]);
@@ -234,16 +236,16 @@ absl::Status BlockCalibrator::Awq(BlockWeights& w, CalibratedBlock* out) {
   const AwqBlockError attention_error = [&](const std::vector<Matrix>& c) {
     double e = 0;
     for (const Chunk& ch : chunks_) {
-      const Matrix att = Attention(g, RowsOf(attn_x, ch.first_row, ch.rows), c[0], c[1], c[2], ch.lengths);
-      e += SquaredDifference(TimesTransposed(att, w.o), RowsOf(attn_ref, ch.first_row, ch.rows));
+      const Matrix att = Attention(g, w, RowsOf(attn_x, ch.first_row, ch.rows), c[0], c[1], c[2], ch.lengths);
+      e += SquaredDifference(Project(att, w.o, w.o_bias), RowsOf(attn_ref, ch.first_row, ch.rows));
     }
     return e;
   };
   const AwqBlockError mlp_error = [&](const std::vector<Matrix>& c) {
     double e = 0;
     for (const Chunk& ch : chunks_) {
-      const Matrix act = SwiGlu(RowsOf(mlp_x, ch.first_row, ch.rows), c[0], c[1]);
-      e += SquaredDifference(TimesTransposed(act, w.down), RowsOf(mlp_ref, ch.first_row, ch.rows));
+      const Matrix act = SwiGlu(w, RowsOf(mlp_x, ch.first_row, ch.rows), c[0], c[1]);
+      e += SquaredDifference(Project(act, w.down, w.down_bias), RowsOf(mlp_ref, ch.first_row, ch.rows));
     }
     return e;
   };
@@ -262,15 +264,17 @@ absl::Status BlockCalibrator::Awq(BlockWeights& w, CalibratedBlock* out) {
   for (int64_t c = 0; c < g.dim; ++c) w.attn_norm[c] /= found[0].scales[c];
   for (Matrix* m : {&w.q, &w.k, &w.v}) ScaleColumns(*m, found[0].scales);
   if (fold_v_into_o) {
-    UnscaleRows(w.v, found[1].scales);
+    UnscaleRows(w.v, w.v_bias, found[1].scales);
     ScaleColumns(w.o, found[1].scales);
   }
   for (int64_t c = 0; c < g.dim; ++c) w.ffn_norm[c] /= found[2].scales[c];
   for (Matrix* m : {&w.gate, &w.up}) ScaleColumns(*m, found[2].scales);
-  UnscaleRows(w.up, found[3].scales);
+  UnscaleRows(w.up, w.up_bias, found[3].scales);
   ScaleColumns(w.down, found[3].scales);
   out->replaced[p + arch_.attn_norm] = w.attn_norm;
   out->replaced[p + arch_.ffn_norm] = w.ffn_norm;
+  if (fold_v_into_o && !w.v_bias.empty()) out->replaced[p + "self_attn.v_proj.bias"] = w.v_bias;
+  if (!w.up_bias.empty()) out->replaced[p + "mlp.up_proj.bias"] = w.up_bias;
 
   for (const LinearGroup& group : arch_.groups) {
     const int in = static_cast<int>(group.input);

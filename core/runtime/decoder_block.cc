@@ -6,21 +6,14 @@
 #include <cmath>
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "core/tensor/dtype.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
 namespace {
-
-// HF rotary embedding (rotate-half): dimension i pairs with i + d/2 at frequency theta^(-2i/d).
-std::vector<double> InverseFrequencies(const BlockGeometry& g) {
-  std::vector<double> f(static_cast<size_t>(g.head_dim / 2));
-  for (size_t i = 0; i < f.size(); ++i) {
-    f[i] = std::pow(g.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(g.head_dim));
-  }
-  return f;
-}
 
 // Rotates `heads` consecutive head vectors at one position, with cos/sin of that position's angles.
 void Rotate(float* v, int64_t heads, int64_t head_dim, const float* cos, const float* sin) {
@@ -35,19 +28,103 @@ void Rotate(float* v, int64_t heads, int64_t head_dim, const float* cos, const f
   }
 }
 
-// cos and sin of every position below `positions`, [pos][half].
-void RotaryTable(const BlockGeometry& g, int64_t positions, std::vector<float>* cos, std::vector<float>* sin) {
-  const std::vector<double> f = InverseFrequencies(g);
+// cos and sin of positions [first, first + count) of a sequence `length` long, [pos][half], with the
+// rope's attention factor multiplied in (transformers' RotaryEmbedding.forward).
+void RotaryTable(const BlockGeometry& g, int64_t first, int64_t count, int64_t length, std::vector<float>* cos,
+                 std::vector<float>* sin) {
+  const std::vector<double> f = g.InverseFrequencies(length);
   const int64_t half = g.head_dim / 2;
-  cos->resize(static_cast<size_t>(positions * half));
+  const double scale = g.rope.attention_factor;
+  cos->resize(static_cast<size_t>(count * half));
   sin->resize(cos->size());
-  for (int64_t p = 0; p < positions; ++p) {
+  for (int64_t p = 0; p < count; ++p) {
     for (int64_t i = 0; i < half; ++i) {
-      const double angle = static_cast<double>(p) * f[static_cast<size_t>(i)];
-      (*cos)[p * half + i] = static_cast<float>(std::cos(angle));
-      (*sin)[p * half + i] = static_cast<float>(std::sin(angle));
+      const double angle = static_cast<double>(first + p) * f[static_cast<size_t>(i)];
+      (*cos)[p * half + i] = static_cast<float>(std::cos(angle) * scale);
+      (*sin)[p * half + i] = static_cast<float>(std::sin(angle) * scale);
     }
   }
+}
+
+// RMSNorm of each head_dim slice of `heads` consecutive head vectors (Qwen3's q_norm/k_norm); none if the
+// weight is empty.
+void NormHeads(float* v, int64_t heads, int64_t head_dim, const std::vector<float>& weight, double eps) {
+  if (weight.empty()) return;
+  for (int64_t h = 0; h < heads; ++h) RmsNorm(v + h * head_dim, weight.data(), head_dim, eps, v + h * head_dim);
+}
+
+void AddBias(Matrix* y, const std::vector<float>& bias) {
+  if (bias.empty()) return;
+  for (int64_t r = 0; r < y->rows; ++r)
+    for (int64_t c = 0; c < y->cols; ++c) y->data[r * y->cols + c] += bias[c];
+}
+
+double NumberOr(const nlohmann::json& object, const char* key, double fallback) {
+  auto it = object.find(key);
+  return it != object.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+// transformers' modeling_rope_utils.py (5.x): `rope_parameters` holds rope_type, rope_theta and the scaling
+// fields; 4.x configs have `rope_theta` at the top and the scaling fields in `rope_scaling` (type or
+// rope_type). Yarn's factor is the config's (5.x); 4.4x releases derived it from the positions instead.
+absl::StatusOr<RopeParameters> RopeOf(const nlohmann::json& c, int64_t max_positions) {
+  RopeParameters r;
+  r.theta = NumberOr(c, "rope_theta", 10000.0);
+  const nlohmann::json* p = nullptr;
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {
+    if (auto it = c.find(key); it != c.end() && it->is_object()) {
+      p = &*it;
+      break;
+    }
+  }
+  if (NumberOr(c, "partial_rotary_factor", 1.0) != 1.0 || (p && NumberOr(*p, "partial_rotary_factor", 1.0) != 1.0)) {
+    return absl::UnimplementedError("partial rotary embeddings (partial_rotary_factor) are not supported");
+  }
+  if (p == nullptr) return r;
+  r.theta = NumberOr(*p, "rope_theta", r.theta);
+  std::string type = "default";
+  for (const char* key : {"rope_type", "type"}) {
+    if (auto it = p->find(key); it != p->end() && it->is_string()) {
+      type = it->get<std::string>();
+      break;
+    }
+  }
+  if (type == "default") return r;
+  auto required = [&](const char* key) -> absl::StatusOr<double> {
+    auto it = p->find(key);
+    if (it == p->end() || !it->is_number()) {
+      return absl::InvalidArgumentError(absl::StrCat("rope scaling ", type, " needs a number ", key));
+    }
+    return it->get<double>();
+  };
+  ASSIGN_OR_RETURN(r.factor, required("factor"));
+  if (!(r.factor >= 1.0)) return absl::InvalidArgumentError(absl::StrCat("rope scaling factor ", r.factor, " is below 1"));
+  r.original_max_positions = static_cast<int64_t>(NumberOr(*p, "original_max_position_embeddings", static_cast<double>(max_positions)));
+  if (type == "linear") {
+    r.type = RopeParameters::Type::kLinear;
+  } else if (type == "dynamic") {
+    r.type = RopeParameters::Type::kDynamic;
+  } else if (type == "llama3") {
+    r.type = RopeParameters::Type::kLlama3;
+    ASSIGN_OR_RETURN(r.low_freq_factor, required("low_freq_factor"));
+    ASSIGN_OR_RETURN(r.high_freq_factor, required("high_freq_factor"));
+    ASSIGN_OR_RETURN(const double original, required("original_max_position_embeddings"));
+    r.original_max_positions = static_cast<int64_t>(original);
+    if (!(r.high_freq_factor > r.low_freq_factor)) return absl::InvalidArgumentError("llama3 rope: high_freq_factor must exceed low_freq_factor");
+  } else if (type == "yarn") {
+    r.type = RopeParameters::Type::kYarn;
+    auto mscale = [](double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
+    const double m = NumberOr(*p, "mscale", 0), m_all = NumberOr(*p, "mscale_all_dim", 0);
+    r.attention_factor = NumberOr(*p, "attention_factor", m != 0 && m_all != 0 ? mscale(r.factor, m) / mscale(r.factor, m_all)
+                                                                               : mscale(r.factor, 1.0));
+    r.beta_fast = NumberOr(*p, "beta_fast", 32.0);
+    r.beta_slow = NumberOr(*p, "beta_slow", 1.0);
+    if (auto it = p->find("truncate"); it != p->end() && it->is_boolean()) r.truncate = it->get<bool>();
+  } else {
+    return absl::UnimplementedError(absl::StrCat("rope scaling type ", type, " is not supported (supported: default, linear, dynamic, yarn, llama3)"));
+  }
+  if (r.original_max_positions <= 0) return absl::InvalidArgumentError("rope scaling needs original_max_position_embeddings");
+  return r;
 }
 
 // Softmax of s[first..last] in place (scores outside are left alone); returns nothing, the caller reads s.
@@ -69,6 +146,58 @@ float Silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 }  // namespace
 
+std::vector<double> BlockGeometry::InverseFrequencies(int64_t length) const {
+  const RopeParameters& r = rope;
+  const double dim = static_cast<double>(head_dim);
+  double base = r.theta;
+  if (r.type == RopeParameters::Type::kDynamic && length > max_positions) {
+    base *= std::pow(r.factor * static_cast<double>(length) / static_cast<double>(max_positions) - (r.factor - 1), dim / (dim - 2));
+  }
+  std::vector<double> f(static_cast<size_t>(head_dim / 2));
+  for (size_t i = 0; i < f.size(); ++i) f[i] = std::pow(base, -2.0 * static_cast<double>(i) / dim);
+  switch (r.type) {
+    case RopeParameters::Type::kDefault:
+    case RopeParameters::Type::kDynamic:
+      break;
+    case RopeParameters::Type::kLinear:
+      for (double& x : f) x /= r.factor;
+      break;
+    case RopeParameters::Type::kLlama3: {
+      // Wavelengths above original/low_freq_factor are scaled by 1/factor, below original/high_freq_factor
+      // kept, and interpolated smoothly between.
+      const double old = static_cast<double>(r.original_max_positions);
+      const double low_wavelen = old / r.low_freq_factor, high_wavelen = old / r.high_freq_factor;
+      for (double& x : f) {
+        const double wavelen = 2 * M_PI / x;
+        if (wavelen > low_wavelen) {
+          x /= r.factor;
+        } else if (wavelen >= high_wavelen) {
+          const double smooth = (old / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+          x = (1 - smooth) * x / r.factor + smooth * x;
+        }
+      }
+      break;
+    }
+    case RopeParameters::Type::kYarn: {
+      // The dimensions that rotate fewer than beta_slow times over the original context are interpolated,
+      // more than beta_fast times extrapolated, with a linear ramp between.
+      const double old = static_cast<double>(r.original_max_positions);
+      auto correction_dim = [&](double rotations) { return dim * std::log(old / (rotations * 2 * M_PI)) / (2 * std::log(r.theta)); };
+      double low = correction_dim(r.beta_fast), high = correction_dim(r.beta_slow);
+      if (r.truncate) low = std::floor(low), high = std::ceil(high);
+      low = std::max(low, 0.0), high = std::min(high, dim - 1);
+      if (low == high) high += 0.001;
+      for (size_t i = 0; i < f.size(); ++i) {
+        const double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+        const double extrapolation = 1 - ramp;
+        f[i] = f[i] / r.factor * (1 - extrapolation) + f[i] * extrapolation;
+      }
+      break;
+    }
+  }
+  return f;
+}
+
 absl::StatusOr<BlockGeometry> BlockGeometry::Of(const ModelDescriptor& d) {
   BlockGeometry g;
   g.dim = d.hidden_size;
@@ -82,23 +211,28 @@ absl::StatusOr<BlockGeometry> BlockGeometry::Of(const ModelDescriptor& d) {
                                       "intermediate_size, num_attention_heads, vocab_size, num_hidden_layers)");
   }
   const nlohmann::json& c = d.config;
-  auto number = [&](const char* key, double fallback) {
-    auto it = c.find(key);
-    return it != c.end() && it->is_number() ? it->get<double>() : fallback;
-  };
-  g.head_dim = static_cast<int64_t>(number("head_dim", 0));
+  g.head_dim = static_cast<int64_t>(NumberOr(c, "head_dim", 0));
   if (g.head_dim <= 0) g.head_dim = g.dim / g.heads;
-  g.max_positions = static_cast<int64_t>(number("max_position_embeddings", 2048));
-  g.sliding_window = static_cast<int64_t>(number("sliding_window", 0));
-  g.eps = number("rms_norm_eps", 1e-5);
-  g.rope_theta = number("rope_theta", 10000.0);
-  if (g.head_dim % 2 != 0 || g.heads % g.kv_heads != 0) {
+  g.max_positions = static_cast<int64_t>(NumberOr(c, "max_position_embeddings", 2048));
+  g.sliding_window = static_cast<int64_t>(NumberOr(c, "sliding_window", 0));
+  // Qwen2/Qwen3 configs carry a sliding_window they do not use unless use_sliding_window is set, and then
+  // only from layer max_window_layers on (modeling_qwen2.py's layer_types).
+  if (auto it = c.find("use_sliding_window"); it != c.end() && it->is_boolean()) {
+    if (!it->get<bool>()) {
+      g.sliding_window = 0;
+    } else if (NumberOr(c, "max_window_layers", 0) < static_cast<double>(g.layers)) {
+      return absl::UnimplementedError("sliding-window attention on some layers only (use_sliding_window with max_window_layers) is not supported");
+    } else {
+      g.sliding_window = 0;
+    }
+  }
+  g.eps = NumberOr(c, "rms_norm_eps", 1e-5);
+  if (g.head_dim % 2 != 0 || g.heads % g.kv_heads != 0 || g.head_dim < 4) {
     return absl::InvalidArgumentError(absl::StrCat("attention shape: ", g.heads, " heads of ", g.head_dim, " over ",
                                                    g.kv_heads, " key/value heads"));
   }
-  if (c.contains("rope_scaling") && !c["rope_scaling"].is_null()) {
-    return absl::UnimplementedError("rope_scaling is not supported by the forward pass yet");
-  }
+  if (g.max_positions <= 0) return absl::InvalidArgumentError("max_position_embeddings must be positive");
+  ASSIGN_OR_RETURN(g.rope, RopeOf(c, g.max_positions));
   return g;
 }
 
@@ -114,9 +248,23 @@ Matrix* BlockWeights::Linear(absl::string_view name) {
   return nullptr;
 }
 
+std::vector<float>* BlockWeights::Bias(absl::string_view name) {
+  static const std::pair<const char*, std::vector<float> BlockWeights::*> kNames[] = {
+      {"self_attn.q_proj.bias", &BlockWeights::q_bias}, {"self_attn.k_proj.bias", &BlockWeights::k_bias},
+      {"self_attn.v_proj.bias", &BlockWeights::v_bias}, {"self_attn.o_proj.bias", &BlockWeights::o_bias},
+      {"mlp.gate_proj.bias", &BlockWeights::gate_bias}, {"mlp.up_proj.bias", &BlockWeights::up_bias},
+      {"mlp.down_proj.bias", &BlockWeights::down_bias}};
+  for (const auto& [n, member] : kNames) {
+    if (name == n) return &(this->*member);
+  }
+  return nullptr;
+}
+
 std::vector<float>* BlockWeights::Norm(absl::string_view name) {
   if (name == "input_layernorm.weight") return &attn_norm;
   if (name == "post_attention_layernorm.weight") return &ffn_norm;
+  if (name == "self_attn.q_norm.weight") return &q_norm;
+  if (name == "self_attn.k_norm.weight") return &k_norm;
   return nullptr;
 }
 
@@ -166,6 +314,28 @@ absl::StatusOr<BlockWeights> BlockFromTensors(const std::vector<Tensor>& tensors
       Matrix* m = w.Linear(name);
       if (m == nullptr) return absl::InternalError(absl::StrCat("the block has no linear layer ", name));
       ASSIGN_OR_RETURN(*m, load(name, m->rows, m->cols));
+    }
+  }
+  // Biases and q/k norms: those the architecture always has must be there (below); any other bias the
+  // checkpoint holds (Llama's attention_bias / mlp_bias) is used too. A bias or norm with no place in the
+  // block is refused rather than ignored.
+  for (const Tensor& t : tensors) {
+    const std::string local = t.name.substr(prefix.size());
+    if (std::vector<float>* bias = w.Bias(local)) {
+      const Matrix* weight = w.Linear(absl::StrReplaceAll(local, {{".bias", ".weight"}}));
+      ASSIGN_OR_RETURN(Matrix m, load(local, 1, weight->rows));
+      *bias = std::move(m.data);
+    } else if (!local.empty() && (local == arch.q_norm || local == arch.k_norm)) {
+      ASSIGN_OR_RETURN(Matrix m, load(local, 1, g.head_dim));
+      *w.Norm(local) = std::move(m.data);
+    } else if (absl::EndsWith(local, ".bias") ||
+               (absl::StrContains(local, "norm") && local != arch.attn_norm && local != arch.ffn_norm)) {
+      return absl::UnimplementedError(absl::StrCat("tensor ", t.name, " has no place in the ", arch.name, " block"));
+    }
+  }
+  for (const std::string& name : arch.required_extras) {
+    if (w.Bias(name) != nullptr ? w.Bias(name)->empty() : w.Norm(name)->empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("missing tensor ", prefix, name, " (", arch.name, " has it in every block)"));
     }
   }
   return w;
@@ -230,6 +400,12 @@ Matrix TimesTransposed(const Matrix& x, const Matrix& w) {
   return y;
 }
 
+Matrix Project(const Matrix& x, const Matrix& w, const std::vector<float>& bias) {
+  Matrix y = TimesTransposed(x, w);
+  AddBias(&y, bias);
+  return y;
+}
+
 void RmsNorm(const float* x, const float* weight, int64_t n, double eps, float* out) {
   double ss = 0;
   for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
@@ -243,19 +419,25 @@ Matrix RmsNormRows(const Matrix& x, const std::vector<float>& weight, double eps
   return out;
 }
 
-Matrix Attention(const BlockGeometry& g, const Matrix& xn, const Matrix& wq, const Matrix& wk, const Matrix& wv,
-                 const std::vector<int64_t>& window_lengths) {
-  Matrix q = TimesTransposed(xn, wq), k = TimesTransposed(xn, wk), v = TimesTransposed(xn, wv);
+Matrix Attention(const BlockGeometry& g, const BlockWeights& w, const Matrix& xn, const std::vector<int64_t>& window_lengths) {
+  return Attention(g, w, xn, w.q, w.k, w.v, window_lengths);
+}
+
+Matrix Attention(const BlockGeometry& g, const BlockWeights& w, const Matrix& xn, const Matrix& wq, const Matrix& wk,
+                 const Matrix& wv, const std::vector<int64_t>& window_lengths) {
+  Matrix q = Project(xn, wq, w.q_bias), k = Project(xn, wk, w.k_bias), v = Project(xn, wv, w.v_bias);
   const int64_t hd = g.head_dim, q_dim = g.q_dim(), kv_dim = g.kv_dim(), group = g.heads / g.kv_heads;
   const int64_t longest = window_lengths.empty() ? 0 : *std::max_element(window_lengths.begin(), window_lengths.end());
-  std::vector<float> cos, sin;
-  RotaryTable(g, longest, &cos, &sin);
   Matrix out{xn.rows, q_dim, std::vector<float>(static_cast<size_t>(xn.rows * q_dim))};
   std::vector<float> scores(static_cast<size_t>(longest * longest));
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
+  std::vector<float> cos, sin;
   int64_t start = 0;
   for (const int64_t len : window_lengths) {
+    RotaryTable(g, 0, len, len, &cos, &sin);
     for (int64_t t = 0; t < len; ++t) {
+      NormHeads(q.row(start + t), g.heads, hd, w.q_norm, g.eps);
+      NormHeads(k.row(start + t), g.kv_heads, hd, w.k_norm, g.eps);
       Rotate(q.row(start + t), g.heads, hd, &cos[t * (hd / 2)], &sin[t * (hd / 2)]);
       Rotate(k.row(start + t), g.kv_heads, hd, &cos[t * (hd / 2)], &sin[t * (hd / 2)]);
     }
@@ -307,9 +489,9 @@ Matrix Attention(const BlockGeometry& g, const Matrix& xn, const Matrix& wq, con
   return out;
 }
 
-Matrix SwiGlu(const Matrix& xn, const Matrix& gate, const Matrix& up) {
-  Matrix h1 = TimesTransposed(xn, gate);
-  const Matrix h3 = TimesTransposed(xn, up);
+Matrix SwiGlu(const BlockWeights& w, const Matrix& xn, const Matrix& gate, const Matrix& up) {
+  Matrix h1 = Project(xn, gate, w.gate_bias);
+  const Matrix h3 = Project(xn, up, w.up_bias);
   for (size_t i = 0; i < h1.data.size(); ++i) h1.data[i] = Silu(h1.data[i]) * h3.data[i];
   return h1;
 }
@@ -322,24 +504,30 @@ Matrix BlockForward(const BlockGeometry& g, const BlockWeights& w, const Matrix&
                     const std::vector<int64_t>& window_lengths, const BlockCapture& capture) {
   const Matrix xn = RmsNormRows(x, w.attn_norm, g.eps);
   if (capture) capture(LinearInput::kQkv, xn);
-  const Matrix a = Attention(g, xn, w.q, w.k, w.v, window_lengths);
+  const Matrix a = Attention(g, w, xn, window_lengths);
   if (capture) capture(LinearInput::kO, a);
-  Matrix h = TimesTransposed(a, w.o);
+  Matrix h = Project(a, w.o, w.o_bias);
   AddInPlace(&h, x);
   const Matrix hn = RmsNormRows(h, w.ffn_norm, g.eps);
   if (capture) capture(LinearInput::kGateUp, hn);
-  const Matrix act = SwiGlu(hn, w.gate, w.up);
+  const Matrix act = SwiGlu(w, hn, w.gate, w.up);
   if (capture) capture(LinearInput::kDown, act);
-  Matrix out = TimesTransposed(act, w.down);
+  Matrix out = Project(act, w.down, w.down_bias);
   AddInPlace(&out, h);
   return out;
 }
 
 void BlockStep(const BlockGeometry& g, const BlockWeights& w, float* x, KvCache* cache, const StepCapture& capture) {
   const int64_t hd = g.head_dim, kv_dim = g.kv_dim(), group = g.heads / g.kv_heads, pos = cache->length;
-  auto mat_vec = [](const Matrix& m, const float* in, float* out) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(m.rows), static_cast<int>(m.cols), 1.0f, m.data.data(),
-                static_cast<int>(m.cols), in, 1, 0.0f, out, 1);
+  auto mat_vec = [](const Matrix& m, const std::vector<float>& bias, const float* in, float* out) {
+    if (bias.empty()) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(m.rows), static_cast<int>(m.cols), 1.0f, m.data.data(),
+                  static_cast<int>(m.cols), in, 1, 0.0f, out, 1);
+    } else {
+      std::copy(bias.begin(), bias.end(), out);
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(m.rows), static_cast<int>(m.cols), 1.0f, m.data.data(),
+                  static_cast<int>(m.cols), in, 1, 1.0f, out, 1);
+    }
   };
   std::vector<float> xn(static_cast<size_t>(g.dim)), q(static_cast<size_t>(g.q_dim())), att(static_cast<size_t>(g.q_dim()));
   std::vector<float> y(static_cast<size_t>(g.dim)), h1(static_cast<size_t>(g.hidden)), h3(h1.size());
@@ -349,15 +537,13 @@ void BlockStep(const BlockGeometry& g, const BlockWeights& w, float* x, KvCache*
   cache->values.resize(cache->keys.size());
   float* k = cache->keys.data() + pos * kv_dim;
   float* v = cache->values.data() + pos * kv_dim;
-  mat_vec(w.q, xn.data(), q.data());
-  mat_vec(w.k, xn.data(), k);
-  mat_vec(w.v, xn.data(), v);
-  std::vector<float> cos(static_cast<size_t>(hd / 2)), sin(cos.size());
-  const std::vector<double> f = InverseFrequencies(g);
-  for (size_t i = 0; i < f.size(); ++i) {
-    cos[i] = static_cast<float>(std::cos(static_cast<double>(pos) * f[i]));
-    sin[i] = static_cast<float>(std::sin(static_cast<double>(pos) * f[i]));
-  }
+  mat_vec(w.q, w.q_bias, xn.data(), q.data());
+  mat_vec(w.k, w.k_bias, xn.data(), k);
+  mat_vec(w.v, w.v_bias, xn.data(), v);
+  NormHeads(q.data(), g.heads, hd, w.q_norm, g.eps);
+  NormHeads(k, g.kv_heads, hd, w.k_norm, g.eps);
+  std::vector<float> cos, sin;
+  RotaryTable(g, pos, 1, pos + 1, &cos, &sin);
   Rotate(q.data(), g.heads, hd, cos.data(), sin.data());
   Rotate(k, g.kv_heads, hd, cos.data(), sin.data());
   ++cache->length;
@@ -377,15 +563,15 @@ void BlockStep(const BlockGeometry& g, const BlockWeights& w, float* x, KvCache*
     }
   }
   if (capture) capture(LinearInput::kO, att.data());
-  mat_vec(w.o, att.data(), y.data());
+  mat_vec(w.o, w.o_bias, att.data(), y.data());
   for (int64_t i = 0; i < g.dim; ++i) x[i] += y[i];
   RmsNorm(x, w.ffn_norm.data(), g.dim, g.eps, xn.data());
   if (capture) capture(LinearInput::kGateUp, xn.data());
-  mat_vec(w.gate, xn.data(), h1.data());
-  mat_vec(w.up, xn.data(), h3.data());
+  mat_vec(w.gate, w.gate_bias, xn.data(), h1.data());
+  mat_vec(w.up, w.up_bias, xn.data(), h3.data());
   for (size_t i = 0; i < h1.size(); ++i) h1[i] = Silu(h1[i]) * h3[i];
   if (capture) capture(LinearInput::kDown, h1.data());
-  mat_vec(w.down, h1.data(), y.data());
+  mat_vec(w.down, w.down_bias, h1.data(), y.data());
   for (int64_t i = 0; i < g.dim; ++i) x[i] += y[i];
 }
 

@@ -1,6 +1,7 @@
-// DecoderBlock: one Llama-family decoder block (RMSNorm, rotary embeddings in the HF rotate-half layout,
-// grouped-query causal attention, SwiGLU MLP) with its weights passed in explicitly, in two forms that
-// share every kernel:
+// DecoderBlock: one Llama-family decoder block (RMSNorm, rotary embeddings in the HF rotate-half layout
+// with the rope scalings of transformers' modeling_rope_utils.py, grouped-query causal attention with
+// optional q/k/v/o biases (Qwen2) and per-head q/k RMSNorm (Qwen3), SwiGLU MLP) with its weights passed in
+// explicitly, in two forms that share every kernel:
 // - batched: rows of a matrix are the tokens of consecutive windows (each at positions 0..len-1), matrix
 //   products through OpenBLAS sgemm, causal attention per window with no KV cache — what calibration and
 //   evaluation run, one block of the model resident at a time;
@@ -22,6 +23,20 @@
 
 namespace lowbit {
 
+// Rotary embedding parameters as transformers' modeling_rope_utils.py computes them, from `rope_theta` +
+// `rope_scaling` (transformers 4.x) or `rope_parameters` (5.x).
+struct RopeParameters {
+  enum class Type { kDefault, kLinear, kDynamic, kYarn, kLlama3 };
+  Type type = Type::kDefault;
+  double theta = 10000.0;
+  double factor = 1.0;
+  int64_t original_max_positions = 0;    ///< llama3 and yarn; the model's max positions if the config has none
+  double low_freq_factor = 1.0, high_freq_factor = 4.0;  ///< llama3
+  double beta_fast = 32.0, beta_slow = 1.0;              ///< yarn
+  bool truncate = true;                                  ///< yarn: integer correction range
+  double attention_factor = 1.0;  ///< yarn's mscale, multiplied into cos and sin
+};
+
 // A block's dimensions and constants, from config.json.
 struct BlockGeometry {
   int64_t dim = 0;       ///< hidden_size
@@ -34,7 +49,11 @@ struct BlockGeometry {
   int64_t max_positions = 0;   ///< max_position_embeddings (2048 if absent)
   int64_t sliding_window = 0;  ///< 0: full causal attention
   double eps = 1e-5;           ///< rms_norm_eps
-  double rope_theta = 10000.0;
+  RopeParameters rope;
+
+  // Inverse frequencies of the head's dimension pairs for a sequence of `length` positions (only dynamic
+  // NTK scaling depends on it, and only beyond max_positions).
+  std::vector<double> InverseFrequencies(int64_t length) const;
 
   int64_t q_dim() const { return heads * head_dim; }
   int64_t kv_dim() const { return kv_heads * head_dim; }
@@ -45,13 +64,18 @@ struct BlockGeometry {
   static absl::StatusOr<BlockGeometry> Of(const ModelDescriptor& descriptor);
 };
 
-// One block's weights in float32, row-major [out, in] as HF stores them.
+// One block's weights in float32, row-major [out, in] as HF stores them. A bias or q/k norm the checkpoint
+// does not have is empty.
 struct BlockWeights {
   std::vector<float> attn_norm, ffn_norm;
   Matrix q, k, v, o, gate, up, down;
+  std::vector<float> q_bias, k_bias, v_bias, o_bias, gate_bias, up_bias, down_bias;
+  std::vector<float> q_norm, k_norm;  ///< per-head RMSNorm of queries and keys (Qwen3), head_dim values
 
-  // The linear layer or norm by its name inside the block ("self_attn.q_proj.weight"); null if none.
+  // The linear layer, its bias, or a norm by its tensor name inside the block ("self_attn.q_proj.weight",
+  // "self_attn.q_proj.bias", "self_attn.q_norm.weight"); null if the block has no such tensor kind.
   Matrix* Linear(absl::string_view name);
+  std::vector<float>* Bias(absl::string_view name);
   std::vector<float>* Norm(absl::string_view name);
 };
 
@@ -75,13 +99,19 @@ absl::StatusOr<Matrix> Embed(const CheckpointReader& reader, const Architecture&
 
 // y = x·wᵀ for rows of x (n x in) and w (out x in), one sgemm.
 Matrix TimesTransposed(const Matrix& x, const Matrix& w);
+// y = x·wᵀ + bias (bias empty: none).
+Matrix Project(const Matrix& x, const Matrix& w, const std::vector<float>& bias);
 // RMSNorm of every row.
 Matrix RmsNormRows(const Matrix& x, const std::vector<float>& weight, double eps);
-// Causal self-attention before o_proj: rows of `xn` are windows of the given lengths, back to back.
-Matrix Attention(const BlockGeometry& g, const Matrix& xn, const Matrix& q, const Matrix& k, const Matrix& v,
+// Causal self-attention before o_proj: rows of `xn` are windows of the given lengths, back to back. The
+// projections are `q`, `k`, `v` (AWQ tries candidates for them); biases and q/k norms come from `w`.
+Matrix Attention(const BlockGeometry& g, const BlockWeights& w, const Matrix& xn, const Matrix& q, const Matrix& k,
+                 const Matrix& v, const std::vector<int64_t>& window_lengths);
+// The same with the block's own projections.
+Matrix Attention(const BlockGeometry& g, const BlockWeights& w, const Matrix& xn,
                  const std::vector<int64_t>& window_lengths);
-// SiLU(xn·gateᵀ) ⊙ (xn·upᵀ): down_proj's input.
-Matrix SwiGlu(const Matrix& xn, const Matrix& gate, const Matrix& up);
+// SiLU(xn·gateᵀ + b) ⊙ (xn·upᵀ + b): down_proj's input; biases from `w`.
+Matrix SwiGlu(const BlockWeights& w, const Matrix& xn, const Matrix& gate, const Matrix& up);
 // x += y, elementwise.
 void AddInPlace(Matrix* x, const Matrix& y);
 

@@ -57,7 +57,7 @@ Rows Attention(const BlockGeometry& g, const Rows& xn, const BlockWeights& w, in
     auto rope = [&](std::vector<double>& x, int64_t heads) {
       for (int64_t h = 0; h < heads; ++h)
         for (int64_t i = 0; i < half; ++i) {
-          const double angle = pos / std::pow(g.rope_theta, 2.0 * static_cast<double>(i) / static_cast<double>(hd));
+          const double angle = pos / std::pow(g.rope.theta, 2.0 * static_cast<double>(i) / static_cast<double>(hd));
           const double a = x[h * hd + i], b = x[h * hd + i + half];
           x[h * hd + i] = a * std::cos(angle) - b * std::sin(angle);
           x[h * hd + i + half] = b * std::cos(angle) + a * std::sin(angle);
@@ -258,9 +258,9 @@ TEST(BlockCalibratorTest, CalibratorChecksCancellationItselfBetweenChunks) {
 
 TEST(BlockCalibratorTest, RefusesArchitecturesOutsideTheTable) {
   ModelDescriptor d;
-  d.architecture = "Qwen2ForCausalLM";
+  d.architecture = "GPTNeoXForCausalLM";
   EXPECT_EQ(ArchitectureOf(d).status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_NE(ArchitectureOf(d).status().message().find("Qwen2ForCausalLM"), std::string::npos);
+  EXPECT_NE(ArchitectureOf(d).status().message().find("GPTNeoXForCausalLM"), std::string::npos);
 }
 
 }  // namespace
