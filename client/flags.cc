@@ -50,7 +50,9 @@ ABSL_FLAG(bool, overwrite, false, "replace an existing output");
 ABSL_FLAG(bool, json, false, "print machine-readable JSON instead of tables");
 ABSL_FLAG(int, threads, 0, "worker threads (0 = one per core)");
 ABSL_FLAG(std::string, model, "", "generate: checkpoint to run");
-ABSL_FLAG(std::string, tokenizer, "", "generate: llama2.c tokenizer.bin");
+ABSL_FLAG(std::string, tokenizer, "", "tokenizer.json or llama2.c tokenizer.bin (default: the one beside the model)");
+ABSL_FLAG(bool, jsonl, false, "tokenize: --text holds one JSON string per line; one id array per line is printed");
+ABSL_FLAG(int, vocab_size, 32000, "tokenize: vocabulary size of a llama2.c tokenizer.bin (other formats record theirs)");
 ABSL_FLAG(int, steps, 256, "generate: tokens to decode greedily from BOS");
 ABSL_FLAG(std::string, memory_limit, "",
           "quantize: refuse a job planned above this much memory, e.g. 16Gi (default: the cgroup limit, else 80% of RAM; 0: none)");

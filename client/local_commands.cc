@@ -9,6 +9,8 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "client/console.h"
 #include "client/flags.h"
 #include "core/checkpoint/checkpoint_reader.h"
@@ -143,28 +145,58 @@ absl::Status RunConvertCommand() {
   return absl::OkStatus();
 }
 
+// --tokenizer, else the tokenizer beside --model.
+absl::StatusOr<std::string> TokenizerUriFor(ObjectStore* store, const std::string& model_uri, const std::string& text_uri) {
+  const std::string given = absl::GetFlag(FLAGS_tokenizer).empty() ? "" : ToUri(absl::GetFlag(FLAGS_tokenizer));
+  return TokenizerFor(store, given, model_uri, text_uri);
+}
+
 absl::Status RunGenerateCommand() {
+  if (absl::GetFlag(FLAGS_model).empty()) return absl::InvalidArgumentError("--model is required");
   const std::string model_uri = ToUri(absl::GetFlag(FLAGS_model));
-  if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_tokenizer).empty()) {
-    return absl::InvalidArgumentError("--model and --tokenizer are required");
-  }
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(store.get(), model_uri));
   ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(*reader));
-  ASSIGN_OR_RETURN(Llama2cTokenizer tokenizer,
-                   Llama2cTokenizer::Load(store.get(), ToUri(absl::GetFlag(FLAGS_tokenizer)), model.vocab_size()));
-  int previous = Llama2cTokenizer::kBos;
-  for (int token : GreedyDecode(model, Llama2cTokenizer::kBos, absl::GetFlag(FLAGS_steps))) {
-    std::cout << tokenizer.Decode(previous, token);
-    previous = token;
+  ASSIGN_OR_RETURN(const std::string tokenizer_uri, TokenizerUriFor(store.get(), model_uri, ""));
+  if (tokenizer_uri.empty()) return absl::InvalidArgumentError("--tokenizer is required (none is beside --model)");
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(store.get(), tokenizer_uri, model.vocab_size()));
+  const int bos = tokenizer->bos() >= 0 ? tokenizer->bos() : Llama2cTokenizer::kBos;
+  std::cout << tokenizer->Decode(GreedyDecode(model, bos, absl::GetFlag(FLAGS_steps))) << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunTokenizeCommand() {
+  if (absl::GetFlag(FLAGS_tokenizer).empty() || absl::GetFlag(FLAGS_text).empty()) {
+    return absl::InvalidArgumentError("--tokenizer and --text are required");
   }
-  std::cout << "\n";
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
+  // The vocabulary size only matters to llama2.c's tokenizer.bin, which does not record it.
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                   LoadTokenizer(store.get(), ToUri(absl::GetFlag(FLAGS_tokenizer)), absl::GetFlag(FLAGS_vocab_size)));
+  ASSIGN_OR_RETURN(const std::string text, store->ReadAll(ToUri(absl::GetFlag(FLAGS_text))));
+  auto print = [](const std::vector<int>& ids) {
+    if (absl::GetFlag(FLAGS_json)) {
+      std::cout << nlohmann::json(ids).dump() << "\n";
+    } else {
+      std::cout << absl::StrJoin(ids, " ") << "\n";
+    }
+  };
+  if (!absl::GetFlag(FLAGS_jsonl)) {
+    print(tokenizer->Encode(text));
+    return absl::OkStatus();
+  }
+  // One JSON string per line in, one array of ids per line out.
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    const nlohmann::json s = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!s.is_string()) return absl::InvalidArgumentError(absl::StrCat("--jsonl: a line is not a JSON string: ", line.substr(0, 80)));
+    print(tokenizer->Encode(s.get<std::string>()));
+  }
   return absl::OkStatus();
 }
 
 absl::Status RunEvalCommand() {
   if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_text).empty()) {
-    return absl::InvalidArgumentError("--model and --text are required (and --tokenizer unless the text is .ids.json)");
+    return absl::InvalidArgumentError("--model and --text are required (and a tokenizer, beside the model or --tokenizer, unless the text is .ids.json)");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
   // Quantized outputs of lowbit are dequantized on the way in; plain checkpoints pass through.
@@ -173,8 +205,13 @@ absl::Status RunEvalCommand() {
   if (!absl::GetFlag(FLAGS_reference).empty()) {
     ASSIGN_OR_RETURN(reference, OpenDequantized(store.get(), ToUri(absl::GetFlag(FLAGS_reference))));
   }
-  std::optional<Llama2cTokenizer> tokenizer;
-  const std::string tokenizer_uri = absl::GetFlag(FLAGS_tokenizer).empty() ? "" : ToUri(absl::GetFlag(FLAGS_tokenizer));
+  std::unique_ptr<Tokenizer> tokenizer;
+  // Beside the reference (the source model) first: a quantized output need not carry one.
+  const std::string text_uri = ToUri(absl::GetFlag(FLAGS_text));
+  ASSIGN_OR_RETURN(std::string tokenizer_uri, TokenizerUriFor(store.get(), ToUri(absl::GetFlag(FLAGS_model)), text_uri));
+  if (tokenizer_uri.empty() && reference) {
+    ASSIGN_OR_RETURN(tokenizer_uri, TokenizerUriFor(store.get(), ToUri(absl::GetFlag(FLAGS_reference)), text_uri));
+  }
   ASSIGN_OR_RETURN(const TokenSource source, OpenTokenSource(store.get(), tokenizer_uri, reader->descriptor(), &tokenizer));
   ASSIGN_OR_RETURN(const EvaluationWindows windows,
                    MakeEvaluationWindows(store.get(), ToUri(absl::GetFlag(FLAGS_text)), source,

@@ -1,4 +1,4 @@
-// Subcommands that run a job in this process: `lowbit quantize` and `lowbit convert`.
+// Subcommands that run in this process: quantize, convert, generate, eval, tokenize.
 #ifndef LOWBIT_CLIENT_LOCAL_COMMANDS_H_
 #define LOWBIT_CLIENT_LOCAL_COMMANDS_H_
 
@@ -10,6 +10,7 @@ absl::Status RunQuantizeCommand();
 absl::Status RunConvertCommand();
 absl::Status RunGenerateCommand();
 absl::Status RunEvalCommand();
+absl::Status RunTokenizeCommand();
 
 }  // namespace lowbit::cli
 

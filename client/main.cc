@@ -18,8 +18,10 @@ constexpr char kUsage[] = R"(lowbit: quantize LLM checkpoints.
 
   lowbit quantize --input PATH --output DIR [--method rtn|int8] [--bits N] [--group-size N] [--sym] [--json]
   lowbit convert  --input MODEL.bin --output DIR      (llama2.c -> Hugging Face safetensors)
-  lowbit generate --model MODEL --tokenizer tokenizer.bin [--steps N]   (greedy decoding from BOS)
-  lowbit eval     --model MODEL [--reference MODEL] --text TEXT --tokenizer tokenizer.bin   (perplexity, KL)
+  lowbit generate --model MODEL [--tokenizer FILE] [--steps N]   (greedy decoding from BOS)
+  lowbit eval     --model MODEL [--reference MODEL] --text TEXT [--tokenizer FILE]   (perplexity, KL)
+  lowbit tokenize --tokenizer FILE --text FILE [--json] [--jsonl]   (the ids a text becomes)
+  (a tokenizer is tokenizer.json or llama2.c's .bin; by default the one beside the model))
 
   lowbit submit   --input URI --output URI [method flags as for quantize] [--request-id ID] [--watch]
   lowbit get      JOB            lowbit watch JOB            lowbit cancel JOB
@@ -53,6 +55,8 @@ int main(int argc, char** argv) {
     status = lowbit::cli::RunConvertCommand();
   } else if (command == "eval") {
     status = lowbit::cli::RunEvalCommand();
+  } else if (command == "tokenize") {
+    status = lowbit::cli::RunTokenizeCommand();
   } else if (command == "generate") {
     status = lowbit::cli::RunGenerateCommand();
   } else if (command == "submit") {

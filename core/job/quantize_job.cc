@@ -267,9 +267,11 @@ absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const Checkpoi
                                                                   const QuantizeJobSpec& spec, const Quantizer& quantizer,
                                                                   const std::vector<PlannedTensor>& plan,
                                                                   const JobOptions& options, JobContext* context) {
-  std::optional<Llama2cTokenizer> tokenizer;
-  ASSIGN_OR_RETURN(const TokenSource source, OpenTokenSource(store, spec.tokenizer_uri, reader.descriptor(), &tokenizer));
   const CalibrationSpec& c = spec.calibration;
+  std::unique_ptr<Tokenizer> tokenizer;
+  ASSIGN_OR_RETURN(const TokenSource source,
+                   OpenTokenSource(store, TokenizerFor(store, spec.tokenizer_uri, spec.source_uri, c.text_uri),
+                                   reader.descriptor(), &tokenizer));
   ASSIGN_OR_RETURN(std::vector<std::vector<int>> windows,
                    CalibrationWindows(store, c.text_uri, source, {c.samples, c.seqlen, c.seed}));
   auto planned = std::make_shared<std::set<std::string>>();  // the layers the plan quantizes (include/exclude applied)
@@ -312,8 +314,10 @@ absl::StatusOr<Evaluation> EvaluateOutput(const CheckpointReader& source_reader,
                                           const JobOptions& options) {
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> written,
                    OpenDequantized(destination, JoinUri(spec.destination_uri, kModelFile)));
-  std::optional<Llama2cTokenizer> tokenizer;
-  ASSIGN_OR_RETURN(const TokenSource tokens, OpenTokenSource(source, spec.tokenizer_uri, source_reader.descriptor(), &tokenizer));
+  std::unique_ptr<Tokenizer> tokenizer;
+  ASSIGN_OR_RETURN(const TokenSource tokens,
+                   OpenTokenSource(source, TokenizerFor(source, spec.tokenizer_uri, spec.source_uri, spec.evaluation.text_uri),
+                                   source_reader.descriptor(), &tokenizer));
   ASSIGN_OR_RETURN(const EvaluationWindows windows, MakeEvaluationWindows(source, spec.evaluation.text_uri, tokens,
                                                                           spec.evaluation.windows, spec.evaluation.seqlen));
   ASSIGN_OR_RETURN(EvalResult r, Evaluate(*written, &source_reader, windows, context, options.rows_per_chunk));
@@ -356,13 +360,6 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   if (calibration == CalibrationUse::kRequired && spec.calibration.text_uri.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("calibration: ", MethodName(spec.quant.method),
                                                    " needs a calibration text (with the model's tokenizer) or .ids.json"));
-  }
-  if (!spec.calibration.text_uri.empty() && calibration != CalibrationUse::kNone && spec.tokenizer_uri.empty() &&
-      !IsPreTokenized(spec.calibration.text_uri)) {
-    return absl::InvalidArgumentError("calibration: a plain text needs the model's tokenizer (or give .ids.json)");
-  }
-  if (!spec.evaluation.text_uri.empty() && spec.tokenizer_uri.empty() && !IsPreTokenized(spec.evaluation.text_uri)) {
-    return absl::InvalidArgumentError("evaluation: a plain text needs the model's tokenizer (or give .ids.json)");
   }
   if (Calibrates(spec) && spec.quantize_lm_head) {
     return absl::InvalidArgumentError(absl::StrCat("quantize_lm_head: calibration covers the decoder blocks only, not with ",
@@ -414,6 +411,16 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   ASSIGN_OR_RETURN(const ResourceEstimate estimate,
                    EstimateResources(reader->descriptor(), reader->tensors(), spec, options));
   RETURN_IF_ERROR(CheckMemoryLimit(estimate, options.memory_limit_bytes));
+  // A plain text needs a tokenizer: given, or found beside the checkpoint. Checked before any work.
+  const std::string calibration_text = Calibrates(spec) ? spec.calibration.text_uri : "";
+  for (const auto& [field, text] : {std::pair<std::string, std::string>{"calibration", calibration_text},
+                                    {"evaluation", spec.evaluation.text_uri}}) {
+    if (!text.empty() && !IsPreTokenized(text) && TokenizerFor(source, spec.tokenizer_uri, spec.source_uri, text).empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": the plain text ", text, " needs the model's tokenizer; none (tokenizer.json or "
+                                                     "tokenizer.bin) is beside ", spec.source_uri,
+                                                     ": give tokenizer_uri, or a pre-tokenized .ids.json"));
+    }
+  }
 
   std::map<std::string, std::string> metadata = {{"format", "pt"}};
   std::vector<PlannedTensor> plan = Plan(*reader, spec, quantizers, &metadata);

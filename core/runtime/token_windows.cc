@@ -44,26 +44,40 @@ absl::StatusOr<std::vector<int>> IdStream(const nlohmann::json& ids, absl::strin
 absl::StatusOr<std::vector<int>> Tokenize(const std::string& text, absl::string_view uri, const TokenSource& source,
                                           size_t max_tokens) {
   if (source.tokenizer == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(uri, ": a plain text needs the model's tokenizer (or give .ids.json)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        uri, ": a plain text needs the model's tokenizer (none beside the checkpoint: give tokenizer_uri, or .ids.json)"));
   }
-  return source.tokenizer->EncodeLines(text, max_tokens);
+  return source.tokenizer->EncodeText(text, max_tokens);
 }
 
 }  // namespace
 
 absl::StatusOr<TokenSource> OpenTokenSource(ObjectStore* store, absl::string_view tokenizer_uri,
-                                            const ModelDescriptor& descriptor, std::optional<Llama2cTokenizer>* tokenizer) {
+                                            const ModelDescriptor& descriptor, std::unique_ptr<Tokenizer>* tokenizer) {
   TokenSource source;
   source.vocab_size = descriptor.vocab_size;
-  source.bos = descriptor.config.value("bos_token_id", Llama2cTokenizer::kBos);
+  const nlohmann::json& bos = descriptor.config.contains("bos_token_id") ? descriptor.config["bos_token_id"] : nlohmann::json();
+  source.bos = bos.is_number_integer() ? bos.get<int>() : Llama2cTokenizer::kBos;
   if (!tokenizer_uri.empty()) {
-    ASSIGN_OR_RETURN(*tokenizer, Llama2cTokenizer::Load(store, tokenizer_uri, static_cast<int>(descriptor.vocab_size)));
-    source.tokenizer = &**tokenizer;
+    ASSIGN_OR_RETURN(*tokenizer, LoadTokenizer(store, tokenizer_uri, static_cast<int>(descriptor.vocab_size)));
+    source.tokenizer = tokenizer->get();
+    source.bos = (*tokenizer)->bos();
+    if (source.bos >= descriptor.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer ", tokenizer_uri, ": BOS id ", source.bos,
+                                                     " is outside the model's vocabulary of ", descriptor.vocab_size));
+    }
   }
   return source;
 }
 
 bool IsPreTokenized(absl::string_view uri) { return absl::EndsWith(uri, ".ids.json"); }
+
+std::string TokenizerFor(ObjectStore* store, absl::string_view tokenizer_uri, absl::string_view model_uri,
+                         absl::string_view text_uri) {
+  if (!tokenizer_uri.empty()) return std::string(tokenizer_uri);
+  if (IsPreTokenized(text_uri)) return "";
+  return FindTokenizerBeside(store, model_uri);
+}
 
 absl::StatusOr<std::vector<std::vector<int>>> CalibrationWindows(ObjectStore* store, absl::string_view uri,
                                                                  const TokenSource& source,
@@ -99,11 +113,12 @@ absl::StatusOr<std::vector<std::vector<int>>> CalibrationWindows(ObjectStore* st
   std::mt19937 rng(options.seed);
   std::uniform_int_distribution<size_t> start(0, tokens.size() - static_cast<size_t>(options.seqlen));
   std::vector<std::vector<int>> windows;
+  const int taken = source.bos >= 0 ? options.seqlen - 1 : options.seqlen;
   for (int s = 0; s < options.samples; ++s) {
     const size_t at = start(rng);
-    std::vector<int> w = {source.bos};
-    w.insert(w.end(), tokens.begin() + static_cast<std::ptrdiff_t>(at),
-             tokens.begin() + static_cast<std::ptrdiff_t>(at) + options.seqlen - 1);
+    std::vector<int> w;
+    if (source.bos >= 0) w.push_back(source.bos);
+    w.insert(w.end(), tokens.begin() + static_cast<std::ptrdiff_t>(at), tokens.begin() + static_cast<std::ptrdiff_t>(at) + taken);
     windows.push_back(std::move(w));
   }
   return windows;
@@ -128,10 +143,13 @@ absl::StatusOr<EvaluationWindows> MakeEvaluationWindows(ObjectStore* store, absl
   EvaluationWindows result;
   for (size_t w = 0; w < n; ++w) {
     const auto first = tokens.begin() + static_cast<std::ptrdiff_t>(w * per_window);
-    std::vector<int> inputs = {source.bos};
-    inputs.insert(inputs.end(), first, first + static_cast<std::ptrdiff_t>(per_window) - 1);
+    const auto last = first + static_cast<std::ptrdiff_t>(per_window);
+    // With BOS every token of the window is predicted; without, all but the first.
+    std::vector<int> inputs;
+    if (source.bos >= 0) inputs.push_back(source.bos);
+    inputs.insert(inputs.end(), first, last - 1);
     result.inputs.push_back(std::move(inputs));
-    result.targets.emplace_back(first, first + static_cast<std::ptrdiff_t>(per_window));
+    result.targets.emplace_back(source.bos >= 0 ? first : first + 1, last);
   }
   return result;
 }

@@ -17,19 +17,24 @@ namespace lowbit {
 
 // Where ids come from and which are valid.
 struct TokenSource {
-  const Llama2cTokenizer* tokenizer = nullptr;  ///< null: only ".ids.json" texts can be read
-  int64_t vocab_size = 0;                        ///< ids must be below it
-  int bos = Llama2cTokenizer::kBos;              ///< starts every window drawn from a stream
+  const Tokenizer* tokenizer = nullptr;  ///< null: only ".ids.json" texts can be read
+  int64_t vocab_size = 0;                ///< ids must be below it
+  int bos = Llama2cTokenizer::kBos;      ///< starts every window drawn from a stream; -1: none (Qwen)
 };
 
-// The token source of a model: its vocabulary and BOS (config's bos_token_id, else llama2.c's) from
-// `descriptor`, and the llama2.c tokenizer at `tokenizer_uri` when one is given, loaded into `tokenizer`
-// (which must outlive the result).
+// The token source of a model: its vocabulary from `descriptor`, the tokenizer at `tokenizer_uri` when one
+// is given, loaded into `tokenizer` (which must outlive the result), and BOS as that tokenizer adds it
+// (else config's bos_token_id, else llama2.c's).
 absl::StatusOr<TokenSource> OpenTokenSource(ObjectStore* store, absl::string_view tokenizer_uri,
-                                            const ModelDescriptor& descriptor, std::optional<Llama2cTokenizer>* tokenizer);
+                                            const ModelDescriptor& descriptor, std::unique_ptr<Tokenizer>* tokenizer);
 
 // True for a pre-tokenized text (".ids.json").
 bool IsPreTokenized(absl::string_view uri);
+
+// The tokenizer a text at `text_uri` is read with: `tokenizer_uri` if given, else none for pre-tokenized
+// text, else the one beside the checkpoint at `model_uri` (FindTokenizerBeside), else "".
+std::string TokenizerFor(ObjectStore* store, absl::string_view tokenizer_uri, absl::string_view model_uri,
+                         absl::string_view text_uri);
 
 struct CalibrationOptions {
   int samples = 32;     ///< token windows

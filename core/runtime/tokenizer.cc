@@ -2,11 +2,73 @@
 
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/runtime/hf_tokenizer.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
+namespace {
+
+// The directory part of a URI ("file:///a/b/c.json" -> "file:///a/b/").
+std::string DirectoryOf(absl::string_view uri) {
+  const size_t slash = uri.rfind('/');
+  return slash == absl::string_view::npos ? std::string() : std::string(uri.substr(0, slash + 1));
+}
+
+}  // namespace
+
+std::vector<int> Tokenizer::EncodeText(absl::string_view text, size_t max_tokens) const {
+  // Paragraph-sized pieces cut after a newline: each is encoded whole, newlines included.
+  constexpr size_t kPieceBytes = 1 << 16;
+  std::vector<int> ids;
+  size_t at = 0;
+  while (at < text.size() && ids.size() < max_tokens) {
+    size_t end = at + kPieceBytes >= text.size() ? text.size() : text.find('\n', at + kPieceBytes);
+    end = end == absl::string_view::npos ? text.size() : end + 1;
+    const std::vector<int> part = Encode(text.substr(at, end - at));
+    ids.insert(ids.end(), part.begin(), part.end());
+    at = end;
+  }
+  return ids;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(ObjectStore* store, absl::string_view uri, int vocab_size) {
+  if (absl::EndsWith(uri, ".json")) {
+    ASSIGN_OR_RETURN(std::string bytes, store->ReadAll(uri));
+    std::string config;
+    if (absl::StatusOr<std::string> c = store->ReadAll(DirectoryOf(uri) + "tokenizer_config.json"); c.ok()) {
+      config = *std::move(c);
+    } else if (!absl::IsNotFound(c.status())) {
+      return c.status();
+    }
+    absl::StatusOr<std::unique_ptr<Tokenizer>> t = LoadHfTokenizer(bytes, config);
+    if (!t.ok()) return absl::Status(t.status().code(), absl::StrCat(uri, ": ", t.status().message()));
+    return t;
+  }
+  if (absl::EndsWith(uri, ".model")) {
+    // Debian's libsentencepiece embeds code generated for protobuf 3.14 and aborts in any process that also
+    // loads libprotobuf 3.21 (as gRPC does); checkpoints that ship tokenizer.model ship tokenizer.json too.
+    return absl::UnimplementedError(absl::StrCat(uri, ": SentencePiece .model files are not supported; use the "
+                                                 "checkpoint's tokenizer.json"));
+  }
+  ASSIGN_OR_RETURN(Llama2cTokenizer t, Llama2cTokenizer::Load(store, uri, vocab_size));
+  return std::unique_ptr<Tokenizer>(new Llama2cTokenizer(std::move(t)));
+}
+
+std::string FindTokenizerBeside(ObjectStore* store, absl::string_view source_uri) {
+  std::string dir = std::string(source_uri);
+  if (absl::EndsWith(dir, ".safetensors") || absl::EndsWith(dir, ".bin") || absl::EndsWith(dir, ".json")) {
+    dir = DirectoryOf(dir);
+  } else if (!absl::EndsWith(dir, "/")) {
+    dir += "/";
+  }
+  for (const char* name : {"tokenizer.json", "tokenizer.bin"}) {
+    if (store->Stat(dir + name).ok()) return dir + name;
+  }
+  return "";
+}
 
 absl::StatusOr<Llama2cTokenizer> Llama2cTokenizer::Load(ObjectStore* store, absl::string_view uri, int vocab_size) {
   ASSIGN_OR_RETURN(std::string data, store->ReadAll(uri));
@@ -68,7 +130,7 @@ std::vector<int> Llama2cTokenizer::Encode(absl::string_view text, bool bos) cons
   return tokens;
 }
 
-std::vector<int> Llama2cTokenizer::EncodeLines(absl::string_view text, size_t max_tokens) const {
+std::vector<int> Llama2cTokenizer::EncodeText(absl::string_view text, size_t max_tokens) const {
   std::vector<int> tokens;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
     if (tokens.size() >= max_tokens) break;
@@ -76,6 +138,16 @@ std::vector<int> Llama2cTokenizer::EncodeLines(absl::string_view text, size_t ma
     tokens.insert(tokens.end(), t.begin(), t.end());
   }
   return tokens;
+}
+
+std::string Llama2cTokenizer::Decode(const std::vector<int>& ids) const {
+  std::string text;
+  int previous = kBos;
+  for (const int id : ids) {
+    text += Decode(previous, id);
+    previous = id;
+  }
+  return text;
 }
 
 std::string Llama2cTokenizer::Decode(int previous, int token) const {
