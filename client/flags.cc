@@ -1,6 +1,8 @@
 #include "client/flags.h"
 
 #include <cstring>
+#include <set>
+#include <string>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -41,7 +43,7 @@ ABSL_FLAG(int, eval_windows, 16, "evaluation: non-overlapping windows");
 ABSL_FLAG(int, eval_seqlen, 128, "evaluation: tokens per window");
 ABSL_FLAG(int, bits, 0, "bits per weight code, 2..8, default 4 (int8: 8; lut: 1, 2, 3, 4, 6, 8; vq: bits per dimension, default 3)");
 ABSL_FLAG(int, group_size, 0, "input columns per quantization group, default 128; -1 = per output channel (lut: output channels per LUT, default 32)");
-ABSL_FLAG(bool, sym, false, "symmetric (absmax) grid instead of zero-point");
+ABSL_FLAG(bool, sym, false, "symmetric (absmax) grid instead of zero-point (default: on for gptq, as GPTQModel; off otherwise)");
 ABSL_FLAG(bool, mse_clip, false, "RTN: search a clipping factor per group minimising the error");
 ABSL_FLAG(bool, quantize_lm_head, false, "quantize lm_head too (kept in high precision by default)");
 ABSL_FLAG(std::vector<std::string>, include, {}, "comma-separated glob patterns of layers to quantize (default: all linear layers)");
@@ -62,15 +64,26 @@ ABSL_FLAG(std::string, s3_region, "", "S3 region (default: AWS_REGION, the profi
 
 namespace lowbit::cli {
 
+namespace {
+std::set<std::string>& GivenFlags() {
+  static std::set<std::string>* given = new std::set<std::string>();
+  return *given;
+}
+}  // namespace
+
 void NormalizeFlagNames(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     char* arg = argv[i];
     if (std::strncmp(arg, "--", 2) != 0) continue;
-    for (char* c = arg + 2; *c != '\0' && *c != '='; ++c) {
+    char* c = arg + 2;
+    for (; *c != '\0' && *c != '='; ++c) {
       if (*c == '-') *c = '_';
     }
+    GivenFlags().insert(std::string(arg + 2, c));
   }
 }
+
+bool FlagGiven(const std::string& name) { return GivenFlags().count(name) > 0 || GivenFlags().count("no" + name) > 0; }
 
 namespace {
 
@@ -135,7 +148,8 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags() {
   RETURN_IF_ERROR(MethodOptionsFromFlags(&spec.quant));
   spec.quant.bits = FlagOr(FLAGS_bits, 4);
   spec.quant.group_size = FlagOr(FLAGS_group_size, 128);
-  spec.quant.symmetric = absl::GetFlag(FLAGS_sym);
+  // GPTQ defaults to symmetric (GPTQModel, AutoGPTQ; vLLM's Marlin kernels need it); --nosym turns it off.
+  spec.quant.symmetric = FlagGiven("sym") ? absl::GetFlag(FLAGS_sym) : spec.quant.method == Method::kGptq;
   spec.quant.mse_clip = absl::GetFlag(FLAGS_mse_clip);
   if (spec.quant.method == Method::kInt8) {
     spec.quant.bits = 8;

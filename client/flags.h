@@ -41,6 +41,8 @@ namespace lowbit::cli {
 
 // Rewrites "--group-size=4" as "--group_size=4" in place (values are left alone).
 void NormalizeFlagNames(int argc, char** argv);
+// Whether --NAME (or --noNAME) was on the command line NormalizeFlagNames saw.
+bool FlagGiven(const std::string& name);
 
 // The job the method flags describe (input/output URIs not included).
 absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags();

@@ -33,7 +33,7 @@ std::optional<QuantConfig> MethodConfig(const v1::QuantizeModelRequest& request)
     case v1::QuantizeModelRequest::kGptq: {
       const v1::GptqParams& g = request.gptq();
       c.method = Method::kGptq, c.bits = g.bits() == 0 ? 4 : g.bits(), c.group_size = g.group_size() == 0 ? 128 : g.group_size();
-      c.symmetric = g.symmetric(), c.damp_percent = g.damp_percent() == 0 ? 0.01 : g.damp_percent();
+      c.symmetric = !g.has_symmetric() || g.symmetric(), c.damp_percent = g.damp_percent() == 0 ? 0.01 : g.damp_percent();
       c.act_order = g.act_order(), c.static_groups = g.static_groups();
       return c;
     }

@@ -39,6 +39,8 @@ struct PlannedTensor {
   const CalibratedLayer* calibrated = nullptr;        ///< computed by the block calibrator (calibrated methods)
   const std::vector<float>* replacement = nullptr;    ///< float values changed by calibration (AWQ's folded scales)
   std::vector<TensorSpec> outputs;
+  std::string kept_reason;        ///< a linear layer left in high precision: why
+  bool per_channel = false;       ///< its group is wider than the layer: stored (and declared) per output channel
 };
 
 // The job's quantizers: one for the main config and one per override, created and validated up front.
@@ -79,18 +81,34 @@ std::vector<TensorSpec> OutputSpecs(const PlannedTensor& p, std::map<std::string
   }
 }
 
+// Why a linear layer stays in high precision ("" if it is quantized with `quant`): the request's patterns,
+// or a shape the output format's engines refuse (core/pack/gptq.h, awq.h), which is never padded.
+std::string KeptReason(const TensorInfo& info, const QuantizeJobSpec& spec, OutputFormat format, const QuantConfig& quant) {
+  if (!spec.include.empty() && !MatchesAny(spec.include, info.name)) return "not matched by an include pattern";
+  for (const std::string& pattern : spec.exclude) {
+    if (fnmatch(pattern.c_str(), info.name.c_str(), 0) == 0) return absl::StrCat("excluded by the pattern ", pattern);
+  }
+  if (!IsFloatDType(info.dtype)) return "not a float tensor";
+  const int64_t rows = info.shape[0], cols = info.shape[1];
+  std::string problem;
+  if (format == OutputFormat::kGptq) {
+    problem = GptqShapeProblem(rows, cols, quant.group_size > cols ? -1 : quant.group_size);
+  } else if (format == OutputFormat::kAwq) {
+    problem = AwqShapeProblem(rows, cols, quant.group_size);
+  }
+  return problem.empty() ? "" : absl::StrCat(FormatName(format), " engines cannot load it: ", problem);
+}
+
 std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJobSpec& spec, const Quantizers& quantizers,
                                 std::map<std::string, std::string>* metadata) {
   std::vector<PlannedTensor> plan;
   const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
   for (const TensorInfo& info : reader.tensors()) {
-    PlannedTensor p{info, nullptr, nullptr, format, nullptr, nullptr, {}};
+    PlannedTensor p{info, nullptr, nullptr, format, nullptr, nullptr, {}, {}, false};
     const TensorRole role = RoleOf(info.name, info.shape.size());
-    const bool quantize = (role == TensorRole::kLinear || (role == TensorRole::kLmHead && spec.quantize_lm_head)) &&
-                          IsFloatDType(info.dtype) && info.shape.size() == 2 &&
-                          (spec.include.empty() || MatchesAny(spec.include, info.name)) &&
-                          !MatchesAny(spec.exclude, info.name);
-    if (quantize) {
+    const bool candidate = (role == TensorRole::kLinear || (role == TensorRole::kLmHead && spec.quantize_lm_head)) &&
+                           info.shape.size() == 2;
+    if (candidate) {
       p.quant = &spec.quant;
       p.quantizer = quantizers.main.get();
       for (size_t i = 0; i < spec.overrides.size(); ++i) {
@@ -100,8 +118,14 @@ std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJo
           break;
         }
       }
+      p.kept_reason = KeptReason(info, spec, format, *p.quant);
+    }
+    if (candidate && p.kept_reason.empty()) {
+      p.per_channel = p.quant->group_size > info.shape[1];
       p.outputs = OutputSpecs(p, metadata);
     } else {
+      p.quant = nullptr;
+      p.quantizer = nullptr;
       // Quantized checkpoints keep unquantized weights in FP16, the activation dtype of their kernels.
       p.outputs = {{info.name, IsFloatDType(info.dtype) ? DType::kF16 : info.dtype, info.shape}};
     }
@@ -139,7 +163,7 @@ absl::StatusOr<std::vector<Tensor>> Pack(const PlannedTensor& p, const Quantized
   if (p.format == OutputFormat::kNative) return PackNative(prefix, q);
   const QuantizedTensor* grid = std::get_if<QuantizedTensor>(&q);
   if (grid == nullptr) return absl::InternalError("a uniform-grid format got a codebook or OneBit layer");
-  return p.format == OutputFormat::kAwq ? PackAwq(prefix, *grid) : PackGptq(prefix, *grid);
+  return p.format == OutputFormat::kAwq ? PackAwq(prefix, *grid) : PackGptq(prefix, *grid, GptqZerosFor(grid->symmetric));
 }
 
 // `tensor` is the checkpoint's, except for layers the calibrator quantized: those come without bytes, the
@@ -189,8 +213,12 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
                            onebit->rows, onebit->cols, (r * c + 16 * (r + c)) / (r * c + r + c));
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  // Bits per weight as stored: every byte of the layer's tensors in the file.
+  uint64_t stored = 0;
+  for (const Tensor& t : result.outputs) stored += t.bytes.size();
+  const double bits = 8.0 * static_cast<double>(stored) / static_cast<double>(p.info.shape[0] * p.info.shape[1]);
   result.layer = LayerReport{p.info.name, std::string(MethodName(p.quant->method)), p.info.shape,
-                             BitsPerWeight(*q), error, seconds + (p.calibrated ? p.calibrated->seconds : 0.0), note};
+                             bits, error, seconds + (p.calibrated ? p.calibrated->seconds : 0.0), note};
   return result;
 }
 
@@ -246,20 +274,85 @@ nlohmann::json ConfigJson(const QuantizeJobSpec& spec) {
   return config;
 }
 
-// GPTQModel's per-module overrides: {"+:<regex>": {"bits": .., "group_size": ..}}.
-nlohmann::json GptqDynamic(const std::vector<LayerOverride>& overrides) {
-  nlohmann::json dynamic = nlohmann::json::object();
-  for (const LayerOverride& o : overrides) {
-    std::string regex;
-    for (char c : o.pattern) {
-      if (c == '*') regex += ".*";
-      else if (c == '?') regex += ".";
-      else if (std::string_view(".+()[]{}^$|\\").find(c) != std::string_view::npos) regex += std::string("\\") + c;
-      else regex += c;
-    }
-    dynamic["+:" + regex] = {{"bits", o.quant.bits}, {"group_size", o.quant.group_size}, {"sym", o.quant.symmetric}};
+// `name` as a regex matching only itself (engines re.match dynamic rules against module names).
+std::string ExactRegex(const std::string& name) {
+  std::string regex = "^";
+  for (const char c : name) {
+    if (std::string_view(".+*?()[]{}^$|\\").find(c) != std::string_view::npos) regex += '\\';
+    regex += c;
   }
-  return dynamic;
+  return regex + "$";
+}
+
+// The quantization_config engines read, with every layer the request or the shapes set apart declared:
+// - GPTQ: GPTQModel's `dynamic` (read by GPTQModel, vLLM's gptq/gptq_marlin through get_dynamic_override,
+//   and transformers through optimum): "-:^module$" for a linear layer kept in FP16, "+:^module$" with its
+//   own bits/group_size/sym for one quantized otherwise than the top level (overrides; groups wider than
+//   the layer, stored per channel); optimum's modules_in_block_to_quantize when every block quantizes the
+//   same layers; `lm_head` when it is quantized;
+// - AWQ: modules_to_not_convert (transformers' AwqConfig, vLLM's awq.py);
+// - native: lowbit's own (docs/native-format.md).
+nlohmann::json QuantizationConfig(const QuantizeJobSpec& spec, const CheckpointReader& reader,
+                                  const std::vector<PlannedTensor>& plan) {
+  const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
+  std::vector<std::string> kept_modules;
+  for (const PlannedTensor& p : plan) {
+    if (!p.kept_reason.empty() && LayerIndexOf(p.info.name) >= 0) kept_modules.push_back(LayerPrefix(p.info.name));
+  }
+  if (format == OutputFormat::kNative) {
+    nlohmann::json c = NativeQuantizeConfig(spec.quant);
+    c["config"] = ToJson(spec.quant);
+    return c;
+  }
+  if (format == OutputFormat::kAwq) return AwqQuantizeConfig(spec.quant.group_size, !spec.quant.symmetric, kept_modules);
+
+  GptqConfigFields f;
+  f.bits = spec.quant.bits;
+  f.group_size = spec.quant.group_size;
+  f.symmetric = spec.quant.symmetric;
+  if (spec.quant.method == Method::kGptq) {
+    f.desc_act = spec.quant.act_order;
+    f.static_groups = spec.quant.static_groups;
+    f.damp_percent = spec.quant.damp_percent;
+  }
+  f.dynamic = nlohmann::json::object();
+  for (const std::string& m : kept_modules) f.dynamic["-:" + ExactRegex(m)] = nlohmann::json::object();
+  std::map<int, std::set<std::string>> quantized_by_block;
+  for (const PlannedTensor& p : plan) {
+    if (p.quant == nullptr) continue;
+    const std::string module = LayerPrefix(p.info.name);
+    if (const int block = LayerIndexOf(p.info.name); block >= 0) {
+      const std::string marker = absl::StrCat(".", block, ".");  // "model.layers.3.mlp.up_proj" -> "mlp.up_proj"
+      quantized_by_block[block].insert(module.substr(module.find(marker) + marker.size()));
+    } else if (RoleOf(p.info.name, 2) == TensorRole::kLmHead) {
+      f.lm_head = true;
+    }
+    const int64_t group = p.per_channel ? -1 : p.quant->group_size;
+    if (p.quant->bits != f.bits || group != f.group_size || p.quant->symmetric != f.symmetric) {
+      f.dynamic["+:" + ExactRegex(module)] = {{"bits", p.quant->bits}, {"group_size", group}, {"sym", p.quant->symmetric}};
+    }
+  }
+  // Every block the same: optimum converts only these modules (in the architecture's true-sequential groups).
+  bool uniform = !kept_modules.empty() && !quantized_by_block.empty();
+  for (const auto& [block, names] : quantized_by_block) uniform = uniform && names == quantized_by_block.begin()->second;
+  if (uniform && static_cast<int64_t>(quantized_by_block.size()) == reader.descriptor().num_layers) {
+    const std::set<std::string>& names = quantized_by_block.begin()->second;
+    nlohmann::json groups = nlohmann::json::array();
+    if (const Architecture* arch = FindArchitecture(reader.descriptor().architecture)) {
+      for (const LinearGroup& g : arch->groups) {
+        nlohmann::json group = nlohmann::json::array();
+        for (const std::string& l : g.linears) {
+          const std::string module = LayerPrefix(l);
+          if (names.count(module)) group.push_back(module);
+        }
+        if (!group.empty()) groups.push_back(group);
+      }
+    } else {
+      groups.push_back(names);
+    }
+    f.modules_in_block = groups;
+  }
+  return GptqQuantizeConfig(f);
 }
 
 // The block-wise calibrator for the job's method over the layers the plan quantizes.
@@ -369,10 +462,12 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat("overrides: not supported with ", MethodName(spec.quant.method)));
   }
   const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
-  if ((format == OutputFormat::kNative) == IsUniformGridMethod(spec.quant.method)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "output_format: ", MethodName(spec.quant.method), " results are written as ",
-        IsUniformGridMethod(spec.quant.method) ? "gptq or awq" : "native", ", not ", FormatName(format)));
+  if (format != OutputFormat::kNative && !IsUniformGridMethod(spec.quant.method)) {
+    return absl::InvalidArgumentError(absl::StrCat("output_format: ", MethodName(spec.quant.method),
+                                                   " results are written as native, not ", FormatName(format)));
+  }
+  if (format == OutputFormat::kAwq && spec.quantize_lm_head) {
+    return absl::InvalidArgumentError("quantize_lm_head: the AWQ format has no quantized lm_head (transformers and vLLM load it in FP16)");
   }
   for (const LayerOverride& o : spec.overrides) {
     if (o.quant.method != spec.quant.method) {
@@ -442,6 +537,9 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   report.destination = spec.destination_uri;
   report.config = ConfigJson(spec);
   report.summary.tensors_total = static_cast<int64_t>(plan.size());
+  for (const PlannedTensor& p : plan) {
+    if (!p.kept_reason.empty()) report.kept.push_back({p.info.name, p.kept_reason});
+  }
   OutputTransaction output(destination, spec.destination_uri);
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectWriter> model_out, output.NewWriter(kModelFile));
   ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> model, SafetensorsWriter::Create(model_out.get(), specs, metadata));
@@ -526,20 +624,12 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   report.summary.bytes_written += model_out->bytes_written();
 
   nlohmann::json config = reader->descriptor().config;
-  const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
-  nlohmann::json quantize_config =
-      format == OutputFormat::kNative ? NativeQuantizeConfig(spec.quant)
-      : format == OutputFormat::kAwq  ? AwqQuantizeConfig(spec.quant.group_size, !spec.quant.symmetric)
-                                      : GptqQuantizeConfig(spec.quant.bits, spec.quant.group_size, spec.quant.symmetric);
-  if (format == OutputFormat::kNative) quantize_config["config"] = ToJson(spec.quant);
-  if (format == OutputFormat::kGptq && spec.quant.method == Method::kGptq) {
-    quantize_config["desc_act"] = spec.quant.act_order;
-    quantize_config["static_groups"] = spec.quant.static_groups;
-    quantize_config["damp_percent"] = spec.quant.damp_percent;
-  }
-  if (!spec.overrides.empty() && format == OutputFormat::kGptq) quantize_config["dynamic"] = GptqDynamic(spec.overrides);
+  const nlohmann::json quantize_config = QuantizationConfig(spec, *reader, plan);
   config["quantization_config"] = quantize_config;
+  // The stored scales and every tensor kept in high precision are FP16 (transformers 4.x read torch_dtype,
+  // newer releases dtype).
   config["torch_dtype"] = "float16";
+  config["dtype"] = "float16";
   RETURN_IF_ERROR(output.WriteAll("config.json", config.dump(2), &report));
   RETURN_IF_ERROR(output.WriteAll("quantize_config.json", quantize_config.dump(2), &report));
 

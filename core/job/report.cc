@@ -37,11 +37,14 @@ nlohmann::json ToJson(const JobReport& report) {
   for (const LayerReport& layer : report.layers) layers.push_back(ToJson(layer));
   nlohmann::json files = nlohmann::json::array();
   for (const OutputFile& f : report.files) files.push_back({{"name", f.name}, {"bytes", f.bytes}});
+  nlohmann::json kept = nlohmann::json::array();
+  for (const KeptLayer& k : report.kept) kept.push_back({{"name", k.name}, {"reason", k.reason}});
   const JobSummary& s = report.summary;
   nlohmann::json j = {{"source", report.source},
           {"destination", report.destination},
           {"config", report.config},
           {"layers", layers},
+          {"kept_in_high_precision", kept},
           {"files", files},
           {"summary",
            {{"layers_quantized", s.layers_quantized},

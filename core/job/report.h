@@ -16,10 +16,17 @@ struct LayerReport {
   std::string name;             ///< the weight's name, e.g. "model.layers.0.mlp.down_proj.weight"
   std::string method;           ///< "rtn", "int8", ...
   std::vector<int64_t> shape;   ///< [out, in]
-  double bits_per_weight = 0;   ///< storage of codes + scales + zeros per weight
+  double bits_per_weight = 0;   ///< every stored bit of the layer's tensors (codes, scales, zeros, g_idx, codebooks) per weight
   double relative_error = 0;    ///< ||W − Ŵ||_F / ||W||_F
   double seconds = 0;           ///< quantize + pack wall time
   std::string note;             ///< e.g. GPTQ's raised damping; empty when there is nothing to say
+};
+
+// A linear layer kept in high precision, and why (excluded by the request, or a shape the output format's
+// engines cannot load).
+struct KeptLayer {
+  std::string name;
+  std::string reason;
 };
 
 struct Evaluation {
@@ -52,6 +59,7 @@ struct JobReport {
   std::string destination;
   nlohmann::json config;  ///< the method and format, as requested
   std::vector<LayerReport> layers;
+  std::vector<KeptLayer> kept;  ///< linear layers of the decoder blocks left in high precision
   std::vector<OutputFile> files;
   JobSummary summary;
   std::optional<Evaluation> evaluation;

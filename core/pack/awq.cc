@@ -34,6 +34,13 @@ int32_t UnpackAt(const uint32_t* words, int64_t col) {
 
 }  // namespace
 
+std::string AwqShapeProblem(int64_t rows, int64_t cols, int64_t group_size) {
+  if (rows % 8 != 0) return absl::StrCat("its output size ", rows, " is not a multiple of 8");
+  const int64_t g = group_size > 0 ? group_size : cols;
+  if (cols % g != 0) return absl::StrCat("its input size ", cols, " is not a multiple of the group size ", g);
+  return "";
+}
+
 std::vector<TensorSpec> AwqTensorSpecs(const std::string& prefix, int64_t rows, int64_t cols, int64_t group_size) {
   const int64_t g = group_size == -1 || group_size > cols ? cols : group_size;
   const int64_t groups = (cols + g - 1) / g;
@@ -107,9 +114,11 @@ absl::StatusOr<QuantizedTensor> UnpackAwq(const Tensor& qweight, const Tensor& q
   return q;
 }
 
-nlohmann::json AwqQuantizeConfig(int64_t group_size, bool zero_point) {
-  return {{"quant_method", "awq"}, {"bits", 4}, {"w_bit", 4}, {"group_size", group_size}, {"q_group_size", group_size},
-          {"zero_point", zero_point}, {"version", "gemm"}};
+nlohmann::json AwqQuantizeConfig(int64_t group_size, bool zero_point, const std::vector<std::string>& not_converted) {
+  nlohmann::json c = {{"quant_method", "awq"}, {"bits", 4}, {"w_bit", 4}, {"group_size", group_size},
+                      {"q_group_size", group_size}, {"zero_point", zero_point}, {"version", "gemm"}};
+  if (!not_converted.empty()) c["modules_to_not_convert"] = not_converted;
+  return c;
 }
 
 }  // namespace lowbit

@@ -46,7 +46,7 @@ class DequantizingReader final : public CheckpointReader {
       case Layout::kGptq: {
         const int bits = GptqCodeBits(parts[p + ".qweight"].shape[0], cols);
         ASSIGN_OR_RETURN(q, UnpackGptq(parts[p + ".qweight"], parts[p + ".qzeros"], parts[p + ".scales"],
-                                       parts[p + ".g_idx"], bits, rows, cols));
+                                       parts[p + ".g_idx"], bits, rows, cols, gptq_zeros_));
         break;
       }
       case Layout::kAwq: {
@@ -73,6 +73,7 @@ class DequantizingReader final : public CheckpointReader {
                                    ? descriptor_.config["quantization_config"] : nlohmann::json::object();
     awq_group_size_ = qc.is_object() && qc.contains("group_size") && qc["group_size"].is_number_integer()
                           ? qc["group_size"].get<int64_t>() : -1;
+    gptq_zeros_ = GptqZerosOf(qc);
   }
 
   absl::Status Index() {
@@ -128,6 +129,7 @@ class DequantizingReader final : public CheckpointReader {
   std::map<std::string, const TensorInfo*> by_name_;
   std::map<std::string, QuantizedLayerInfo> layers_;  // by presented weight name
   int64_t awq_group_size_ = -1;
+  GptqZeros gptq_zeros_ = GptqZeros::kV1;
 };
 
 }  // namespace

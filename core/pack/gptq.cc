@@ -74,6 +74,28 @@ const T* As(const Tensor& t) { return reinterpret_cast<const T*>(t.bytes.data())
 
 bool GptqSupportsBits(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
 
+GptqZeros GptqZerosFor(bool symmetric) { return symmetric ? GptqZeros::kV1 : GptqZeros::kV2; }
+
+const char* GptqCheckpointFormat(GptqZeros zeros) { return zeros == GptqZeros::kV1 ? "gptq" : "gptq_v2"; }
+
+GptqZeros GptqZerosOf(const nlohmann::json& qc) {
+  for (const char* key : {"checkpoint_format", "format"}) {
+    if (qc.is_object() && qc.contains(key) && qc[key].is_string()) {
+      return qc[key].get<std::string>() == "gptq_v2" ? GptqZeros::kV2 : GptqZeros::kV1;
+    }
+  }
+  return GptqZeros::kV1;
+}
+
+std::string GptqShapeProblem(int64_t rows, int64_t cols, int64_t group_size) {
+  if (cols % 32 != 0) return absl::StrCat("its input size ", cols, " is not a multiple of 32");
+  if (rows % 32 != 0) return absl::StrCat("its output size ", rows, " is not a multiple of 32");
+  if (group_size > 0 && cols % group_size != 0) {
+    return absl::StrCat("its input size ", cols, " is not a multiple of the group size ", group_size);
+  }
+  return "";
+}
+
 std::vector<TensorSpec> GptqTensorSpecs(const std::string& prefix, int64_t rows, int64_t cols, int bits,
                                         int64_t group_size) {
   const int64_t g = group_size == -1 || group_size > cols ? cols : group_size;
@@ -86,7 +108,7 @@ std::vector<TensorSpec> GptqTensorSpecs(const std::string& prefix, int64_t rows,
   };
 }
 
-absl::StatusOr<std::vector<Tensor>> PackGptq(const std::string& prefix, const QuantizedTensor& q) {
+absl::StatusOr<std::vector<Tensor>> PackGptq(const std::string& prefix, const QuantizedTensor& q, GptqZeros zeros) {
   if (!GptqSupportsBits(q.bits)) {
     return absl::InvalidArgumentError(absl::StrCat("the GPTQ layout has no ", q.bits, "-bit packing (2, 3, 4, 8)"));
   }
@@ -114,7 +136,11 @@ absl::StatusOr<std::vector<Tensor>> PackGptq(const std::string& prefix, const Qu
   const uint32_t mask = (1u << q.bits) - 1u;
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t j = 0; j < out; ++j) {
-      PutBits(qz + g * qz_cols, 1, j * q.bits, static_cast<uint32_t>(q.zeros[j * groups + g] - 1) & mask, q.bits);
+      const int32_t stored = q.zeros[j * groups + g] - (zeros == GptqZeros::kV1 ? 1 : 0);
+      if (stored < 0) {
+        return absl::InvalidArgumentError("a zero point of 0 has no form in the v1 GPTQ format (zero - 1 would wrap); write gptq_v2");
+      }
+      PutBits(qz + g * qz_cols, 1, j * q.bits, static_cast<uint32_t>(stored) & mask, q.bits);
       sc[g * out + j] = F32ToF16(q.scales[j * groups + g]);
     }
   }
@@ -130,7 +156,7 @@ absl::StatusOr<std::vector<Tensor>> PackGptq(const std::string& prefix, const Qu
 }
 
 absl::StatusOr<QuantizedTensor> UnpackGptq(const Tensor& qweight, const Tensor& qzeros, const Tensor& scales,
-                                           const Tensor& g_idx, int bits, int64_t rows, int64_t cols) {
+                                           const Tensor& g_idx, int bits, int64_t rows, int64_t cols, GptqZeros zeros) {
   if (!GptqSupportsBits(bits)) return absl::InvalidArgumentError(absl::StrCat("unsupported GPTQ bits ", bits));
   if (g_idx.dtype != DType::kI32 || g_idx.shape != std::vector<int64_t>{cols}) {
     return absl::InvalidArgumentError(absl::StrCat("tensor ", g_idx.name, " must be I32 [", cols, "]"));
@@ -177,7 +203,7 @@ absl::StatusOr<QuantizedTensor> UnpackGptq(const Tensor& qweight, const Tensor& 
   const int64_t qz_cols = specs[1].shape[1];
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t j = 0; j < rows; ++j) {
-      q.zeros[j * groups + g] = static_cast<int32_t>(GetBits(qz + g * qz_cols, 1, j * bits, bits)) + 1;
+      q.zeros[j * groups + g] = static_cast<int32_t>(GetBits(qz + g * qz_cols, 1, j * bits, bits)) + (zeros == GptqZeros::kV1 ? 1 : 0);
       q.scales[j * groups + g] = F16ToF32(sc[g * rows + j]);
     }
   }
@@ -188,18 +214,32 @@ absl::StatusOr<QuantizedTensor> UnpackGptq(const Tensor& qweight, const Tensor& 
 
 int GptqCodeBits(int64_t qweight_rows, int64_t cols) { return static_cast<int>(qweight_rows * 32 / RoundUp32(cols)); }
 
-nlohmann::json GptqQuantizeConfig(int bits, int64_t group_size, bool symmetric) {
-  return {
+nlohmann::json GptqQuantizeConfig(const GptqConfigFields& f) {
+  const char* format = GptqCheckpointFormat(GptqZerosFor(f.symmetric));
+  nlohmann::json c = {
       {"quant_method", "gptq"},
-      {"bits", bits},
-      {"group_size", group_size},
-      {"desc_act", false},
-      {"sym", symmetric},
+      {"bits", f.bits},
+      {"group_size", f.group_size},
+      {"desc_act", f.desc_act},
+      {"sym", f.symmetric},
+      {"lm_head", f.lm_head},
       {"true_sequential", true},
-      {"static_groups", false},
-      {"damp_percent", 0.01},
-      {"checkpoint_format", "gptq"},
+      {"static_groups", f.static_groups},
+      {"damp_percent", f.damp_percent},
+      // transformers/optimum and vLLM read checkpoint_format; GPTQModel reads format (and checkpoint_format
+      // as its deprecated alias).
+      {"checkpoint_format", format},
+      {"format", format},
+      {"pack_dtype", "int32"},
+      // GPTQModel's META_FIELD: the tool that quantized, and how.
+      {"meta", {{"quantizer", {"lowbit:" LOWBIT_VERSION}},
+                {"damp_percent", f.damp_percent},
+                {"static_groups", f.static_groups},
+                {"true_sequential", true}}},
   };
+  if (!f.dynamic.is_null() && !f.dynamic.empty()) c["dynamic"] = f.dynamic;
+  if (!f.modules_in_block.is_null()) c["modules_in_block_to_quantize"] = f.modules_in_block;
+  return c;
 }
 
 }  // namespace lowbit

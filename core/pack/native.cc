@@ -1,5 +1,6 @@
 #include "core/pack/native.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -42,6 +43,9 @@ absl::StatusOr<const Tensor*> Part(const std::map<std::string, Tensor>& parts, c
 
 nlohmann::json NativeLayout::ToJson() const {
   if (scheme == Scheme::kOneBit) return {{"scheme", "onebit"}, {"rows", rows}, {"cols", cols}};
+  if (scheme == Scheme::kGrid) {
+    return {{"scheme", "grid"}, {"rows", rows}, {"cols", cols}, {"bits", index_bits}, {"group_size", group_size}, {"g_idx", g_idx}};
+  }
   return {{"scheme", "codebook"}, {"rows", rows},           {"cols", cols},
           {"dim", dim},           {"vector_axis", along_rows ? "output" : "input"}, {"index_bits", index_bits},
           {"group_rows", group_rows}, {"group_cols", group_cols}, {"codebook_dtype", int8_codebook ? "int8" : "float16"},
@@ -61,6 +65,16 @@ absl::StatusOr<NativeLayout> NativeLayout::FromJson(absl::string_view text) {
   if (!integer("rows", &l.rows) || !integer("cols", &l.cols)) return bad("rows and cols must be positive integers");
   if (j["scheme"] == "onebit") {
     l.scheme = Scheme::kOneBit;
+    return l;
+  }
+  if (j["scheme"] == "grid") {
+    l.scheme = Scheme::kGrid;
+    int64_t bits = 0;
+    if (!integer("bits", &bits) || bits > 8 || !integer("group_size", &l.group_size) || l.group_size > l.cols) {
+      return bad("bits must be 1..8 and group_size 1..cols");
+    }
+    l.index_bits = static_cast<int>(bits);
+    l.g_idx = j.value("g_idx", false);
     return l;
   }
   if (j["scheme"] != "codebook") return bad("unknown scheme");
@@ -90,6 +104,13 @@ NativeLayout NativeLayoutFor(int64_t rows, int64_t cols, const QuantConfig& conf
   NativeLayout l;
   l.rows = rows;
   l.cols = cols;
+  if (IsUniformGridMethod(config.method)) {
+    l.scheme = NativeLayout::Scheme::kGrid;
+    l.index_bits = config.bits;
+    l.group_size = config.group_size == -1 || config.group_size > cols ? cols : config.group_size;
+    l.g_idx = config.method == Method::kGptq && config.act_order;
+    return l;
+  }
   if (config.method == Method::kOneBit) {
     l.scheme = NativeLayout::Scheme::kOneBit;
     return l;
@@ -114,6 +135,14 @@ NativeLayout NativeLayoutFor(int64_t rows, int64_t cols, const QuantConfig& conf
 }
 
 std::vector<TensorSpec> NativeTensorSpecs(const std::string& prefix, const NativeLayout& l) {
+  if (l.scheme == NativeLayout::Scheme::kGrid) {
+    const int64_t groups = (l.cols + l.group_size - 1) / l.group_size;
+    std::vector<TensorSpec> specs = {{prefix + ".codes", DType::kU8, {l.rows, (l.cols * l.index_bits + 7) / 8}},
+                                     {prefix + ".scales", DType::kF16, {l.rows, groups}},
+                                     {prefix + ".zeros", DType::kU8, {l.rows, groups}}};
+    if (l.g_idx) specs.push_back({prefix + ".g_idx", DType::kI32, {l.cols}});
+    return specs;
+  }
   if (l.scheme == NativeLayout::Scheme::kOneBit) {
     return {{prefix + ".sign", DType::kU8, {l.rows, (l.cols + 7) / 8}},
             {prefix + ".a", DType::kF16, {l.rows}},
@@ -127,7 +156,48 @@ std::vector<TensorSpec> NativeTensorSpecs(const std::string& prefix, const Nativ
   return specs;
 }
 
+// Writes `n` codes of `bits` each as a little-endian bit stream from `row`; ReadBits is its inverse.
+void WriteBits(const uint8_t* codes, int64_t n, int bits, uint8_t* row) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int b = 0; b < bits; ++b) {
+      const int64_t bit = i * bits + b;
+      if ((codes[i] >> b) & 1) row[bit / 8] |= static_cast<uint8_t>(1 << (bit % 8));
+    }
+}
+
+void ReadBits(const uint8_t* row, int64_t n, int bits, uint8_t* codes) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t code = 0;
+    for (int b = 0; b < bits; ++b) {
+      const int64_t bit = i * bits + b;
+      code |= static_cast<uint32_t>((row[bit / 8] >> (bit % 8)) & 1) << b;
+    }
+    codes[i] = static_cast<uint8_t>(code);
+  }
+}
+
 absl::StatusOr<std::vector<Tensor>> PackNative(const std::string& prefix, const QuantizedLayer& layer) {
+  if (const auto* q = std::get_if<QuantizedTensor>(&layer)) {
+    NativeLayout l;
+    l.scheme = NativeLayout::Scheme::kGrid;
+    l.rows = q->rows, l.cols = q->cols, l.index_bits = q->bits;
+    l.group_size = q->group_size == -1 || q->group_size > q->cols ? q->cols : q->group_size;
+    l.g_idx = !q->g_idx.empty();
+    const std::vector<TensorSpec> specs = NativeTensorSpecs(prefix, l);
+    std::vector<Tensor> out;
+    for (const TensorSpec& s : specs) out.push_back(Zeros(s));
+    const int64_t stride = specs[0].shape[1];
+    for (int64_t r = 0; r < q->rows; ++r) {
+      WriteBits(q->codes.data() + r * q->cols, q->cols, q->bits, reinterpret_cast<uint8_t*>(out[0].bytes.data()) + r * stride);
+    }
+    PutF16(q->scales, &out[1]);
+    for (size_t i = 0; i < q->zeros.size(); ++i) {
+      if (q->zeros[i] < 0 || q->zeros[i] > 255) return absl::InvalidArgumentError("a zero point outside 0..255");
+      out[2].bytes[i] = static_cast<char>(q->zeros[i]);
+    }
+    if (l.g_idx) std::memcpy(out[3].bytes.data(), q->g_idx.data(), q->g_idx.size() * sizeof(int32_t));
+    return out;
+  }
   if (const auto* t = std::get_if<OneBitTensor>(&layer)) {
     NativeLayout l;
     l.scheme = NativeLayout::Scheme::kOneBit;
@@ -188,6 +258,31 @@ absl::StatusOr<QuantizedLayer> UnpackNative(const std::string& prefix, const Nat
     absl::StatusOr<const Tensor*> part = Part(parts, s);
     if (!part.ok()) return part.status();
     t.push_back(*part);
+  }
+  if (l.scheme == NativeLayout::Scheme::kGrid) {
+    QuantizedTensor q;
+    q.rows = l.rows, q.cols = l.cols, q.bits = l.index_bits, q.group_size = l.group_size;
+    q.codes.resize(static_cast<size_t>(l.rows * l.cols));
+    const int64_t stride = specs[0].shape[1];
+    for (int64_t r = 0; r < l.rows; ++r) {
+      ReadBits(reinterpret_cast<const uint8_t*>(t[0]->bytes.data()) + r * stride, l.cols, l.index_bits, q.codes.data() + r * l.cols);
+    }
+    q.scales = GetF16(*t[1]);
+    q.zeros.assign(t[2]->bytes.begin(), t[2]->bytes.end());
+    for (int32_t& z : q.zeros) z &= 0xFF;  // the bytes are unsigned
+    if (l.g_idx) {
+      q.g_idx.resize(static_cast<size_t>(l.cols));
+      std::memcpy(q.g_idx.data(), t[3]->bytes.data(), q.g_idx.size() * sizeof(int32_t));
+      for (const int32_t g : q.g_idx) {
+        if (g < 0 || g >= q.num_groups()) return absl::InvalidArgumentError(absl::StrCat("tensor ", prefix, ".g_idx names group ", g));
+      }
+    }
+    for (float v : q.scales) {
+      if (!std::isfinite(v)) return absl::InvalidArgumentError(absl::StrCat("tensor ", prefix, ".scales holds a non-finite value"));
+    }
+    const int32_t mid = 1 << (q.bits - 1);
+    q.symmetric = std::all_of(q.zeros.begin(), q.zeros.end(), [mid](int32_t z) { return z == mid; });
+    return q;
   }
   if (l.scheme == NativeLayout::Scheme::kOneBit) {
     OneBitTensor o;

@@ -1,6 +1,11 @@
-// The lowbit native layout for LUT, VQ and OneBit results: plain safetensors, specified in
+// The lowbit native layout for every method's results: plain safetensors, specified in
 // docs/native-format.md. Per linear layer `<prefix>` (the weight name without ".weight"):
 //
+//   grid scheme (RTN, INT8, GPTQ, AWQ codes of any shape, for lowbit's own readers; engines get GPTQ/AWQ):
+//     <prefix>.codes           U8  [rows, ceil(cols * bits / 8)]     each row a little-endian bit stream
+//     <prefix>.scales          F16 [rows, groups]
+//     <prefix>.zeros           U8  [rows, groups]                    w = scale * (code − zero)
+//     <prefix>.g_idx           I32 [cols]                            act-order only: the group of each column
 //   codebook scheme (LUT, VQ):
 //     <prefix>.codes           U8  [rows, ceil(cols / dim * index_bits / 8)]  each row a little-endian bit stream
 //                                                                         of index_bits-wide codes, LSB first
@@ -34,7 +39,7 @@ namespace lowbit {
 inline constexpr char kNativeLayoutKeyPrefix[] = "lowbit.layout.";
 
 struct NativeLayout {
-  enum class Scheme { kCodebook, kOneBit };
+  enum class Scheme { kCodebook, kOneBit, kGrid };
   Scheme scheme = Scheme::kCodebook;
   int64_t rows = 0, cols = 0;
   // kCodebook only:
@@ -44,17 +49,20 @@ struct NativeLayout {
   int64_t group_rows = 0, group_cols = 0;
   bool int8_codebook = false;
   bool row_scale = false;
+  // kGrid only (index_bits holds the code width):
+  int64_t group_size = 0;  ///< columns per group as stored (a layer narrower than the group: its width)
+  bool g_idx = false;
 
   nlohmann::json ToJson() const;
   // INVALID_ARGUMENT for a malformed or inconsistent layout.
   static absl::StatusOr<NativeLayout> FromJson(absl::string_view text);
 };
 
-// The layout a LUT, VQ or OneBit config gives a [rows, cols] layer (known before it is quantized).
+// The layout a config gives a [rows, cols] layer (known before it is quantized).
 NativeLayout NativeLayoutFor(int64_t rows, int64_t cols, const QuantConfig& config);
 std::vector<TensorSpec> NativeTensorSpecs(const std::string& prefix, const NativeLayout& layout);
 
-// Packs a CodebookTensor or OneBitTensor in the order of NativeTensorSpecs.
+// Packs any quantized layer in the order of NativeTensorSpecs.
 absl::StatusOr<std::vector<Tensor>> PackNative(const std::string& prefix, const QuantizedLayer& layer);
 
 // The inverse of PackNative; `parts` by full tensor name. INVALID_ARGUMENT on missing or misshapen parts.

@@ -88,7 +88,7 @@ void BM_Rtn4bitG128WithPacking(benchmark::State& state) {
     Matrix w{kRows, kCols, std::vector<float>(src.size())};
     ConvertToF32(DType::kBF16, src.data(), src.size(), w.data.data());
     auto q = QuantizeRtn(w, {4, 128, GridKind::kAsymmetric, false});
-    auto packed = PackGptq("layer", *q);
+    auto packed = PackGptq("layer", *q, GptqZerosFor(q->symmetric));
     benchmark::DoNotOptimize(packed);
   }
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(src.size() * 2));

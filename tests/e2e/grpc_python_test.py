@@ -150,14 +150,15 @@ with Lowbitd(LOWBITD, SHARED) as server:
             break
         time.sleep(0.05)
     check(job["state"] == "SUCCEEDED", "GetJob(JSON) reaches SUCCEEDED: %s" % job.get("error"))
-    check(len(job["layers"]) == 35 and job["layersDone"] == 35, "35 per-layer reports")
+    # stories260K's 172-wide MLP has no GPTQ form engines load: 20 layers quantized, 15 kept in FP16.
+    check(len(job["layers"]) == 20 and job["layersDone"] == 20, "20 per-layer reports")
     check(all(0 < l["relativeError"] < 0.2 for l in job["layers"]), "per-layer relative errors in (0, 0.2)")
 
     got = json.loads(client.to_json(client.call("google.longrunning.Operations", "GetOperation",
                                                   json.dumps({"name": op_json["name"]}))))
     check(got["done"] is True, "Operations.GetOperation(JSON): done")
     check(got["response"]["@type"] == "type.googleapis.com/lowbit.v1.QuantizeResult", "response is the QuantizeResult")
-    check(got["response"]["layersQuantized"] == "35", "result counts 35 layers")
+    check(got["response"]["layersQuantized"] == "20", "result counts 20 layers")
     print(json.dumps(got["response"], indent=1)[:400])
 
     # Watch a second job from its first state to its end.
@@ -183,7 +184,7 @@ with Lowbitd(LOWBITD, SHARED) as server:
                                                      json.dumps(request))))["metadata"]["name"]
         last = [json.loads(client.to_json(j)) for j in
                 client.call("lowbit.v1.Quantizer", "WatchJob", json.dumps({"name": name}), stream=True, timeout=120)][-1]
-        check(last["state"] == "SUCCEEDED" and len(last["layers"]) == 35 and
+        check(last["state"] == "SUCCEEDED" and len(last["layers"]) == (20 if method == "awq" else 35) and
               all(l["method"] == method for l in last["layers"]),
               "%s job: %s, %.3f bits/weight" % (method, last["state"], last["result"]["bitsPerWeight"]
                                                 if "result" in last else -1))

@@ -48,13 +48,29 @@ TEST(GptqPackTest, FourBitKnownAnswer) {
   for (int i = 0; i < 32; ++i) q.codes[i] = static_cast<uint8_t>(i % 16);
   q.scales = {0.5f};
   q.zeros = {8};
-  auto packed = PackGptq("l", q);
+  auto packed = PackGptq("l", q, GptqZeros::kV1);
   ASSERT_TRUE(packed.ok());
   const auto qweight = Values<uint32_t>((*packed)[0]);
   ASSERT_EQ(qweight.size(), 4u);
   EXPECT_EQ(qweight[0], 0x76543210u);
   EXPECT_EQ(qweight[1], 0xfedcba98u);
   EXPECT_EQ(Values<uint32_t>((*packed)[1])[0], 7u) << "v1 stores zero - 1";
+  EXPECT_EQ(Values<uint32_t>((*PackGptq("l", q, GptqZeros::kV2))[1])[0], 8u) << "v2 stores the zero";
+}
+
+// GPTQModel's FORMAT.GPTQ_V2 exists because an asymmetric zero of 0 has no v1 form: refused, never wrapped.
+TEST(GptqPackTest, ZeroPointZeroNeedsV2) {
+  QuantizedTensor q;
+  q.rows = 1, q.cols = 32, q.bits = 4, q.group_size = 32;
+  q.codes.assign(32, 3);
+  q.scales = {0.5f};
+  q.zeros = {0};
+  EXPECT_EQ(PackGptq("l", q, GptqZeros::kV1).status().code(), absl::StatusCode::kInvalidArgument);
+  auto v2 = PackGptq("l", q, GptqZeros::kV2);
+  ASSERT_TRUE(v2.ok());
+  auto back = UnpackGptq((*v2)[0], (*v2)[1], (*v2)[2], (*v2)[3], 4, 1, 32, GptqZeros::kV2);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->zeros, q.zeros);
 }
 
 TEST(GptqPackTest, ThreeBitCodesStraddleWords) {
@@ -65,7 +81,7 @@ TEST(GptqPackTest, ThreeBitCodesStraddleWords) {
   q.codes[21] = 0b110;  // bits 63..65: one in word 1, two in word 2
   q.scales = {1.0f};
   q.zeros = {4};
-  auto packed = PackGptq("l", q);
+  auto packed = PackGptq("l", q, GptqZeros::kV1);
   ASSERT_TRUE(packed.ok());
   const auto qweight = Values<uint32_t>((*packed)[0]);
   ASSERT_EQ(qweight.size(), 3u);
@@ -79,7 +95,7 @@ class GptqRoundTripTest : public ::testing::TestWithParam<std::tuple<int, int64_
 TEST_P(GptqRoundTripTest, MatchesReferenceLayoutAndUnpacksExactly) {
   const auto [bits, rows, cols, group_size] = GetParam();
   const QuantizedTensor q = RandomQuantized(rows, cols, bits, group_size, static_cast<uint32_t>(bits * 1000 + cols));
-  auto packed = PackGptq("model.layers.0.mlp.down_proj", q);
+  auto packed = PackGptq("model.layers.0.mlp.down_proj", q, GptqZeros::kV2);  // asymmetric codes
   ASSERT_TRUE(packed.ok()) << packed.status();
   const std::vector<TensorSpec> specs = GptqTensorSpecs("model.layers.0.mlp.down_proj", rows, cols, bits, group_size);
   for (size_t i = 0; i < specs.size(); ++i) {
@@ -87,7 +103,7 @@ TEST_P(GptqRoundTripTest, MatchesReferenceLayoutAndUnpacksExactly) {
     EXPECT_EQ((*packed)[i].shape, specs[i].shape);
   }
   EXPECT_EQ(Values<uint32_t>((*packed)[0]), ReferenceQweight(q));
-  auto unpacked = UnpackGptq((*packed)[0], (*packed)[1], (*packed)[2], (*packed)[3], bits, rows, cols);
+  auto unpacked = UnpackGptq((*packed)[0], (*packed)[1], (*packed)[2], (*packed)[3], bits, rows, cols, GptqZeros::kV2);
   ASSERT_TRUE(unpacked.ok()) << unpacked.status();
   EXPECT_EQ(unpacked->codes, q.codes);
   EXPECT_EQ(unpacked->zeros, q.zeros);
@@ -104,16 +120,30 @@ INSTANTIATE_TEST_SUITE_P(AllBits, GptqRoundTripTest,
 
 TEST(GptqPackTest, RejectsBitWidthsTheLayoutLacks) {
   const QuantizedTensor q = RandomQuantized(4, 32, 5, 32, 1);
-  EXPECT_EQ(PackGptq("l", q).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PackGptq("l", q, GptqZeros::kV2).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(GptqPackTest, QuantizeConfigNamesTheFormat) {
-  const nlohmann::json c = GptqQuantizeConfig(4, 128, true);
+  GptqConfigFields f;
+  const nlohmann::json c = GptqQuantizeConfig(f);
   EXPECT_EQ(c["quant_method"], "gptq");
   EXPECT_EQ(c["bits"], 4);
   EXPECT_EQ(c["group_size"], 128);
   EXPECT_EQ(c["sym"], true);
   EXPECT_EQ(c["desc_act"], false);
+  EXPECT_EQ(c["checkpoint_format"], "gptq");
+  f.symmetric = false;
+  EXPECT_EQ(GptqQuantizeConfig(f)["checkpoint_format"], "gptq_v2");
+  EXPECT_EQ(GptqZerosOf(GptqQuantizeConfig(f)), GptqZeros::kV2);
+  EXPECT_EQ(GptqZerosOf(nlohmann::json::object()), GptqZeros::kV1) << "configs without a format are v1";
+}
+
+TEST(GptqPackTest, ShapesEnginesRefuse) {
+  EXPECT_EQ(GptqShapeProblem(4096, 4096, 128), "");
+  EXPECT_EQ(GptqShapeProblem(4096, 11008, -1), "");
+  EXPECT_NE(GptqShapeProblem(172, 64, 32), "") << "stories260K's MLP: output 172";
+  EXPECT_NE(GptqShapeProblem(64, 172, 32), "");
+  EXPECT_NE(GptqShapeProblem(4096, 4096 + 64, 128), "") << "input not divisible by the group";
 }
 
 }  // namespace

@@ -117,9 +117,9 @@ TEST(GptqTest, ActOrderAndStaticGroupsPackAndUnpackThroughTheGptqLayout) {
     auto r = QuantizeGptq(w, stats, {4, 32, true, 0.01, /*act_order=*/true, static_groups, 128});
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->tensor.g_idx.empty(), static_groups) << "static groups keep sequential groups";
-    auto packed = PackGptq("l", r->tensor);
+    auto packed = PackGptq("l", r->tensor, GptqZerosFor(r->tensor.symmetric));
     ASSERT_TRUE(packed.ok());
-    auto back = UnpackGptq((*packed)[0], (*packed)[1], (*packed)[2], (*packed)[3], 4, 32, 128);
+    auto back = UnpackGptq((*packed)[0], (*packed)[1], (*packed)[2], (*packed)[3], 4, 32, 128, GptqZerosFor(r->tensor.symmetric));
     ASSERT_TRUE(back.ok()) << back.status();
     EXPECT_EQ(back->Dequantize().data, r->tensor.Dequantize().data);
   }
