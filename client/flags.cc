@@ -7,6 +7,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "core/job/job_plan.h"
 #include "core/util/status_macros.h"
 
 ABSL_FLAG(std::string, input, "", "checkpoint to read: a path, file:// or s3:// URI (.safetensors, index, llama2.c .bin, or a directory)");
@@ -56,6 +57,7 @@ ABSL_FLAG(std::string, tokenizer, "", "tokenizer.json or llama2.c tokenizer.bin 
 ABSL_FLAG(bool, jsonl, false, "tokenize: --text holds one JSON string per line; one id array per line is printed");
 ABSL_FLAG(int, vocab_size, 32000, "tokenize: vocabulary size of a llama2.c tokenizer.bin (other formats record theirs)");
 ABSL_FLAG(int, steps, 256, "generate: tokens to decode greedily from BOS");
+ABSL_FLAG(std::string, shard_size, "5G", "tensor data per output safetensors file (5G, 500M, 2Gi: decimal or binary units)");
 ABSL_FLAG(std::string, memory_limit, "",
           "quantize: refuse a job planned above this much memory, e.g. 16Gi (default: the cgroup limit, else 80% of RAM; 0: none)");
 ABSL_FLAG(bool, dry_run, false, "quantize, submit: print the job's resource plan and exit without running it");
@@ -163,6 +165,8 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags() {
   spec.quant.act_order = absl::GetFlag(FLAGS_act_order);
   spec.quant.static_groups = absl::GetFlag(FLAGS_static_groups);
   spec.tokenizer_uri = absl::GetFlag(FLAGS_tokenizer);
+  ASSIGN_OR_RETURN(spec.shard_bytes, ParseByteSize(absl::GetFlag(FLAGS_shard_size)));
+  if (spec.shard_bytes == 0) return absl::InvalidArgumentError("--shard-size must be positive");
   spec.calibration = {absl::GetFlag(FLAGS_calib), absl::GetFlag(FLAGS_calib_samples), absl::GetFlag(FLAGS_calib_seqlen),
                       static_cast<uint32_t>(absl::GetFlag(FLAGS_calib_seed))};
   spec.evaluation = {absl::GetFlag(FLAGS_eval_text), absl::GetFlag(FLAGS_eval_windows), absl::GetFlag(FLAGS_eval_seqlen)};

