@@ -7,6 +7,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "core/job/job_plan.h"
 #include "core/util/status_macros.h"
 
@@ -49,6 +51,8 @@ ABSL_FLAG(bool, mse_clip, false, "RTN: search a clipping factor per group minimi
 ABSL_FLAG(bool, quantize_lm_head, false, "quantize lm_head too (kept in high precision by default)");
 ABSL_FLAG(std::vector<std::string>, include, {}, "comma-separated glob patterns of layers to quantize (default: all linear layers)");
 ABSL_FLAG(std::vector<std::string>, exclude, {}, "comma-separated glob patterns of layers to keep in high precision");
+ABSL_FLAG(std::vector<std::string>, override, {},
+          "rtn: comma-separated GLOB=BITS[/GROUP] rules, other bits (and group size) for matching layers, e.g. '*.down_proj.weight=8'; the first match wins");
 ABSL_FLAG(bool, overwrite, false, "replace an existing output");
 ABSL_FLAG(bool, json, false, "print machine-readable JSON instead of tables");
 ABSL_FLAG(int, threads, 0, "worker threads (0 = one per core)");
@@ -160,6 +164,16 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags() {
   spec.quantize_lm_head = absl::GetFlag(FLAGS_quantize_lm_head);
   spec.include = absl::GetFlag(FLAGS_include);
   spec.exclude = absl::GetFlag(FLAGS_exclude);
+  for (const std::string& rule : absl::GetFlag(FLAGS_override)) {
+    const std::vector<std::string> parts = absl::StrSplit(rule, absl::MaxSplits('=', 1));
+    std::vector<std::string> values = parts.size() == 2 ? absl::StrSplit(parts[1], '/') : std::vector<std::string>{};
+    LayerOverride o{parts[0], spec.quant};
+    if (parts.size() != 2 || parts[0].empty() || values.empty() || values.size() > 2 || !absl::SimpleAtoi(values[0], &o.quant.bits) ||
+        (values.size() == 2 && !absl::SimpleAtoi(values[1], &o.quant.group_size))) {
+      return absl::InvalidArgumentError(absl::StrCat("--override: '", rule, "' is not GLOB=BITS[/GROUP]"));
+    }
+    spec.overrides.push_back(std::move(o));
+  }
   spec.overwrite = absl::GetFlag(FLAGS_overwrite);
   spec.quant.damp_percent = absl::GetFlag(FLAGS_damp_percent);
   spec.quant.act_order = absl::GetFlag(FLAGS_act_order);

@@ -27,6 +27,7 @@ ABSL_DECLARE_FLAG(std::string, s3_endpoint);
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(std::string, tokenizer);
 ABSL_DECLARE_FLAG(bool, jsonl);
+ABSL_DECLARE_FLAG(std::vector<std::string>, override);
 ABSL_DECLARE_FLAG(int, vocab_size);
 ABSL_DECLARE_FLAG(int, steps);
 ABSL_DECLARE_FLAG(std::string, reference);

@@ -170,6 +170,13 @@ absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
   for (const std::string& p : spec.include) request.mutable_layers()->add_include(p);
   for (const std::string& p : spec.exclude) request.mutable_layers()->add_exclude(p);
   request.mutable_layers()->set_quantize_lm_head(spec.quantize_lm_head);
+  for (const LayerOverride& o : spec.overrides) {
+    v1::LayerOverride* po = request.mutable_layers()->add_overrides();
+    po->set_pattern(o.pattern);
+    po->mutable_rtn()->set_bits(o.quant.bits);
+    po->mutable_rtn()->set_group_size(static_cast<int32_t>(o.quant.group_size));
+    po->mutable_rtn()->set_symmetric(o.quant.symmetric);
+  }
   request.set_overwrite(spec.overwrite);
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
   request.set_validate_only(absl::GetFlag(FLAGS_dry_run));
