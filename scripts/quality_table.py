@@ -1,6 +1,8 @@
 """`make quality-table`: the README's quality table from real runs on stories260K. Calibration on
 tiny-shakespeare (32 windows of 128 tokens) for the methods that use it, evaluation on WikiText-2 test
-(16 windows of 128 tokens): perplexity and mean KL to the FP32 model. Usage: quality_table.py BUILD_DIR"""
+(16 windows of 128 tokens): perplexity and mean KL to the FP32 model. Every model is written in lowbit's
+native layout, which holds stories260K's 172-wide MLP (the GPTQ and AWQ layouts keep it in FP16, as engines
+cannot load that shape), so each row quantizes all 35 linear layers. Usage: quality_table.py BUILD_DIR"""
 import json
 import os
 import subprocess
@@ -11,18 +13,22 @@ build = sys.argv[1]
 data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 model = os.path.join(data, "models/stories260K/stories260K.bin")
 common = ["--tokenizer", os.path.join(data, "models/stories260K/tok512.bin"),
-          "--eval-text", os.path.join(data, "text/wikitext2-test.raw"), "--json", "--overwrite"]
+          "--eval-text", os.path.join(data, "text/wikitext2-test.raw"), "--json", "--overwrite", "--format", "native"]
 calib = ["--calib", os.path.join(data, "text/tiny-shakespeare.txt"), "--calib-samples", "32", "--calib-seqlen", "128"]
 grouped = ["--granularity", "per_grouped_channel", "--group-size", "16"]
 runs = []  # (label, settings, args, calibrated)
+# Zero-point grids unless the row says symmetric (GPTQ's default, what vLLM's Marlin kernels take).
 for bits in (4, 3):
     for method in ("rtn", "gptq", "awq"):
-        runs.append((method.upper(), "%d-bit g32" % bits, ["--method", method, "--bits", str(bits), "--group-size", "32"],
-                     method != "rtn"))
+        runs.append((method.upper(), "%d-bit g32" % bits,
+                     ["--method", method, "--bits", str(bits), "--group-size", "32", "--nosym"], method != "rtn"))
+    for method in ("rtn", "gptq"):
+        runs.append((method.upper(), "%d-bit g32 symmetric" % bits,
+                     ["--method", method, "--bits", str(bits), "--group-size", "32", "--sym"], method != "rtn"))
 for bits, group in ((4, -1), (2, 32)):
     for method in ("rtn", "gptq"):
         runs.append((method.upper(), "%d-bit %s" % (bits, "per-channel" if group == -1 else "g%d" % group),
-                     ["--method", method, "--bits", str(bits), "--group-size", str(group)], method != "rtn"))
+                     ["--method", method, "--bits", str(bits), "--group-size", str(group), "--nosym"], method != "rtn"))
 for bits in (4, 3, 2):
     for granularity, extra in (("per tensor", []), ("16 channels/LUT", grouped)):
         for sensitive in (False, True):

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 namespace lowbit::testing {
 
@@ -18,5 +20,10 @@ TempDir::~TempDir() {
 }
 
 std::string SharedData(const std::string& relative) { return std::string(LOWBIT_SHARED_DATA) + "/" + relative; }
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 }  // namespace lowbit::testing

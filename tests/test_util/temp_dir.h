@@ -20,6 +20,9 @@ class TempDir {
 // Path of a file in ../shared/data.
 std::string SharedData(const std::string& relative);
 
+// A whole file's bytes ("" if it cannot be read).
+std::string ReadFile(const std::string& path);
+
 }  // namespace lowbit::testing
 
 #endif  // LOWBIT_TESTS_TEST_UTIL_TEMP_DIR_H_

@@ -36,10 +36,6 @@ class QuantizeJobTest : public ::testing::Test {
     spec.quant = {Method::kRtn, 4, 32, false, false};
     return spec;
   }
-  std::string ReadFile(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
   testing::TempDir dir_;
   std::unique_ptr<LocalObjectStore> store_;
   ThreadPool pool_{2};
@@ -77,11 +73,11 @@ TEST_F(QuantizeJobTest, Stories260KOutputUnpacksToTheReportedErrors) {
   EXPECT_EQ(packed["model.embed_tokens.weight"].dtype, DType::kF16);
   EXPECT_FALSE(packed.count("model.layers.0.self_attn.q_proj.weight"));
 
-  const nlohmann::json config = nlohmann::json::parse(ReadFile(dir_.File("out/config.json")));
+  const nlohmann::json config = nlohmann::json::parse(testing::ReadFile(dir_.File("out/config.json")));
   EXPECT_EQ(config["quantization_config"]["quant_method"], "gptq");
   EXPECT_EQ(config["quantization_config"]["group_size"], 32);
   EXPECT_EQ(config["num_key_value_heads"], 4);
-  const nlohmann::json json_report = nlohmann::json::parse(ReadFile(dir_.File("out/lowbit_report.json")));
+  const nlohmann::json json_report = nlohmann::json::parse(testing::ReadFile(dir_.File("out/lowbit_report.json")));
   ASSERT_EQ(json_report["layers"].size(), 20u);
   EXPECT_EQ(json_report["kept_in_high_precision"].size(), 15u);
   for (const char* key : {"name", "method", "bits_per_weight", "relative_error", "seconds"}) {
@@ -95,8 +91,8 @@ TEST_F(QuantizeJobTest, LlamaCFileAndItsSafetensorsConversionGiveIdenticalOutput
   ASSERT_TRUE(RunQuantizeJob(Spec(kModel, dir_.File("a")), store_.get(), store_.get(), {&pool_, 4}).ok());
   ASSERT_TRUE(RunQuantizeJob(Spec(dir_.File("hf"), dir_.File("b")), store_.get(), store_.get(), {nullptr, 1}).ok());
   // Compared as booleans: a failure must not print megabytes of binary.
-  EXPECT_TRUE(ReadFile(dir_.File("a/model.safetensors")) == ReadFile(dir_.File("b/model.safetensors")));
-  EXPECT_EQ(ReadFile(dir_.File("a/config.json")), ReadFile(dir_.File("b/config.json")));
+  EXPECT_TRUE(testing::ReadFile(dir_.File("a/model.safetensors")) == testing::ReadFile(dir_.File("b/model.safetensors")));
+  EXPECT_EQ(testing::ReadFile(dir_.File("a/config.json")), testing::ReadFile(dir_.File("b/config.json")));
 }
 
 TEST_F(QuantizeJobTest, NanWeightFailsNamingTheTensorAndLeavesNoOutput) {
@@ -207,7 +203,7 @@ TEST_F(QuantizeJobTest, OverridesApplyToMatchingLayersAndAreRecordedForGptqModel
     const double groups = o ? 1 : 2, bits = o ? 8 : 4;
     EXPECT_DOUBLE_EQ(l.bits_per_weight, bits + groups * (16 + bits) / cols + 32 / rows) << l.name;
   }
-  const nlohmann::json qc = nlohmann::json::parse(ReadFile(dir_.File("out/quantize_config.json")));
+  const nlohmann::json qc = nlohmann::json::parse(testing::ReadFile(dir_.File("out/quantize_config.json")));
   // One rule per module, on the module's name as engines re.match it.
   const nlohmann::json& rule = qc["dynamic"]["+:^model\\.layers\\.0\\.self_attn\\.o_proj$"];
   EXPECT_EQ(rule["bits"], 8);
@@ -296,10 +292,6 @@ INSTANTIATE_TEST_SUITE_P(Readme, QualityTableTest,
 namespace lowbit {
 namespace {
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // A checkpoint directory as users bring it: weights, config, tokenizer and generation files.
 std::string ServableSource(const testing::TempDir& dir) {
@@ -315,21 +307,26 @@ std::string ServableSource(const testing::TempDir& dir) {
   return src;
 }
 
+QuantizeJobSpec ServableSpec(const std::string& src, const std::string& destination) {
+  QuantizeJobSpec spec;
+  spec.source_uri = src;
+  spec.destination_uri = destination;
+  spec.quant = {Method::kRtn, 4, 32, true, false};
+  return spec;
+}
+
 TEST(ServableOutputTest, TokenizerAndGenerationFilesCopiedAndACardWritten) {
   ASSERT_FALSE(testing::ReferenceCheckpointDir().empty());
   testing::TempDir dir;
   const std::string src = ServableSource(dir);
   auto store = *LocalObjectStore::Create({"/"});
-  QuantizeJobSpec spec;
-  spec.source_uri = src;
-  spec.destination_uri = dir.File("out");
-  spec.quant = {Method::kRtn, 4, 32, true, false};
+  const QuantizeJobSpec spec = ServableSpec(src, dir.File("out"));
   auto report = RunQuantizeJob(spec, store.get(), store.get(), {nullptr, 4});
   ASSERT_TRUE(report.ok()) << report.status();
   for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"}) {
-    EXPECT_EQ(Slurp(dir.File(std::string("out/") + f)), Slurp(src + "/" + f)) << f << " is copied unchanged";
+    EXPECT_EQ(testing::ReadFile(dir.File(std::string("out/") + f)), testing::ReadFile(src + "/" + f)) << f << " is copied unchanged";
   }
-  const std::string card = Slurp(dir.File("out/README.md"));
+  const std::string card = testing::ReadFile(dir.File("out/README.md"));
   EXPECT_THAT(card, HasSubstr("rtn 4-bit g32, gptq format"));
   EXPECT_THAT(card, HasSubstr("vllm serve"));
   EXPECT_THAT(card, HasSubstr("model.layers.0.mlp.gate_proj.weight`: gptq engines cannot load it")) << card;
@@ -344,17 +341,14 @@ TEST(ServableOutputTest, ShardedOutputReadsBackAsTheSingleFile) {
   testing::TempDir dir;
   const std::string src = ServableSource(dir);
   auto store = *LocalObjectStore::Create({"/"});
-  QuantizeJobSpec spec;
-  spec.source_uri = src;
-  spec.quant = {Method::kRtn, 4, 32, true, false};
-  spec.destination_uri = dir.File("one");
+  QuantizeJobSpec spec = ServableSpec(src, dir.File("one"));
   ASSERT_TRUE(RunQuantizeJob(spec, store.get(), store.get(), {nullptr, 4}).ok());
   spec.destination_uri = dir.File("sharded");
   spec.shard_bytes = 8 << 10;
   auto report = RunQuantizeJob(spec, store.get(), store.get(), {nullptr, 4});
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_FALSE(fs::exists(dir.File("sharded/model.safetensors")));
-  const nlohmann::json index = nlohmann::json::parse(Slurp(dir.File("sharded/model.safetensors.index.json")));
+  const nlohmann::json index = nlohmann::json::parse(testing::ReadFile(dir.File("sharded/model.safetensors.index.json")));
   std::set<std::string> shards;
   for (const auto& [tensor, file] : index["weight_map"].items()) shards.insert(file.get<std::string>());
   ASSERT_GE(shards.size(), 3u);

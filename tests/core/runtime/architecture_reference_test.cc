@@ -17,16 +17,10 @@
 #include "core/storage/local_object_store.h"
 #include "gtest/gtest.h"
 #include "tests/test_util/reference_checkpoints.h"
+#include "tests/test_util/temp_dir.h"
 
 namespace lowbit {
 namespace {
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // max |got - want| / max |want| over all logits of one window.
 double RelativeDifference(const float* got, const float* want, size_t n) {
@@ -50,8 +44,8 @@ TEST_P(ArchitectureReferenceTest, LogitsMatchTheReference) {
   ASSERT_TRUE(arch.ok()) << arch.status();
   auto g = BlockGeometry::Of((*reader)->descriptor());
   ASSERT_TRUE(g.ok()) << g.status();
-  const auto windows = nlohmann::json::parse(ReadFile(folder + "/windows.json")).get<std::vector<std::vector<int>>>();
-  const std::string reference_bytes = ReadFile(folder + "/logits.f32");
+  const auto windows = nlohmann::json::parse(testing::ReadFile(folder + "/windows.json")).get<std::vector<std::vector<int>>>();
+  const std::string reference_bytes = testing::ReadFile(folder + "/logits.f32");
   const float* reference = reinterpret_cast<const float*>(reference_bytes.data());
 
   // Batched: every window at once through each block, as calibration and evaluation run it.
@@ -106,7 +100,7 @@ INSTANTIATE_TEST_SUITE_P(Variants, ArchitectureReferenceTest,
 // The list above is the script's: a variant added there and not here would go untested.
 TEST_F(ArchitectureReferenceTest, EveryVariantOfTheScriptIsTested) {
   const auto variants =
-      nlohmann::json::parse(ReadFile(testing::ReferenceCheckpointDir() + "/variants.json")).get<std::vector<std::string>>();
+      nlohmann::json::parse(testing::ReadFile(testing::ReferenceCheckpointDir() + "/variants.json")).get<std::vector<std::string>>();
   EXPECT_EQ(variants.size(), 13u);
 }
 

