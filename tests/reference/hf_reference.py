@@ -7,7 +7,10 @@ one window at a time with an explicit attention mask, sharing nothing with lowbi
 
 Usage: hf_reference.py OUT_DIR. Writes OUT_DIR/<variant>/{config.json, model.safetensors, windows.json,
 logits.f32} (logits of every window, position after position, float32) and OUT_DIR/variants.json.
+hf_reference.py --variant NAME --vocab N OUT_DIR writes that one checkpoint with an N-token vocabulary and no
+logits (a model that a real tokenizer's ids fit).
 """
+import argparse
 import json
 import math
 import os
@@ -237,8 +240,22 @@ def write_safetensors(path, tensors):
 
 
 def main():
-    out = sys.argv[1]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--variant")
+    parser.add_argument("--vocab", type=int)
+    args = parser.parse_args()
+    out = args.out
     rng = np.random.default_rng(20261201)
+    if args.variant:
+        global VOCAB
+        VOCAB = args.vocab or VOCAB
+        config = dict(VARIANTS[args.variant], vocab_size=VOCAB)
+        os.makedirs(out, exist_ok=True)
+        write_safetensors(os.path.join(out, "model.safetensors"), random_weights(config, rng))
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump(config, f, indent=1)
+        return
     for name, config in VARIANTS.items():
         folder = os.path.join(out, name)
         os.makedirs(folder, exist_ok=True)

