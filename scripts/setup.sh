@@ -8,7 +8,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libopenblas-dev prometheus-cpp-dev libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libpcre2-dev libicu-dev
+  libpcre2-dev libicu-dev libsentencepiece-dev sentencepiece
   python3-grpcio python3-numpy prometheus
 )
 # Node may come from Debian or from NodeSource (which bundles npm); only ask apt when the commands are absent.

@@ -1,15 +1,117 @@
 #include "core/runtime/tokenizer.h"
 
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/runtime/hf_tokenizer.h"
+#include "core/runtime/sentencepiece_module.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
 namespace {
+
+std::string DirectoryOfPath(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? std::string("./") : path.substr(0, slash + 1);
+}
+
+// liblowbit_sentencepiece.so, loaded once: $LOWBIT_SENTENCEPIECE_MODULE, else beside the executable, else
+// where the build put it. RTLD_DEEPBIND | RTLD_LOCAL keep libsentencepiece's own protobuf to itself
+// (core/runtime/sentencepiece_module.h).
+struct SentencePieceModule {
+  decltype(&lowbit_spm_load) load = nullptr;
+  decltype(&lowbit_spm_free) free = nullptr;
+  decltype(&lowbit_spm_encode) encode = nullptr;
+  decltype(&lowbit_spm_decode) decode = nullptr;
+  decltype(&lowbit_spm_vocab_size) vocab_size = nullptr;
+  decltype(&lowbit_spm_bos) bos = nullptr;
+  decltype(&lowbit_spm_release) release = nullptr;
+  std::string error;  ///< why it could not be loaded; empty when it was
+};
+
+const SentencePieceModule& SentencePiece() {
+  static const SentencePieceModule* module = [] {
+    auto* m = new SentencePieceModule();
+    std::vector<std::string> candidates;
+    if (const char* env = std::getenv("LOWBIT_SENTENCEPIECE_MODULE")) candidates.push_back(env);
+    char exe[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) candidates.push_back(DirectoryOfPath(std::string(exe, static_cast<size_t>(n))) + "liblowbit_sentencepiece.so");
+    candidates.push_back(LOWBIT_SENTENCEPIECE_MODULE_PATH);
+    void* handle = nullptr;
+    for (const std::string& path : candidates) {
+      handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (handle != nullptr) break;
+      absl::StrAppend(&m->error, m->error.empty() ? "" : "; ", ::dlerror());
+    }
+    if (handle == nullptr) return m;
+    m->error.clear();
+    auto bind = [&](auto* fn, const char* name) {
+      *fn = reinterpret_cast<std::remove_pointer_t<decltype(fn)>>(::dlsym(handle, name));
+      if (*fn == nullptr) m->error = absl::StrCat("liblowbit_sentencepiece.so lacks ", name);
+    };
+    bind(&m->load, "lowbit_spm_load");
+    bind(&m->free, "lowbit_spm_free");
+    bind(&m->encode, "lowbit_spm_encode");
+    bind(&m->decode, "lowbit_spm_decode");
+    bind(&m->vocab_size, "lowbit_spm_vocab_size");
+    bind(&m->bos, "lowbit_spm_bos");
+    bind(&m->release, "lowbit_spm_release");
+    return m;
+  }();
+  return *module;
+}
+
+// A SentencePiece model file (tokenizer.model), encoded by libsentencepiece itself.
+class SentencePieceTokenizer : public Tokenizer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& bytes, absl::string_view uri) {
+    const SentencePieceModule& spm = SentencePiece();
+    if (!spm.error.empty()) return absl::UnavailableError(absl::StrCat("SentencePiece module: ", spm.error));
+    char error[512] = {0};
+    void* processor = spm.load(bytes.data(), bytes.size(), error, sizeof(error));
+    if (processor == nullptr) return absl::DataLossError(absl::StrCat("SentencePiece model ", uri, ": ", error));
+    return std::unique_ptr<Tokenizer>(new SentencePieceTokenizer(spm, processor));
+  }
+  ~SentencePieceTokenizer() override { spm_.free(processor_); }
+
+  std::vector<int> Encode(absl::string_view raw) const override {
+    const std::string text = ValidUtf8(raw);
+    int* ids = nullptr;
+    size_t count = 0;
+    if (spm_.encode(processor_, text.data(), text.size(), &ids, &count) != 0) return {};
+    std::vector<int> out(ids, ids + count);
+    spm_.release(ids);
+    return out;
+  }
+  std::string Decode(const std::vector<int>& ids) const override {
+    std::vector<int> valid;
+    for (const int id : ids) {
+      if (id >= 0 && id < vocab_size()) valid.push_back(id);
+    }
+    char* text = nullptr;
+    size_t size = 0;
+    if (spm_.decode(processor_, valid.data(), valid.size(), &text, &size) != 0) return "";
+    std::string out(text, size);
+    spm_.release(text);
+    return out;
+  }
+  int vocab_size() const override { return spm_.vocab_size(processor_); }
+  int bos() const override { return spm_.bos(processor_); }
+
+ private:
+  SentencePieceTokenizer(const SentencePieceModule& spm, void* processor) : spm_(spm), processor_(processor) {}
+  const SentencePieceModule& spm_;
+  void* processor_;
+};
 
 // The directory part of a URI ("file:///a/b/c.json" -> "file:///a/b/").
 std::string DirectoryOf(absl::string_view uri) {
@@ -48,10 +150,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(ObjectStore* store, abs
     return t;
   }
   if (absl::EndsWith(uri, ".model")) {
-    // Debian's libsentencepiece embeds code generated for protobuf 3.14 and aborts in any process that also
-    // loads libprotobuf 3.21 (as gRPC does); checkpoints that ship tokenizer.model ship tokenizer.json too.
-    return absl::UnimplementedError(absl::StrCat(uri, ": SentencePiece .model files are not supported; use the "
-                                                 "checkpoint's tokenizer.json"));
+    ASSIGN_OR_RETURN(const std::string bytes, store->ReadAll(uri));
+    return SentencePieceTokenizer::Load(bytes, uri);
   }
   ASSIGN_OR_RETURN(Llama2cTokenizer t, Llama2cTokenizer::Load(store, uri, vocab_size));
   return std::unique_ptr<Tokenizer>(new Llama2cTokenizer(std::move(t)));
@@ -64,7 +164,7 @@ std::string FindTokenizerBeside(ObjectStore* store, absl::string_view source_uri
   } else if (!absl::EndsWith(dir, "/")) {
     dir += "/";
   }
-  for (const char* name : {"tokenizer.json", "tokenizer.bin"}) {
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer.bin"}) {
     if (store->Stat(dir + name).ok()) return dir + name;
   }
   return "";

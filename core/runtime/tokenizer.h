@@ -1,7 +1,7 @@
 // Tokenizers: text to token ids and back, for calibration and evaluation data, `lowbit tokenize` and
 // `lowbit generate`. Three kinds, found by file name (LoadTokenizer):
 // - `tokenizer.json` (Hugging Face tokenizers: byte-level BPE and SentencePiece-style BPE; hf_tokenizer.h),
-// - `*.model` (SentencePiece) is refused: see LoadTokenizer;
+// - `*.model` (a SentencePiece model, through Debian's libsentencepiece; core/runtime/sentencepiece_module.h),
 // - `*.bin` (the llama2.c tokenizer, below).
 // Immutable after loading; thread-safe.
 #ifndef LOWBIT_CORE_RUNTIME_TOKENIZER_H_
@@ -33,13 +33,13 @@ class Tokenizer {
   virtual std::vector<int> EncodeText(absl::string_view text, size_t max_tokens) const;
 };
 
-// The tokenizer at `uri` by its file name (tokenizer.json, else llama2.c's .bin, which needs the
+// The tokenizer at `uri` by its file name (tokenizer.json, *.model, else llama2.c's .bin, which needs the
 // model's `vocab_size`). DATA_LOSS for a malformed file, UNIMPLEMENTED for a tokenizer.json component it
 // does not implement (naming it), NOT_FOUND for a missing one.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(ObjectStore* store, absl::string_view uri, int vocab_size);
 
 // The tokenizer files of a checkpoint at `source_uri` (a directory, or a file inside one), most specific
-// first: tokenizer.json, tokenizer.bin; the URI of the first that exists, or "".
+// first: tokenizer.json, tokenizer.model, tokenizer.bin; the URI of the first that exists, or "".
 std::string FindTokenizerBeside(ObjectStore* store, absl::string_view source_uri);
 
 // The llama2.c tokenizer (tokenizer.bin): a score-ordered BPE vocabulary with byte fallback.
