@@ -70,9 +70,8 @@ absl::StatusOr<const Architecture*> ArchitectureOf(const ModelDescriptor& descri
   if (const Architecture* a = FindArchitecture(descriptor.architecture)) return a;
   std::vector<std::string> names;
   for (const Architecture& a : Table()) names.push_back(a.name);
-  return absl::UnimplementedError(absl::StrCat("architecture ", descriptor.architecture,
-                                               " has no forward pass here (supported: ", absl::StrJoin(names, ", "),
-                                               "); calibration and evaluation need one"));
+  return absl::UnimplementedError(absl::StrCat("architecture ", descriptor.architecture, " is not supported (supported: ",
+                                               absl::StrJoin(names, ", "), ")"));
 }
 
 }  // namespace lowbit

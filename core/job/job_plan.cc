@@ -66,8 +66,13 @@ absl::StatusOr<ResourceEstimate> EstimateResources(const ModelDescriptor& descri
   const uint64_t workers = static_cast<uint64_t>(std::max(1, options.max_tensors_in_flight));
   e.streaming = std::max<uint64_t>(options.max_bytes_in_flight, largest) + workers * 3 * largest_matrix * kF32;
   const bool calibrate = Calibrates(spec), evaluate = !spec.evaluation.text_uri.empty();
-  if (calibrate || evaluate) {
+  // A config naming an architecture outside the table is refused for every job: which tensors are its
+  // linear layers, routers and norms is known only for the table's. A checkpoint with no config at all
+  // is quantized data-free by tensor names.
+  if (descriptor.architecture != ModelDescriptor::Unknown().architecture || calibrate || evaluate) {
     RETURN_IF_ERROR(ArchitectureOf(descriptor).status());
+  }
+  if (calibrate || evaluate) {
     ASSIGN_OR_RETURN(const BlockGeometry g, BlockGeometry::Of(descriptor));
     const uint64_t block_f32 = U(g.BlockParameters()) * kF32;
     uint64_t block_raw = 0;

@@ -1,7 +1,6 @@
 // The resource plan from headers alone: the GPTQ papers' default calibration on a Llama-2-7B checkpoint
 // fits a 24 GB machine, the estimate grows with what the job holds (calibration tokens, evaluation) and
-// not with the number of decoder blocks, and unknown architectures are refused when a forward pass is
-// needed.
+// not with the number of decoder blocks, and architectures outside the table are refused.
 #include "core/job/job_plan.h"
 
 #include "absl/strings/str_cat.h"
@@ -85,12 +84,20 @@ TEST(JobPlanTest, LimitRefusalStatesBothNumbers) {
   EXPECT_TRUE(CheckMemoryLimit(e, e.total).ok());
 }
 
-TEST(JobPlanTest, UnknownArchitecturesAreRefusedOnlyWhenAForwardPassIsNeeded) {
+// A config naming another architecture is refused whatever the method; a bare file with no config is
+// quantized data-free by its tensor names, and refused only when a forward pass is needed.
+TEST(JobPlanTest, ArchitecturesOutsideTheTableAreRefused) {
   ModelDescriptor d = Llama2_7b(2);
   d.architecture = "GPTNeoXForCausalLM";
   const auto tensors = LlamaTensors(2, 4096, 11008, 4096, 32000);
-  EXPECT_EQ(EstimateResources(d, tensors, Gptq(32, 256), {}).status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_TRUE(EstimateResources(d, tensors, QuantizeJobSpec{}, {}).ok()) << "RTN streams tensors, no forward pass";
+  for (const QuantizeJobSpec& spec : {Gptq(32, 256), QuantizeJobSpec{}}) {
+    const absl::Status s = EstimateResources(d, tensors, spec, {}).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+    EXPECT_NE(s.message().find("GPTNeoXForCausalLM"), std::string::npos) << s;
+  }
+  ModelDescriptor bare = ModelDescriptor::Unknown();
+  EXPECT_TRUE(EstimateResources(bare, tensors, QuantizeJobSpec{}, {}).ok()) << "RTN streams tensors, no forward pass";
+  EXPECT_EQ(EstimateResources(bare, tensors, Gptq(32, 256), {}).status().code(), absl::StatusCode::kUnimplemented);
 }
 
 TEST(JobPlanTest, ByteSizesParseAsKubernetesWritesThem) {
