@@ -61,6 +61,7 @@ ABSL_FLAG(std::string, tokenizer, "", "tokenizer.json or llama2.c tokenizer.bin 
 ABSL_FLAG(bool, jsonl, false, "tokenize: --text holds one JSON string per line; one id array per line is printed");
 ABSL_FLAG(int, vocab_size, 32000, "tokenize: vocabulary size of a llama2.c tokenizer.bin (other formats record theirs)");
 ABSL_FLAG(int, steps, 256, "generate: tokens to decode greedily from BOS");
+ABSL_FLAG(std::string, gguf_type, "Q8_0", "--format gguf: the ggml type of the linear layers (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)");
 ABSL_FLAG(std::string, shard_size, "5G", "tensor data per output safetensors file (5G, 500M, 2Gi: decimal or binary units)");
 ABSL_FLAG(std::string, memory_limit, "",
           "quantize: refuse a job planned above this much memory, e.g. 16Gi (default: the cgroup limit, else 80% of RAM; 0: none)");
@@ -149,7 +150,7 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags() {
   spec.quant.method = *parsed;
   const std::string format = absl::GetFlag(FLAGS_format);
   std::optional<OutputFormat> parsed_format = ParseFormat(format);
-  if (!parsed_format) return absl::InvalidArgumentError(absl::StrCat("--format: unknown format '", format, "' (auto, gptq, awq, native)"));
+  if (!parsed_format) return absl::InvalidArgumentError(absl::StrCat("--format: unknown format '", format, "' (auto, gptq, awq, native, gguf)"));
   spec.format = *parsed_format;
   RETURN_IF_ERROR(MethodOptionsFromFlags(&spec.quant));
   spec.quant.bits = FlagOr(FLAGS_bits, 4);
@@ -179,6 +180,7 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags() {
   spec.quant.act_order = absl::GetFlag(FLAGS_act_order);
   spec.quant.static_groups = absl::GetFlag(FLAGS_static_groups);
   spec.tokenizer_uri = absl::GetFlag(FLAGS_tokenizer);
+  spec.gguf_type = absl::GetFlag(FLAGS_gguf_type);
   ASSIGN_OR_RETURN(spec.shard_bytes, ParseByteSize(absl::GetFlag(FLAGS_shard_size)));
   if (spec.shard_bytes == 0) return absl::InvalidArgumentError("--shard-size must be positive");
   spec.calibration = {absl::GetFlag(FLAGS_calib), absl::GetFlag(FLAGS_calib_samples), absl::GetFlag(FLAGS_calib_seqlen),

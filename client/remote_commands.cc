@@ -165,7 +165,7 @@ absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
     rtn->set_mse_clip(spec.quant.mse_clip);
   }
   static const v1::OutputFormat kFormats[] = {v1::OUTPUT_FORMAT_UNSPECIFIED, v1::OUTPUT_FORMAT_GPTQ, v1::OUTPUT_FORMAT_AWQ,
-                                              v1::OUTPUT_FORMAT_NATIVE};
+                                              v1::OUTPUT_FORMAT_NATIVE, v1::OUTPUT_FORMAT_GGUF};
   request.set_output_format(kFormats[static_cast<int>(spec.format)]);
   for (const std::string& p : spec.include) request.mutable_layers()->add_include(p);
   for (const std::string& p : spec.exclude) request.mutable_layers()->add_exclude(p);
@@ -182,6 +182,7 @@ absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
   request.set_validate_only(absl::GetFlag(FLAGS_dry_run));
   request.set_tokenizer_uri(spec.tokenizer_uri);
   request.set_shard_size_bytes(static_cast<int64_t>(spec.shard_bytes));
+  request.set_gguf_type(spec.gguf_type);
   request.mutable_calibration()->set_text_uri(spec.calibration.text_uri);
   request.mutable_calibration()->set_samples(spec.calibration.samples);
   request.mutable_calibration()->set_seqlen(spec.calibration.seqlen);

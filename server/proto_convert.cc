@@ -127,6 +127,7 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
     case v1::OUTPUT_FORMAT_GPTQ: spec.format = OutputFormat::kGptq; break;
     case v1::OUTPUT_FORMAT_AWQ: spec.format = OutputFormat::kAwq; break;
     case v1::OUTPUT_FORMAT_NATIVE: spec.format = OutputFormat::kNative; break;
+    case v1::OUTPUT_FORMAT_GGUF: spec.format = OutputFormat::kGguf; break;
     default: violations.push_back({"output_format", absl::StrCat("unsupported format ", request.output_format())});
   }
   const v1::LayerSelection& layers = request.layers();
@@ -145,6 +146,7 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
   }
   spec.overwrite = request.overwrite();
   spec.tokenizer_uri = request.tokenizer_uri();
+  if (!request.gguf_type().empty()) spec.gguf_type = request.gguf_type();
   if (request.shard_size_bytes() < 0) violations.push_back({"shard_size_bytes", "must not be negative"});
   if (request.shard_size_bytes() > 0) spec.shard_bytes = static_cast<uint64_t>(request.shard_size_bytes());
   const v1::CalibrationData& c = request.calibration();

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 
 namespace lowbit {
 namespace {
@@ -27,12 +28,16 @@ Architecture LlamaLike(const char* name) {
       "model.embed_tokens.weight",
       "model.norm.weight",
       "lm_head.weight",
+      "llama",
+      true,
   };
 }
 
 // modeling_qwen2.py: Llama's block with biases on q/k/v (attention_bias is not a Qwen2 option).
 Architecture Qwen2() {
   Architecture a = LlamaLike("Qwen2ForCausalLM");
+  a.gguf_arch = "qwen2";
+  a.gguf_permute_qk = false;  // llama.cpp runs qwen2 with NEOX rope, HF's rotate-half layout
   a.required_extras = {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"};
   return a;
 }
@@ -41,6 +46,8 @@ Architecture Qwen2() {
 // (head_dim explicit in the config, often not hidden_size / heads).
 Architecture Qwen3() {
   Architecture a = LlamaLike("Qwen3ForCausalLM");
+  a.gguf_arch = "qwen3";
+  a.gguf_permute_qk = false;
   a.q_norm = "self_attn.q_norm.weight";
   a.k_norm = "self_attn.k_norm.weight";
   a.required_extras = {a.q_norm, a.k_norm};
@@ -58,6 +65,27 @@ const std::vector<Architecture>& Table() {
 }  // namespace
 
 std::string Architecture::BlockPrefix(int block) const { return absl::StrCat(block_prefix, block, "."); }
+
+std::string GgufTensorName(const Architecture& arch, absl::string_view hf) {
+  if (hf == arch.embed) return "token_embd.weight";
+  if (hf == arch.final_norm) return "output_norm.weight";
+  if (hf == arch.lm_head) return "output.weight";
+  if (!absl::ConsumePrefix(&hf, arch.block_prefix)) return "";
+  const size_t dot = hf.find('.');
+  if (dot == absl::string_view::npos) return "";
+  const absl::string_view block = hf.substr(0, dot), local = hf.substr(dot + 1);
+  static const std::pair<const char*, const char*> kNames[] = {
+      {"input_layernorm", "attn_norm"},     {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_proj", "attn_q"},
+      {"self_attn.k_proj", "attn_k"},       {"self_attn.v_proj", "attn_v"},           {"self_attn.o_proj", "attn_output"},
+      {"self_attn.q_norm", "attn_q_norm"},  {"self_attn.k_norm", "attn_k_norm"},      {"mlp.gate_proj", "ffn_gate"},
+      {"mlp.up_proj", "ffn_up"},            {"mlp.down_proj", "ffn_down"}};
+  for (const auto& [from, to] : kNames) {
+    for (const char* suffix : {".weight", ".bias"}) {
+      if (local == absl::StrCat(from, suffix)) return absl::StrCat("blk.", block, ".", to, suffix);
+    }
+  }
+  return "";
+}
 
 const Architecture* FindArchitecture(absl::string_view name) {
   for (const Architecture& a : Table()) {

@@ -38,10 +38,16 @@ struct Architecture {
   std::string q_norm, k_norm;       ///< per-head RMSNorm weights of queries and keys (Qwen3); empty if none
   std::vector<std::string> required_extras;  ///< biases and norms every block of this architecture has
   std::string embed, final_norm, lm_head;  ///< top-level tensors; lm_head absent = tied to embed
+  std::string gguf_arch;            ///< general.architecture in GGUF ("llama", "qwen2", "qwen3")
+  bool gguf_permute_qk = false;     ///< llama.cpp's "llama" rope pairs adjacent dims: q/k rows reordered
 
   // "model.layers.3." for block 3.
   std::string BlockPrefix(int block) const;
 };
+
+// The GGUF name llama.cpp's converter (convert_hf_to_gguf.py, gguf-py's tensor_mapping.py) gives a tensor
+// of this architecture ("model.layers.3.mlp.down_proj.weight" -> "blk.3.ffn_down.weight"); "" if none.
+std::string GgufTensorName(const Architecture& arch, absl::string_view hf_name);
 
 // The entry for `name`, or null.
 const Architecture* FindArchitecture(absl::string_view name);

@@ -15,6 +15,10 @@
 #include "core/checkpoint/safetensors.h"
 #include "core/job/job_plan.h"
 #include "core/job/output_transaction.h"
+#include "absl/strings/str_join.h"
+#include "core/pack/ggml_types.h"
+#include "core/job/gguf_output.h"
+#include "core/checkpoint/gguf.h"
 #include "core/job/servable_output.h"
 #include "core/pack/awq.h"
 #include "core/pack/dequantized_reader.h"
@@ -41,6 +45,10 @@ struct PlannedTensor {
   std::vector<TensorSpec> outputs;
   std::string kept_reason;        ///< a linear layer left in high precision: why
   bool per_channel = false;       ///< its group is wider than the layer: stored (and declared) per output channel
+  // kGguf only: the tensor's GGUF name, ggml type and row order (core/job/gguf_output.h).
+  std::string gguf_name;
+  GgmlType gguf_type = GgmlType::kF32;
+  std::vector<int64_t> row_order;
 };
 
 // The job's quantizers: one for the main config and one per override, created and validated up front.
@@ -99,12 +107,34 @@ std::string KeptReason(const TensorInfo& info, const QuantizeJobSpec& spec, Outp
   return problem.empty() ? "" : absl::StrCat(FormatName(format), " engines cannot load it: ", problem);
 }
 
+// How a tensor goes into a GGUF file: its name, type and row order; false for a tensor llama.cpp has no
+// name for (dropped).
+bool PlanGguf(const CheckpointReader& reader, const QuantizeJobSpec& spec, PlannedTensor* p) {
+  const Architecture* arch = FindArchitecture(reader.descriptor().architecture);
+  absl::StatusOr<BlockGeometry> g = BlockGeometry::Of(reader.descriptor());
+  if (arch == nullptr || !g.ok()) return false;  // refused before planning (RunQuantizeJob)
+  p->gguf_name = GgufTensorName(*arch, p->info.name);
+  if (p->gguf_name.empty()) return false;
+  const GgmlTypeTraits& type = *FindGgmlType(spec.gguf_type);
+  if (p->quant != nullptr && type.quantized() && p->info.shape[1] % type.block_size != 0) {
+    p->kept_reason = absl::StrCat(type.name, " blocks need rows of multiples of ", type.block_size, " values: written as F16");
+  }
+  const bool quantized = p->quant != nullptr && type.quantized() && p->kept_reason.empty();
+  p->gguf_type = quantized ? type.type
+                 : p->info.shape.size() < 2 ? GgmlType::kF32  // norms and biases: llama.cpp computes them in F32
+                 : type.quantized()         ? GgmlType::kF16
+                                            : type.type;
+  if (!type.quantized()) p->kept_reason.clear();  // a float file: nothing is set apart
+  p->row_order = GgufRowOrder(*arch, *g, p->info.name);
+  return true;
+}
+
 std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJobSpec& spec, const Quantizers& quantizers,
-                                std::map<std::string, std::string>* metadata) {
+                                std::map<std::string, std::string>* metadata, std::vector<KeptLayer>* dropped) {
   std::vector<PlannedTensor> plan;
   const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
   for (const TensorInfo& info : reader.tensors()) {
-    PlannedTensor p{info, nullptr, nullptr, format, nullptr, nullptr, {}, {}, false};
+    PlannedTensor p{info, nullptr, nullptr, format, nullptr, nullptr, {}, {}, false, {}, GgmlType::kF32, {}};
     const TensorRole role = RoleOf(info.name, info.shape.size());
     const bool candidate = (role == TensorRole::kLinear || (role == TensorRole::kLmHead && spec.quantize_lm_head)) &&
                            info.shape.size() == 2;
@@ -119,6 +149,20 @@ std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJo
         }
       }
       p.kept_reason = KeptReason(info, spec, format, *p.quant);
+    }
+    if (format == OutputFormat::kGguf) {
+      if (p.kept_reason.empty() && !candidate) p.quant = nullptr;
+      if (!PlanGguf(reader, spec, &p)) {
+        dropped->push_back({info.name, "dropped: llama.cpp has no tensor for it"});
+        continue;
+      }
+      if (p.gguf_type != FindGgmlType(spec.gguf_type)->type || !FindGgmlType(spec.gguf_type)->quantized()) {
+        p.quant = nullptr;
+        p.quantizer = nullptr;
+      }
+      p.outputs = {{p.gguf_name, DType::kF32, info.shape}};
+      plan.push_back(std::move(p));
+      continue;
     }
     if (candidate && p.kept_reason.empty()) {
       p.per_channel = p.quant->group_size > info.shape[1];
@@ -161,6 +205,12 @@ absl::StatusOr<Tensor> ToF16(const PlannedTensor& p, const Tensor& tensor) {
 absl::StatusOr<std::vector<Tensor>> Pack(const PlannedTensor& p, const QuantizedLayer& q) {
   const std::string prefix = LayerPrefix(p.info.name);
   if (p.format == OutputFormat::kNative) return PackNative(prefix, q);
+  if (p.format == OutputFormat::kGguf) {
+    const QuantizedTensor* grid = std::get_if<QuantizedTensor>(&q);
+    if (grid == nullptr) return absl::InternalError("a GGUF file got a codebook or OneBit layer");
+    ASSIGN_OR_RETURN(std::string bytes, PackGgmlRows(*grid, TraitsOf(p.gguf_type), p.row_order));
+    return std::vector<Tensor>{Tensor{p.gguf_name, DType::kU8, p.info.shape, std::move(bytes)}};
+  }
   const QuantizedTensor* grid = std::get_if<QuantizedTensor>(&q);
   if (grid == nullptr) return absl::InternalError("a uniform-grid format got a codebook or OneBit layer");
   return p.format == OutputFormat::kAwq ? PackAwq(prefix, *grid) : PackGptq(prefix, *grid, GptqZerosFor(grid->symmetric));
@@ -181,6 +231,13 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
     }
     tensor = Tensor{tensor.name, DType::kF32, tensor.shape,
                     std::string(reinterpret_cast<const char*>(p.replacement->data()), p.replacement->size() * sizeof(float))};
+  }
+  if (p.quantizer == nullptr && p.format == OutputFormat::kGguf) {
+    ASSIGN_OR_RETURN(Matrix m, ToMatrix(tensor));
+    RETURN_IF_ERROR(CheckFinite(m.data.data(), static_cast<int64_t>(m.data.size()), "weights"));
+    const int64_t cols = p.info.shape.back(), rows = static_cast<int64_t>(m.data.size()) / std::max<int64_t>(1, cols);
+    result.outputs.push_back({p.gguf_name, DType::kU8, p.info.shape, EncodeFloatRows(m.data.data(), rows, cols, p.gguf_type, p.row_order)});
+    return result;
   }
   if (p.quantizer == nullptr) {
     ASSIGN_OR_RETURN(Tensor out, ToF16(p, tensor));
@@ -416,6 +473,102 @@ absl::StatusOr<Evaluation> EvaluateOutput(const CheckpointReader& source_reader,
   return Evaluation{r.perplexity, r.reference_perplexity, r.kl_divergence, r.tokens, spec.evaluation.text_uri};
 }
 
+// Where the stream's tensors go: safetensors shards with their index, or one GGUF file.
+class ModelSink {
+ public:
+  virtual ~ModelSink() = default;
+  virtual absl::Status Append(const std::string& name, absl::string_view bytes) = 0;
+  virtual uint64_t bytes_written() const = 0;
+  // Commits what is left and records the files written.
+  virtual absl::Status Finish(OutputTransaction* output, JobReport* report) = 0;
+};
+
+class SafetensorsSink final : public ModelSink {
+ public:
+  explicit SafetensorsSink(std::unique_ptr<ShardedSafetensorsWriter> writer) : writer_(std::move(writer)) {}
+  absl::Status Append(const std::string& name, absl::string_view bytes) override { return writer_->Append(name, bytes); }
+  uint64_t bytes_written() const override { return writer_->bytes_written(); }
+  absl::Status Finish(OutputTransaction* output, JobReport* report) override {
+    RETURN_IF_ERROR(writer_->Finish());
+    for (const ShardedSafetensorsWriter::File& f : writer_->files()) {
+      report->files.push_back({f.name, f.bytes});
+      report->summary.bytes_written += f.bytes;
+    }
+    if (writer_->num_shards() > 1) return output->WriteAll("model.safetensors.index.json", writer_->IndexJson(), report);
+    return absl::OkStatus();
+  }
+
+ private:
+  std::unique_ptr<ShardedSafetensorsWriter> writer_;
+};
+
+class GgufSink final : public ModelSink {
+ public:
+  static constexpr char kFile[] = "model.gguf";
+  static absl::StatusOr<std::unique_ptr<ModelSink>> Create(OutputTransaction* output, const GgufMetadata& metadata,
+                                                           std::vector<GgufTensorSpec> tensors) {
+    auto sink = std::unique_ptr<GgufSink>(new GgufSink());
+    ASSIGN_OR_RETURN(sink->out_, output->NewWriter(kFile));
+    ASSIGN_OR_RETURN(sink->writer_, GgufWriter::Create(sink->out_.get(), metadata, std::move(tensors)));
+    return std::unique_ptr<ModelSink>(std::move(sink));
+  }
+  absl::Status Append(const std::string& name, absl::string_view bytes) override { return writer_->Append(name, bytes); }
+  uint64_t bytes_written() const override { return out_->bytes_written(); }
+  absl::Status Finish(OutputTransaction*, JobReport* report) override {
+    RETURN_IF_ERROR(writer_->Finish());
+    RETURN_IF_ERROR(out_->Commit());
+    report->files.push_back({kFile, out_->bytes_written()});
+    report->summary.bytes_written += out_->bytes_written();
+    return absl::OkStatus();
+  }
+
+ private:
+  GgufSink() = default;
+  std::unique_ptr<ObjectWriter> out_;
+  std::unique_ptr<GgufWriter> writer_;
+};
+
+// The sink for the job's format. GGUF's metadata is the architecture's and the tokenizer's.
+absl::StatusOr<std::unique_ptr<ModelSink>> OpenSink(const QuantizeJobSpec& spec, const CheckpointReader& reader,
+                                                    ObjectStore* source, const std::vector<PlannedTensor>& plan,
+                                                    const std::vector<TensorSpec>& specs,
+                                                    const std::map<std::string, std::string>& metadata,
+                                                    OutputTransaction* output) {
+  if (ResolveFormat(spec.format, spec.quant.method) != OutputFormat::kGguf) {
+    ASSIGN_OR_RETURN(std::unique_ptr<ShardedSafetensorsWriter> writer,
+                     ShardedSafetensorsWriter::Create([output](const std::string& file) { return output->NewWriter(file); },
+                                                      specs, metadata, spec.shard_bytes));
+    return std::unique_ptr<ModelSink>(new SafetensorsSink(std::move(writer)));
+  }
+  ASSIGN_OR_RETURN(const Architecture* arch, ArchitectureOf(reader.descriptor()));
+  ASSIGN_OR_RETURN(const BlockGeometry g, BlockGeometry::Of(reader.descriptor()));
+  const std::string tokenizer_uri = TokenizerFor(source, spec.tokenizer_uri, spec.source_uri, "text");
+  if (tokenizer_uri.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("gguf: the model's tokenizer goes into the file; none is beside ",
+                                                   spec.source_uri, ": give tokenizer_uri"));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(source, tokenizer_uri, static_cast<int>(g.vocab)));
+  std::string name = spec.source_uri;
+  while (!name.empty() && name.back() == '/') name.pop_back();
+  name = name.substr(name.rfind('/') + 1);
+  ASSIGN_OR_RETURN(const GgufMetadata gguf_metadata, GgufModelMetadata(*arch, g, *FindGgmlType(spec.gguf_type), name, tokenizer.get()));
+  std::vector<GgufTensorSpec> tensors;
+  for (const PlannedTensor& p : plan) tensors.push_back({p.gguf_name, p.info.shape, p.gguf_type});
+  return GgufSink::Create(output, gguf_metadata, std::move(tensors));
+}
+
+// The job as it runs: a GGUF type fixes the grid (bits, 32-column groups, symmetric or not).
+QuantizeJobSpec WithFormatGrid(QuantizeJobSpec spec) {
+  if (ResolveFormat(spec.format, spec.quant.method) != OutputFormat::kGguf) return spec;
+  const GgmlTypeTraits* t = FindGgmlType(spec.gguf_type);
+  if (t == nullptr || !t->quantized()) return spec;
+  spec.quant.bits = t->bits;
+  spec.quant.group_size = t->block_size;
+  spec.quant.symmetric = t->symmetric;
+  spec.quant.act_order = false;
+  return spec;
+}
+
 }  // namespace
 
 absl::string_view FormatName(OutputFormat format) {
@@ -424,12 +577,13 @@ absl::string_view FormatName(OutputFormat format) {
     case OutputFormat::kGptq: return "gptq";
     case OutputFormat::kAwq: return "awq";
     case OutputFormat::kNative: return "native";
+    case OutputFormat::kGguf: return "gguf";
   }
   return "?";
 }
 
 std::optional<OutputFormat> ParseFormat(absl::string_view name) {
-  for (OutputFormat f : {OutputFormat::kAuto, OutputFormat::kGptq, OutputFormat::kAwq, OutputFormat::kNative}) {
+  for (OutputFormat f : {OutputFormat::kAuto, OutputFormat::kGptq, OutputFormat::kAwq, OutputFormat::kNative, OutputFormat::kGguf}) {
     if (FormatName(f) == name) return f;
   }
   return std::nullopt;
@@ -465,6 +619,19 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat("output_format: ", MethodName(spec.quant.method),
                                                    " results are written as native, not ", FormatName(format)));
   }
+  if (format == OutputFormat::kGguf) {
+    const GgmlTypeTraits* t = FindGgmlType(spec.gguf_type);
+    if (t == nullptr) {
+      std::vector<std::string> names;
+      for (const GgmlTypeTraits& g : GgmlTypes()) names.push_back(g.name);
+      return absl::InvalidArgumentError(absl::StrCat("gguf_type: unknown ggml type '", spec.gguf_type, "' (", absl::StrJoin(names, ", "), ")"));
+    }
+    if (spec.quant.method != Method::kRtn && spec.quant.method != Method::kGptq && spec.quant.method != Method::kAwq) {
+      return absl::InvalidArgumentError(absl::StrCat("output_format: gguf takes rtn, gptq or awq codes, not ", MethodName(spec.quant.method)));
+    }
+    if (!spec.overrides.empty()) return absl::InvalidArgumentError("overrides: not supported with the gguf format yet");
+    if (!spec.evaluation.text_uri.empty()) return absl::InvalidArgumentError("evaluation: reading GGUF back is not supported yet");
+  }
   if (format == OutputFormat::kAwq && spec.quantize_lm_head) {
     return absl::InvalidArgumentError("quantize_lm_head: the AWQ format has no quantized lm_head (transformers and vLLM load it in FP16)");
   }
@@ -487,13 +654,14 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStore* source, ObjectStore* destination,
+absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, ObjectStore* source, ObjectStore* destination,
                                          const JobOptions& options, JobObserver* observer) {
   const auto started = std::chrono::steady_clock::now();
+  RETURN_IF_ERROR(ValidateJobSpec(requested));
+  const QuantizeJobSpec spec = WithFormatGrid(requested);
   JobObserver no_observer;
   if (observer == nullptr) observer = &no_observer;
   observer->Progress({JobPhase::kPlanning, 0, 0, spec.source_uri});
-  RETURN_IF_ERROR(ValidateJobSpec(spec));
   Quantizers quantizers;
   ASSIGN_OR_RETURN(quantizers.main, CreateQuantizer(spec.quant));
   for (const LayerOverride& o : spec.overrides) {
@@ -517,7 +685,8 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   }
 
   std::map<std::string, std::string> metadata = {{"format", "pt"}};
-  std::vector<PlannedTensor> plan = Plan(*reader, spec, quantizers, &metadata);
+  std::vector<KeptLayer> dropped;
+  std::vector<PlannedTensor> plan = Plan(*reader, spec, quantizers, &metadata, &dropped);
   // Calibrated methods: the calibrator runs each decoder block just before the stream writes it.
   std::unique_ptr<BlockCalibrator> calibrator;
   if (Calibrates(spec)) {
@@ -539,10 +708,9 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
   for (const PlannedTensor& p : plan) {
     if (!p.kept_reason.empty()) report.kept.push_back({p.info.name, p.kept_reason});
   }
+  report.kept.insert(report.kept.end(), dropped.begin(), dropped.end());
   OutputTransaction output(destination, spec.destination_uri);
-  ASSIGN_OR_RETURN(std::unique_ptr<ShardedSafetensorsWriter> model,
-                   ShardedSafetensorsWriter::Create([&output](const std::string& file) { return output.NewWriter(file); },
-                                                    specs, metadata, spec.shard_bytes));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelSink> model, OpenSink(spec, *reader, source, plan, specs, metadata, &output));
 
   // The window of tensors read and not yet written; the front is always the next to write.
   std::deque<std::pair<size_t, std::future<absl::StatusOr<ProcessedTensor>>>> window;
@@ -617,23 +785,22 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
     }
   }
   while (!window.empty()) RETURN_IF_ERROR(write_oldest());
-  observer->Progress({JobPhase::kWriting, 0, 1, "model.safetensors"});
-  RETURN_IF_ERROR(model->Finish());
-  for (const ShardedSafetensorsWriter::File& f : model->files()) {
-    report.files.push_back({f.name, f.bytes});
-    report.summary.bytes_written += f.bytes;
-  }
-  if (model->num_shards() > 1) RETURN_IF_ERROR(output.WriteAll("model.safetensors.index.json", model->IndexJson(), &report));
+  observer->Progress({JobPhase::kWriting, 0, 1, "model"});
+  RETURN_IF_ERROR(model->Finish(&output, &report));
 
-  nlohmann::json config = reader->descriptor().config;
-  const nlohmann::json quantize_config = QuantizationConfig(spec, *reader, plan);
-  config["quantization_config"] = quantize_config;
-  // The stored scales and every tensor kept in high precision are FP16 (transformers 4.x read torch_dtype,
-  // newer releases dtype).
-  config["torch_dtype"] = "float16";
-  config["dtype"] = "float16";
-  RETURN_IF_ERROR(output.WriteAll("config.json", config.dump(2), &report));
-  RETURN_IF_ERROR(output.WriteAll("quantize_config.json", quantize_config.dump(2), &report));
+  const bool gguf = ResolveFormat(spec.format, spec.quant.method) == OutputFormat::kGguf;
+  const nlohmann::json quantize_config =
+      gguf ? nlohmann::json{{"format", "gguf"}, {"gguf_type", spec.gguf_type}} : QuantizationConfig(spec, *reader, plan);
+  if (!gguf) {  // a GGUF file carries its own metadata
+    nlohmann::json config = reader->descriptor().config;
+    config["quantization_config"] = quantize_config;
+    // The stored scales and every tensor kept in high precision are FP16 (transformers 4.x read
+    // torch_dtype, newer releases dtype).
+    config["torch_dtype"] = "float16";
+    config["dtype"] = "float16";
+    RETURN_IF_ERROR(output.WriteAll("config.json", config.dump(2), &report));
+    RETURN_IF_ERROR(output.WriteAll("quantize_config.json", quantize_config.dump(2), &report));
+  }
 
   RETURN_IF_ERROR(CopyServingFiles(source, spec, &output, &report));
   if (!spec.evaluation.text_uri.empty()) {

@@ -33,7 +33,8 @@
 namespace lowbit {
 
 // kAuto: GPTQ for the uniform-grid methods (rtn, int8, gptq, awq), native for lut, vq and onebit.
-enum class OutputFormat { kAuto, kGptq, kAwq, kNative };
+// kGguf: one model.gguf for llama.cpp, its linear layers in `QuantizeJobSpec::gguf_type` blocks.
+enum class OutputFormat { kAuto, kGptq, kAwq, kNative, kGguf };
 
 absl::string_view FormatName(OutputFormat format);
 std::optional<OutputFormat> ParseFormat(absl::string_view name);
@@ -73,6 +74,7 @@ struct QuantizeJobSpec {
   bool overwrite = false;            ///< replace an existing output instead of ALREADY_EXISTS
   std::string tokenizer_uri;         ///< for plain-text calibration and evaluation; default: the one beside the checkpoint
   uint64_t shard_bytes = 5'000'000'000;  ///< tensor data per output file (save_pretrained's default "5GB")
+  std::string gguf_type = "Q8_0";    ///< kGguf: the ggml type of the linear layers (core/pack/ggml_types.h)
   CalibrationSpec calibration;
   EvaluationSpec evaluation;
 };

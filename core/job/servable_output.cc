@@ -53,7 +53,7 @@ std::string ModelCard(const QuantizeJobSpec& spec, const JobReport& report, cons
   absl::StrAppend(&card, "Quantized by lowbit ", LOWBIT_VERSION, " from `", report.source, "`.\n\n");
   absl::StrAppend(&card, "| | |\n|---|---|\n");
   absl::StrAppend(&card, "| method | ", method, " |\n| output format | ", format, " |\n");
-  for (const char* key : {"bits", "group_size", "sym", "desc_act", "damp_percent", "checkpoint_format", "zero_point", "version"}) {
+  for (const char* key : {"gguf_type", "bits", "group_size", "sym", "desc_act", "damp_percent", "checkpoint_format", "zero_point", "version"}) {
     const bool gptq_only = std::string_view(key) == "desc_act" || std::string_view(key) == "damp_percent";
     if (qc.contains(key) && (!gptq_only || method == "gptq")) absl::StrAppend(&card, "| ", key, " | ", qc[key].dump(), " |\n");
   }
@@ -83,6 +83,9 @@ std::string ModelCard(const QuantizeJobSpec& spec, const JobReport& report, cons
                     "- vLLM: `vllm serve ./", name, "` (gptq; gptq_marlin when sym is true and bits are 4 or 8)\n"
                     "- transformers (optimum + gptqmodel): `AutoModelForCausalLM.from_pretrained(\"./", name, "\", device_map=\"auto\")`\n"
                     "- GPTQModel: `GPTQModel.load(\"./", name, "\")`\n");
+  } else if (format == "gguf") {
+    absl::StrAppend(&card, "- llama.cpp: `llama-cli -m ./", name, "/model.gguf` (also `llama-server`, `llama-perplexity`)\n"
+                           "- Ollama: a Modelfile with `FROM ./model.gguf`\n");
   } else if (format == "awq") {
     absl::StrAppend(&card, "- vLLM: `vllm serve ./", name, "` (awq; awq_marlin on GPUs that have it)\n"
                            "- transformers (autoawq): `AutoModelForCausalLM.from_pretrained(\"./", name, "\")`\n");

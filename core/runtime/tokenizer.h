@@ -64,6 +64,8 @@ class Llama2cTokenizer : public Tokenizer {
   std::string Decode(const std::vector<int>& ids) const override;
   int vocab_size() const override { return static_cast<int>(pieces_.size()); }
   int bos() const override { return kBos; }
+  const std::vector<std::string>& pieces() const { return pieces_; }
+  const std::vector<float>& scores() const { return scores_; }
 
  private:
   std::vector<std::string> pieces_;
