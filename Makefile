@@ -10,7 +10,7 @@ ifeq ($(OPENBLAS_CORETYPE),)
   endif
 endif
 
-.PHONY: setup build run test bench calib-bench load-check stream-bench quality-table clean
+.PHONY: setup build run test bench calib-bench load-check stream-bench quality-table gguf-quality clean
 
 setup:
 	./scripts/setup.sh
@@ -39,6 +39,9 @@ stream-bench: build
 
 quality-table: build
 	python3 scripts/quality_table.py $(BUILD)
+
+gguf-quality: build
+	node scripts/gguf_quality.mjs $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

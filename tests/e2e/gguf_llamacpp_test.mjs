@@ -11,8 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
+import { distributions, meanKl, openLlama } from './llamacpp.mjs';
+
 const [lowbit, data, modules] = process.argv.slice(2);
-const { getLlama } = await import(pathToFileURL(path.join(modules, 'node-llama-cpp', 'dist', 'index.js')));
 const { gguf } = await import(pathToFileURL(path.join(modules, '@huggingface', 'gguf', 'dist', 'index.mjs')));
 
 const model = path.join(data, 'models', 'stories260K', 'stories260K.bin');
@@ -31,23 +32,7 @@ function quantize(name, ...args) {
   return { file: path.join(out, 'model.gguf'), report };
 }
 
-const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
-
-// Next-token distributions of llama.cpp over windows (BOS + tokens), one Map per predicted position.
-async function distributions(file, windows) {
-  const m = await llama.loadModel({ modelPath: file });
-  const context = await m.createContext({ contextSize: 256 });
-  const sequence = context.getSequence();
-  const out = [];
-  for (const w of windows) {
-    await sequence.clearHistory();
-    const input = [m.tokens.bos, ...w.slice(0, -1)].map((t) => [t, { generateNext: { probabilities: true } }]);
-    const results = await sequence.controlledEvaluate(input);
-    out.push(results.map((r) => r.next.probabilities));
-  }
-  await context.dispose();
-  return { model: m, out };
-}
+const llama = await openLlama(modules);
 
 // F32: the reference greedy text, the header as a second parser reads it, the tokenizer.
 const f32 = quantize('f32', '--gguf-type', 'F32');
@@ -91,20 +76,10 @@ fs.writeFileSync(wiki, fs.readFileSync(path.join(data, 'text', 'wikitext2-test.r
 const ids = JSON.parse(execFileSync(lowbit, ['tokenize', '--tokenizer', tokenizer, '--vocab-size', '512', '--text', wiki, '--json'],
                                     { encoding: 'utf8' }));
 const windows = [0, 1, 2, 3].map((i) => ids.slice(i * 64, i * 64 + 64));
-const base = (await distributions(f32.file, windows)).out;
+const base = await distributions(llama, f32.file, windows);
 for (const [type, bound] of [['Q8_0', 0.01], ['Q5_0', 0.1], ['Q5_1', 0.1], ['Q4_0', 0.3], ['Q4_1', 0.3]]) {
   const q = quantize(type.toLowerCase(), '--gguf-type', type, '--method', 'rtn');
-  const got = (await distributions(q.file, windows)).out;
-  let kl = 0, n = 0;
-  for (let w = 0; w < windows.length; ++w) {
-    for (let t = 0; t < windows[w].length; ++t) {
-      for (const [token, p] of base[w][t]) {
-        if (p > 0) kl += p * Math.log(p / Math.max(got[w][t].get(token) ?? 0, 1e-12));
-      }
-      n += 1;
-    }
-  }
-  kl /= n;
+  const { kl, tokens: n } = meanKl(base, await distributions(llama, q.file, windows));
   const layers = q.report.layers.length;
   check(layers === 30 && kl > 0 && kl < bound,
         `${type}: llama.cpp loads it (${layers} linear layers quantized, ${q.report.summary.bits_per_weight.toFixed(3)} bits/weight); ` +
