@@ -30,6 +30,10 @@ fi
 # Test-only Node tools (googleapis protos, independent gRPC client, S3 server) live in a project-local folder.
 if [ ! -f tools/node_modules/.installed ] || [ tools/package-lock.json -nt tools/node_modules/.installed ]; then
   echo "setup: installing npm test tools into tools/node_modules"
-  (cd tools && npm ci --no-audit --no-fund --loglevel=error)
+  # --omit=optional: node-llama-cpp's optional prebuilt binaries for every platform are 725 MB; the Linux x64
+  # CPU build it needs here is a direct dependency (@node-llama-cpp/linux-x64). `npm install` with the lock
+  # file, not `npm ci`: npm records only this platform's optional packages in the lock and `npm ci` then
+  # refuses it as out of sync; the install leaves the lock unchanged.
+  (cd tools && npm install --omit=optional --no-audit --no-fund --loglevel=error)
   touch tools/node_modules/.installed
 fi
