@@ -107,8 +107,8 @@ std::string KeptReason(const TensorInfo& info, const QuantizeJobSpec& spec, Outp
   return problem.empty() ? "" : absl::StrCat(FormatName(format), " engines cannot load it: ", problem);
 }
 
-// How a tensor goes into a GGUF file: its name, type and row order; false for a tensor llama.cpp has no
-// name for (dropped).
+// How a tensor goes into a GGUF file: its name, type and row order, and whether it stays quantized (`quant`
+// cleared otherwise); false for a tensor llama.cpp has no name for (dropped).
 bool PlanGguf(const CheckpointReader& reader, const QuantizeJobSpec& spec, PlannedTensor* p) {
   const Architecture* arch = FindArchitecture(reader.descriptor().architecture);
   absl::StatusOr<BlockGeometry> g = BlockGeometry::Of(reader.descriptor());
@@ -125,6 +125,10 @@ bool PlanGguf(const CheckpointReader& reader, const QuantizeJobSpec& spec, Plann
                  : type.quantized()         ? GgmlType::kF16
                                             : type.type;
   if (!type.quantized()) p->kept_reason.clear();  // a float file: nothing is set apart
+  if (!quantized) {
+    p->quant = nullptr;
+    p->quantizer = nullptr;
+  }
   p->row_order = GgufRowOrder(*arch, *g, p->info.name);
   return true;
 }
@@ -151,14 +155,9 @@ std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJo
       p.kept_reason = KeptReason(info, spec, format, *p.quant);
     }
     if (format == OutputFormat::kGguf) {
-      if (p.kept_reason.empty() && !candidate) p.quant = nullptr;
       if (!PlanGguf(reader, spec, &p)) {
         dropped->push_back({info.name, "dropped: llama.cpp has no tensor for it"});
         continue;
-      }
-      if (p.gguf_type != FindGgmlType(spec.gguf_type)->type || !FindGgmlType(spec.gguf_type)->quantized()) {
-        p.quant = nullptr;
-        p.quantizer = nullptr;
       }
       p.outputs = {{p.gguf_name, DType::kF32, info.shape}};
       plan.push_back(std::move(p));

@@ -6,6 +6,8 @@
 #include <unicode/unistr.h>
 
 #include <algorithm>
+#include <cctype>
+#include <functional>
 #include <cstdio>
 #include <queue>
 
