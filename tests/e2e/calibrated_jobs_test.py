@@ -101,8 +101,9 @@ with tempfile.TemporaryDirectory() as work:
         check(status == 0, "local gptq on %d blocks: %s" % (layers, proc.stderr.read().decode()[-300:]))
         peaks[layers] = usage.ru_maxrss * 1024
     # One SmolLM2 block is 3.5M parameters: 14 MB in float32; 14 more blocks held at once would add 198 MB.
-    # Allocator placement varies from run to run by some 40 MB; the bound allows that, not a model in memory.
+    # Allocator placement varies from run to run by some 40-60 MB (57 MB seen with a llama.cpp test running
+    # beside it); the bound, half of what 14 more resident blocks would add, allows that, not a model in memory.
     block = (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536) * 4
-    check(peaks[16] - peaks[2] < 4 * block, "peak RSS %.0f MB at 2 blocks, %.0f MB at 16 (one block: %.0f MB)" % (
+    check(peaks[16] - peaks[2] < 7 * block, "peak RSS %.0f MB at 2 blocks, %.0f MB at 16 (one block: %.0f MB)" % (
         peaks[2] / 1e6, peaks[16] / 1e6, block / 1e6))
 print("calibrated jobs e2e: all checks passed")
