@@ -45,6 +45,19 @@ absl::StatusOr<Tensor> CheckpointReader::Read(const TensorInfo& info) const {
   return Tensor{info.name, info.dtype, info.shape, *std::move(bytes)};
 }
 
+std::string CheckpointDirectory(absl::string_view uri) {
+  for (const char* suffix : {".safetensors", ".json", ".bin"}) {
+    if (absl::EndsWith(uri, suffix)) return ParentUri(uri);
+  }
+  while (absl::EndsWith(uri, "/")) uri.remove_suffix(1);
+  return std::string(uri);
+}
+
+std::string CheckpointName(absl::string_view uri) {
+  const std::string dir = CheckpointDirectory(uri);
+  return dir.substr(dir.rfind('/') + 1);
+}
+
 absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenCheckpoint(ObjectStore* store, absl::string_view uri) {
   if (absl::EndsWith(uri, ".bin")) return OpenLlama2c(store, uri);
   if (absl::EndsWith(uri, ".safetensors") || absl::EndsWith(uri, ".index.json")) return OpenSafetensors(store, uri);

@@ -541,16 +541,14 @@ absl::StatusOr<std::unique_ptr<ModelSink>> OpenSink(const QuantizeJobSpec& spec,
   }
   ASSIGN_OR_RETURN(const Architecture* arch, ArchitectureOf(reader.descriptor()));
   ASSIGN_OR_RETURN(const BlockGeometry g, BlockGeometry::Of(reader.descriptor()));
-  const std::string tokenizer_uri = TokenizerFor(source, spec.tokenizer_uri, spec.source_uri, "text");
+  const std::string tokenizer_uri = spec.tokenizer_uri.empty() ? FindTokenizerBeside(source, spec.source_uri) : spec.tokenizer_uri;
   if (tokenizer_uri.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("gguf: the model's tokenizer goes into the file; none is beside ",
                                                    spec.source_uri, ": give tokenizer_uri"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(source, tokenizer_uri, static_cast<int>(g.vocab)));
-  std::string name = spec.source_uri;
-  while (!name.empty() && name.back() == '/') name.pop_back();
-  name = name.substr(name.rfind('/') + 1);
-  ASSIGN_OR_RETURN(const GgufMetadata gguf_metadata, GgufModelMetadata(*arch, g, *FindGgmlType(spec.gguf_type), name, tokenizer.get()));
+  ASSIGN_OR_RETURN(const GgufMetadata gguf_metadata, GgufModelMetadata(*arch, g, *FindGgmlType(spec.gguf_type),
+                                                                    CheckpointName(spec.source_uri), tokenizer.get()));
   std::vector<GgufTensorSpec> tensors;
   for (const PlannedTensor& p : plan) tensors.push_back({p.gguf_name, p.info.shape, p.gguf_type});
   return GgufSink::Create(output, gguf_metadata, std::move(tensors));

@@ -1,33 +1,16 @@
 #include "core/job/servable_output.h"
 
 #include "absl/strings/match.h"
+#include "core/checkpoint/checkpoint_reader.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
-namespace {
-
-// The directory of a checkpoint given as a file (model.safetensors, an index, llama2.c's .bin) or a folder.
-std::string SourceDirectory(const std::string& uri) {
-  for (const char* suffix : {".safetensors", ".json", ".bin"}) {
-    if (absl::EndsWith(uri, suffix)) return ParentUri(uri);
-  }
-  return uri;
-}
-
-std::string LastPathPart(const std::string& uri) {
-  std::string s = uri;
-  while (absl::EndsWith(s, "/")) s.pop_back();
-  const size_t slash = s.rfind('/');
-  return slash == std::string::npos ? s : s.substr(slash + 1);
-}
-
-}  // namespace
 
 absl::Status CopyServingFiles(ObjectStore* source, const QuantizeJobSpec& spec, OutputTransaction* output,
                               JobReport* report) {
-  const std::string dir = SourceDirectory(spec.source_uri);
+  const std::string dir = CheckpointDirectory(spec.source_uri);
   for (const char* name : kServingFiles) {
     absl::StatusOr<std::string> bytes = source->ReadAll(JoinUri(dir, name));
     if (absl::IsNotFound(bytes.status())) continue;
@@ -44,7 +27,7 @@ absl::Status CopyServingFiles(ObjectStore* source, const QuantizeJobSpec& spec, 
 std::string ModelCard(const QuantizeJobSpec& spec, const JobReport& report, const nlohmann::json& qc) {
   const std::string method = report.config.value("method", "");
   const std::string format = report.config.value("format", "");
-  const std::string name = LastPathPart(SourceDirectory(spec.source_uri));
+  const std::string name = CheckpointName(spec.source_uri);
   std::string settings;
   if (qc.contains("bits")) absl::StrAppend(&settings, qc["bits"].dump(), "-bit");
   if (qc.contains("group_size")) absl::StrAppend(&settings, " g", qc["group_size"].dump());

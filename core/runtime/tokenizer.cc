@@ -11,17 +11,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/checkpoint/checkpoint_reader.h"
 #include "core/runtime/hf_tokenizer.h"
 #include "core/runtime/sentencepiece_module.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
 namespace {
-
-std::string DirectoryOfPath(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  return slash == std::string::npos ? std::string("./") : path.substr(0, slash + 1);
-}
 
 // liblowbit_sentencepiece.so, loaded once: $LOWBIT_SENTENCEPIECE_MODULE, else beside the executable, else
 // where the build put it. RTLD_DEEPBIND | RTLD_LOCAL keep libsentencepiece's own protobuf to itself
@@ -44,7 +40,7 @@ const SentencePieceModule& SentencePiece() {
     if (const char* env = std::getenv("LOWBIT_SENTENCEPIECE_MODULE")) candidates.push_back(env);
     char exe[4096];
     const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) candidates.push_back(DirectoryOfPath(std::string(exe, static_cast<size_t>(n))) + "liblowbit_sentencepiece.so");
+    if (n > 0) candidates.push_back(ParentUri(std::string(exe, static_cast<size_t>(n))) + "/liblowbit_sentencepiece.so");
     candidates.push_back(LOWBIT_SENTENCEPIECE_MODULE_PATH);
     void* handle = nullptr;
     for (const std::string& path : candidates) {
@@ -113,12 +109,6 @@ class SentencePieceTokenizer : public Tokenizer {
   void* processor_;
 };
 
-// The directory part of a URI ("file:///a/b/c.json" -> "file:///a/b/").
-std::string DirectoryOf(absl::string_view uri) {
-  const size_t slash = uri.rfind('/');
-  return slash == absl::string_view::npos ? std::string() : std::string(uri.substr(0, slash + 1));
-}
-
 }  // namespace
 
 std::vector<int> Tokenizer::EncodeText(absl::string_view text, size_t max_tokens) const {
@@ -140,7 +130,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(ObjectStore* store, abs
   if (absl::EndsWith(uri, ".json")) {
     ASSIGN_OR_RETURN(std::string bytes, store->ReadAll(uri));
     std::string config;
-    if (absl::StatusOr<std::string> c = store->ReadAll(DirectoryOf(uri) + "tokenizer_config.json"); c.ok()) {
+    if (absl::StatusOr<std::string> c = store->ReadAll(JoinUri(ParentUri(uri), "tokenizer_config.json")); c.ok()) {
       config = *std::move(c);
     } else if (!absl::IsNotFound(c.status())) {
       return c.status();
@@ -158,14 +148,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(ObjectStore* store, abs
 }
 
 std::string FindTokenizerBeside(ObjectStore* store, absl::string_view source_uri) {
-  std::string dir = std::string(source_uri);
-  if (absl::EndsWith(dir, ".safetensors") || absl::EndsWith(dir, ".bin") || absl::EndsWith(dir, ".json")) {
-    dir = DirectoryOf(dir);
-  } else if (!absl::EndsWith(dir, "/")) {
-    dir += "/";
-  }
+  const std::string dir = CheckpointDirectory(source_uri);
   for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer.bin"}) {
-    if (store->Stat(dir + name).ok()) return dir + name;
+    if (store->Stat(JoinUri(dir, name)).ok()) return JoinUri(dir, name);
   }
   return "";
 }
