@@ -41,6 +41,8 @@ ABSL_FLAG(int, calib_seqlen, 128, "tokens per calibration window");
 ABSL_FLAG(int, calib_seed, 0, "seed choosing the calibration windows");
 ABSL_FLAG(std::string, reference, "", "eval: the model to measure KL divergence against (e.g. the unquantized one)");
 ABSL_FLAG(std::string, text, "", "eval: text to evaluate on");
+ABSL_FLAG(std::string, distributions, "",
+          "eval: write the model's next-token log-probabilities here (float32 little-endian, vocabulary values per predicted position)");
 ABSL_FLAG(std::string, eval_text, "", "evaluate the result: perplexity and KL to the source on this text");
 ABSL_FLAG(int, eval_windows, 16, "evaluation: non-overlapping windows");
 ABSL_FLAG(int, eval_seqlen, 128, "evaluation: tokens per window");
@@ -61,7 +63,7 @@ ABSL_FLAG(std::string, tokenizer, "", "tokenizer.json or llama2.c tokenizer.bin 
 ABSL_FLAG(bool, jsonl, false, "tokenize: --text holds one JSON string per line; one id array per line is printed");
 ABSL_FLAG(int, vocab_size, 32000, "tokenize: vocabulary size of a llama2.c tokenizer.bin (other formats record theirs)");
 ABSL_FLAG(int, steps, 256, "generate: tokens to decode greedily from BOS");
-ABSL_FLAG(std::string, gguf_type, "Q8_0", "--format gguf: the ggml type of the linear layers (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)");
+ABSL_FLAG(std::string, gguf_type, "Q8_0", "--format gguf: the ggml type of the linear layers (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) or a mixture (Q4_K_M, Q5_K_M)");
 ABSL_FLAG(std::string, shard_size, "5G", "tensor data per output safetensors file (5G, 500M, 2Gi: decimal or binary units)");
 ABSL_FLAG(std::string, memory_limit, "",
           "quantize: refuse a job planned above this much memory, e.g. 16Gi (default: the cgroup limit, else 80% of RAM; 0: none)");

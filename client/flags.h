@@ -32,6 +32,7 @@ ABSL_DECLARE_FLAG(int, vocab_size);
 ABSL_DECLARE_FLAG(int, steps);
 ABSL_DECLARE_FLAG(std::string, reference);
 ABSL_DECLARE_FLAG(std::string, text);
+ABSL_DECLARE_FLAG(std::string, distributions);
 ABSL_DECLARE_FLAG(int, eval_windows);
 ABSL_DECLARE_FLAG(int, eval_seqlen);
 ABSL_DECLARE_FLAG(std::string, s3_region);

@@ -216,7 +216,18 @@ absl::Status RunEvalCommand() {
   ASSIGN_OR_RETURN(const EvaluationWindows windows,
                    MakeEvaluationWindows(store.get(), ToUri(absl::GetFlag(FLAGS_text)), source,
                                          absl::GetFlag(FLAGS_eval_windows), absl::GetFlag(FLAGS_eval_seqlen)));
-  ASSIGN_OR_RETURN(EvalResult r, Evaluate(*reader, reference.get(), windows));
+  // --distributions: every predicted position's log-probabilities, for comparing with another engine.
+  std::unique_ptr<ObjectWriter> distributions;
+  if (!absl::GetFlag(FLAGS_distributions).empty()) {
+    ASSIGN_OR_RETURN(distributions, store->NewWriter(ToUri(absl::GetFlag(FLAGS_distributions))));
+  }
+  const LogProbsSink write_row = [&distributions](const std::vector<double>& log_probs) {
+    const std::vector<float> row(log_probs.begin(), log_probs.end());
+    return distributions->Append(absl::string_view(reinterpret_cast<const char*>(row.data()), row.size() * sizeof(float)));
+  };
+  ASSIGN_OR_RETURN(EvalResult r, Evaluate(*reader, reference.get(), windows, nullptr, kDefaultRowsPerChunk,
+                                          distributions ? write_row : LogProbsSink()));
+  if (distributions) RETURN_IF_ERROR(distributions->Commit());
   if (absl::GetFlag(FLAGS_json)) {
     nlohmann::json j = {{"perplexity", r.perplexity}, {"tokens", r.tokens}};
     if (reference) j["reference_perplexity"] = r.reference_perplexity, j["kl_divergence"] = r.kl_divergence;

@@ -1,5 +1,6 @@
 #include "core/checkpoint/architecture.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -66,6 +67,13 @@ const std::vector<Architecture>& Table() {
 
 std::string Architecture::BlockPrefix(int block) const { return absl::StrCat(block_prefix, block, "."); }
 
+// A block's tensors: HF's names inside the block and gguf-py's tensor_mapping.py names.
+constexpr std::pair<const char*, const char*> kBlockNames[] = {
+    {"input_layernorm", "attn_norm"},     {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_proj", "attn_q"},
+    {"self_attn.k_proj", "attn_k"},       {"self_attn.v_proj", "attn_v"},           {"self_attn.o_proj", "attn_output"},
+    {"self_attn.q_norm", "attn_q_norm"},  {"self_attn.k_norm", "attn_k_norm"},      {"mlp.gate_proj", "ffn_gate"},
+    {"mlp.up_proj", "ffn_up"},            {"mlp.down_proj", "ffn_down"}};
+
 std::string GgufTensorName(const Architecture& arch, absl::string_view hf) {
   if (hf == arch.embed) return "token_embd.weight";
   if (hf == arch.final_norm) return "output_norm.weight";
@@ -74,12 +82,7 @@ std::string GgufTensorName(const Architecture& arch, absl::string_view hf) {
   const size_t dot = hf.find('.');
   if (dot == absl::string_view::npos) return "";
   const absl::string_view block = hf.substr(0, dot), local = hf.substr(dot + 1);
-  static const std::pair<const char*, const char*> kNames[] = {
-      {"input_layernorm", "attn_norm"},     {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_proj", "attn_q"},
-      {"self_attn.k_proj", "attn_k"},       {"self_attn.v_proj", "attn_v"},           {"self_attn.o_proj", "attn_output"},
-      {"self_attn.q_norm", "attn_q_norm"},  {"self_attn.k_norm", "attn_k_norm"},      {"mlp.gate_proj", "ffn_gate"},
-      {"mlp.up_proj", "ffn_up"},            {"mlp.down_proj", "ffn_down"}};
-  for (const auto& [from, to] : kNames) {
+  for (const auto& [from, to] : kBlockNames) {
     for (const char* suffix : {".weight", ".bias"}) {
       if (local == absl::StrCat(from, suffix)) return absl::StrCat("blk.", block, ".", to, suffix);
     }
@@ -87,9 +90,48 @@ std::string GgufTensorName(const Architecture& arch, absl::string_view hf) {
   return "";
 }
 
+std::string HfTensorName(const Architecture& arch, absl::string_view gguf) {
+  if (gguf == "token_embd.weight") return arch.embed;
+  if (gguf == "output_norm.weight") return arch.final_norm;
+  if (gguf == "output.weight") return arch.lm_head;
+  if (!absl::ConsumePrefix(&gguf, "blk.")) return "";
+  const size_t dot = gguf.find('.');
+  if (dot == absl::string_view::npos) return "";
+  const absl::string_view block = gguf.substr(0, dot), local = gguf.substr(dot + 1);
+  for (const auto& [to, from] : kBlockNames) {
+    for (const char* suffix : {".weight", ".bias"}) {
+      if (local == absl::StrCat(from, suffix)) return absl::StrCat(arch.block_prefix, block, ".", to, suffix);
+    }
+  }
+  return "";
+}
+
+std::vector<int64_t> GgufRowOrder(const Architecture& arch, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                  absl::string_view hf_name) {
+  if (!arch.gguf_permute_qk) return {};
+  int64_t n = 0;
+  if (absl::EndsWith(hf_name, "self_attn.q_proj.weight") || absl::EndsWith(hf_name, "self_attn.q_proj.bias")) n = heads;
+  if (absl::EndsWith(hf_name, "self_attn.k_proj.weight") || absl::EndsWith(hf_name, "self_attn.k_proj.bias")) n = kv_heads;
+  if (n == 0) return {};
+  // w.reshape(n, 2, hd / 2, dim).swapaxes(1, 2): row h·hd + 2i + j of the file is row h·hd + j·hd/2 + i.
+  const int64_t hd = head_dim, half = hd / 2;
+  std::vector<int64_t> order(static_cast<size_t>(n * hd));
+  for (int64_t h = 0; h < n; ++h)
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j) order[static_cast<size_t>(h * hd + 2 * i + j)] = h * hd + j * half + i;
+  return order;
+}
+
 const Architecture* FindArchitecture(absl::string_view name) {
   for (const Architecture& a : Table()) {
     if (a.name == name) return &a;
+  }
+  return nullptr;
+}
+
+const Architecture* FindArchitectureByGguf(absl::string_view gguf_arch) {
+  for (const Architecture& a : Table()) {
+    if (a.gguf_arch == gguf_arch) return &a;
   }
   return nullptr;
 }

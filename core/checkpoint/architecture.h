@@ -48,9 +48,19 @@ struct Architecture {
 // The GGUF name llama.cpp's converter (convert_hf_to_gguf.py, gguf-py's tensor_mapping.py) gives a tensor
 // of this architecture ("model.layers.3.mlp.down_proj.weight" -> "blk.3.ffn_down.weight"); "" if none.
 std::string GgufTensorName(const Architecture& arch, absl::string_view hf_name);
+// The other way: the Hugging Face name of a GGUF tensor; "" if none.
+std::string HfTensorName(const Architecture& arch, absl::string_view gguf_name);
+
+// The order in which a tensor's rows are written to GGUF: llama.cpp's "llama" rope rotates adjacent
+// dimension pairs where HF rotates halves, so convert_hf_to_gguf.py permutes q_proj and k_proj rows per head
+// (LlamaModel.permute); file row i is HF row order[i]. Empty (rows as they are) for everything else.
+std::vector<int64_t> GgufRowOrder(const Architecture& arch, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                  absl::string_view hf_name);
 
 // The entry for `name`, or null.
 const Architecture* FindArchitecture(absl::string_view name);
+// The first entry written to GGUF as `gguf_arch` (general.architecture), or null.
+const Architecture* FindArchitectureByGguf(absl::string_view gguf_arch);
 // The checkpoint's entry; UNIMPLEMENTED naming the architecture and the supported ones if absent.
 absl::StatusOr<const Architecture*> ArchitectureOf(const ModelDescriptor& descriptor);
 

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/checkpoint/gguf.h"
 #include "core/checkpoint/llama2c.h"
 #include "core/checkpoint/safetensors.h"
 #include "core/util/status_macros.h"
@@ -60,15 +61,17 @@ std::string CheckpointName(absl::string_view uri) {
 
 absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenCheckpoint(ObjectStore* store, absl::string_view uri) {
   if (absl::EndsWith(uri, ".bin")) return OpenLlama2c(store, uri);
+  if (absl::EndsWith(uri, ".gguf")) return OpenGguf(store, uri);
   if (absl::EndsWith(uri, ".safetensors") || absl::EndsWith(uri, ".index.json")) return OpenSafetensors(store, uri);
-  // A directory: prefer the sharded index, then a single file.
+  // A directory: prefer the sharded index, then a single file, then lowbit's GGUF output.
   for (const char* name : {"model.safetensors.index.json", "model.safetensors"}) {
     const std::string candidate = JoinUri(uri, name);
     if (store->Stat(candidate).ok()) return OpenSafetensors(store, candidate);
   }
+  if (const std::string gguf = JoinUri(uri, "model.gguf"); store->Stat(gguf).ok()) return OpenGguf(store, gguf);
   return absl::NotFoundError(absl::StrCat("no checkpoint at ", uri,
-                                          " (expected a .safetensors, .index.json or llama2.c .bin file, "
-                                          "or a directory with model.safetensors[.index.json])"));
+                                          " (expected a .safetensors, .index.json, .gguf or llama2.c .bin file, "
+                                          "or a directory with model.safetensors[.index.json] or model.gguf)"));
 }
 
 }  // namespace lowbit

@@ -1,5 +1,9 @@
 #include "core/job/gguf_output.h"
 
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -7,31 +11,80 @@
 namespace lowbit {
 namespace {
 
-// llama_ftype (llama.h) of a file whose linear layers are `type`.
-uint32_t FileType(GgmlType type) {
-  switch (type) {
-    case GgmlType::kF32: return 0;
-    case GgmlType::kF16: return 1;
-    case GgmlType::kQ4_0: return 2;
-    case GgmlType::kQ4_1: return 3;
-    case GgmlType::kQ8_0: return 7;
-    case GgmlType::kQ5_0: return 8;
-    case GgmlType::kQ5_1: return 9;
-    case GgmlType::kBF16: return 32;
-  }
-  return 0;
+// llama-quant.cpp's use_more_bits: the first and last eighth of the blocks, and every third between.
+bool UseMoreBits(int64_t layer, int64_t layers) {
+  return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
 }
 
 }  // namespace
 
-absl::StatusOr<GgufMetadata> GgufModelMetadata(const Architecture& arch, const BlockGeometry& g, const GgmlTypeTraits& type,
+const std::vector<GgufFileType>& GgufFileTypes() {
+  using T = GgmlType;
+  // llama_ftype values: llama.h (a plain K type is its _S file type, mostly that type).
+  static const std::vector<GgufFileType> types = {
+      {"F32", T::kF32, T::kF32, 0},         {"F16", T::kF16, T::kF16, 1},         {"BF16", T::kBF16, T::kBF16, 32},
+      {"Q8_0", T::kQ8_0, T::kQ8_0, 7},      {"Q4_0", T::kQ4_0, T::kQ4_0, 2},      {"Q4_1", T::kQ4_1, T::kQ4_1, 3},
+      {"Q5_0", T::kQ5_0, T::kQ5_0, 8},      {"Q5_1", T::kQ5_1, T::kQ5_1, 9},      {"Q2_K", T::kQ2_K, T::kQ2_K, 10},
+      {"Q3_K", T::kQ3_K, T::kQ3_K, 11},     {"Q4_K", T::kQ4_K, T::kQ4_K, 14},     {"Q5_K", T::kQ5_K, T::kQ5_K, 16},
+      {"Q6_K", T::kQ6_K, T::kQ6_K, 18},     {"IQ4_NL", T::kIQ4_NL, T::kIQ4_NL, 25}, {"IQ4_XS", T::kIQ4_XS, T::kIQ4_XS, 30},
+      {"Q4_K_M", T::kQ4_K, T::kQ6_K, 15},   {"Q5_K_M", T::kQ5_K, T::kQ6_K, 17},
+  };
+  return types;
+}
+
+const GgufFileType* FindGgufFileType(absl::string_view name) {
+  for (const GgufFileType& t : GgufFileTypes()) {
+    if (absl::EqualsIgnoreCase(t.name, name)) return &t;
+  }
+  return nullptr;
+}
+
+GgmlType GgufTensorType(const GgufFileType& file_type, const std::string& gguf_name, int64_t layers) {
+  if (file_type.more == file_type.base) return file_type.base;
+  if (gguf_name == "output.weight") return file_type.more;
+  int64_t layer = -1;
+  char kind[32] = {};
+  if (std::sscanf(gguf_name.c_str(), "blk.%" SCNd64 ".%31[a-z_]", &layer, kind) == 2 &&
+      (std::string(kind) == "attn_v" || std::string(kind) == "ffn_down") && UseMoreBits(layer, layers)) {
+    return file_type.more;
+  }
+  return file_type.base;
+}
+
+GgmlType GgufFallbackType(GgmlType type, int64_t cols) {
+  const GgmlTypeTraits& t = TraitsOf(type);
+  if (cols % t.block_size == 0) return type;
+  GgmlType fallback = GgmlType::kF16;
+  switch (type) {
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
+    case GgmlType::kIQ4_XS: fallback = GgmlType::kIQ4_NL; break;
+    case GgmlType::kQ4_K: fallback = GgmlType::kQ5_0; break;
+    case GgmlType::kQ5_K: fallback = GgmlType::kQ5_1; break;
+    case GgmlType::kQ6_K: fallback = GgmlType::kQ8_0; break;
+    default: break;
+  }
+  return cols % TraitsOf(fallback).block_size == 0 ? fallback : GgmlType::kF16;
+}
+
+std::string GgmlRowsInOrder(const GgmlTensor& t, const std::vector<int64_t>& row_order) {
+  if (row_order.empty()) return t.blocks;
+  const size_t row_bytes = TraitsOf(t.type).RowBytes(t.cols);
+  std::string out(t.blocks.size(), '\0');
+  for (size_t i = 0; i < row_order.size(); ++i) {
+    std::memcpy(out.data() + i * row_bytes, t.blocks.data() + static_cast<size_t>(row_order[i]) * row_bytes, row_bytes);
+  }
+  return out;
+}
+
+absl::StatusOr<GgufMetadata> GgufModelMetadata(const Architecture& arch, const BlockGeometry& g, const GgufFileType& file_type,
                                                const std::string& name, const Tokenizer* tokenizer) {
   const std::string a = arch.gguf_arch;
   const auto u32 = [](int64_t v) { return GgufValue::U32(static_cast<uint32_t>(v)); };
   GgufMetadata m = {
       {"general.architecture", GgufValue::String(a)},
       {"general.name", GgufValue::String(name)},
-      {"general.file_type", GgufValue::U32(FileType(type.type))},
+      {"general.file_type", GgufValue::U32(file_type.ftype)},
       {"general.quantization_version", GgufValue::U32(2)},
       {a + ".context_length", u32(g.max_positions)},
       {a + ".embedding_length", u32(g.dim)},
@@ -73,21 +126,6 @@ absl::StatusOr<GgufMetadata> GgufModelMetadata(const Architecture& arch, const B
   m.push_back({"tokenizer.ggml.add_bos_token", GgufValue::Bool(true)});
   m.push_back({"tokenizer.ggml.add_eos_token", GgufValue::Bool(false)});
   return m;
-}
-
-std::vector<int64_t> GgufRowOrder(const Architecture& arch, const BlockGeometry& g, const std::string& hf_name) {
-  if (!arch.gguf_permute_qk) return {};
-  int64_t heads = 0;
-  if (absl::EndsWith(hf_name, "self_attn.q_proj.weight") || absl::EndsWith(hf_name, "self_attn.q_proj.bias")) heads = g.heads;
-  if (absl::EndsWith(hf_name, "self_attn.k_proj.weight") || absl::EndsWith(hf_name, "self_attn.k_proj.bias")) heads = g.kv_heads;
-  if (heads == 0) return {};
-  // w.reshape(heads, 2, hd / 2, dim).swapaxes(1, 2): row h·hd + 2i + j of the file is row h·hd + j·hd/2 + i.
-  const int64_t hd = g.head_dim, half = hd / 2;
-  std::vector<int64_t> order(static_cast<size_t>(heads * hd));
-  for (int64_t h = 0; h < heads; ++h)
-    for (int64_t i = 0; i < half; ++i)
-      for (int64_t j = 0; j < 2; ++j) order[static_cast<size_t>(h * hd + 2 * i + j)] = h * hd + j * half + i;
-  return order;
 }
 
 }  // namespace lowbit

@@ -9,21 +9,42 @@
 #include "absl/status/statusor.h"
 #include "core/checkpoint/architecture.h"
 #include "core/checkpoint/gguf.h"
+#include "core/quant/quantized_tensor.h"
 #include "core/runtime/decoder_block.h"
 #include "core/runtime/tokenizer.h"
 
 namespace lowbit {
 
-// general.*, <arch>.* and tokenizer.ggml.* for a model of `arch` and geometry `g` whose linear layers are
-// mostly `type`. The tokenizer must be llama2.c's (written as tokenizer.ggml.model "llama"); UNIMPLEMENTED
+// What a GGUF file's linear layers become: one ggml type, or one of llama.cpp's mixtures (llama_ftype
+// names from llama.h; which tensors get more bits follows llama-quant.cpp's llama_tensor_get_type):
+// Q4_K_M and Q5_K_M put attn_v and ffn_down in Q6_K in the first and last eighth of the blocks and every
+// third block between them (use_more_bits), and output.weight (when quantized) in Q6_K.
+struct GgufFileType {
+  const char* name;  ///< "Q4_K_M", or a ggml type's name
+  GgmlType base;     ///< most linear layers
+  GgmlType more;     ///< the tensors a mixture gives more bits (== base: none)
+  uint32_t ftype;    ///< general.file_type (llama_ftype)
+};
+const std::vector<GgufFileType>& GgufFileTypes();
+const GgufFileType* FindGgufFileType(absl::string_view name);  ///< case-insensitive; null if unknown
+
+// The ggml type of the tensor llama.cpp names `gguf_name`, in a file of `file_type` with `layers` blocks.
+GgmlType GgufTensorType(const GgufFileType& file_type, const std::string& gguf_name, int64_t layers);
+
+// llama.cpp's fallback (llama-quant.cpp) for rows of `cols` values that `type`'s blocks do not divide:
+// the K-quants and IQ4_XS go to a 32-value type (Q2_K, Q3_K, IQ4_XS → IQ4_NL, Q4_K → Q5_0, Q5_K → Q5_1,
+// Q6_K → Q8_0), and a row no quantized type divides to F16. `type` itself when it fits.
+GgmlType GgufFallbackType(GgmlType type, int64_t cols);
+
+// general.*, <arch>.* and tokenizer.ggml.* for a model of `arch` and geometry `g` in a file of
+// `file_type`. The tokenizer must be llama2.c's (written as tokenizer.ggml.model "llama"); UNIMPLEMENTED
 // for others, naming them.
-absl::StatusOr<GgufMetadata> GgufModelMetadata(const Architecture& arch, const BlockGeometry& g, const GgmlTypeTraits& type,
+absl::StatusOr<GgufMetadata> GgufModelMetadata(const Architecture& arch, const BlockGeometry& g, const GgufFileType& file_type,
                                                const std::string& name, const Tokenizer* tokenizer);
 
-// The order in which a tensor's rows are written: llama.cpp's "llama" rope rotates adjacent dimension
-// pairs where HF rotates halves, so convert_hf_to_gguf.py permutes q_proj and k_proj rows per head
-// (LlamaModel.permute); empty (rows as they are) for everything else.
-std::vector<int64_t> GgufRowOrder(const Architecture& arch, const BlockGeometry& g, const std::string& hf_name);
+// A GgmlTensor's rows in `row_order` (empty: as they are), as the file stores them.
+std::string GgmlRowsInOrder(const GgmlTensor& t, const std::vector<int64_t>& row_order);
+
 
 }  // namespace lowbit
 

@@ -16,7 +16,7 @@
 #include "core/job/job_plan.h"
 #include "core/job/output_transaction.h"
 #include "absl/strings/str_join.h"
-#include "core/pack/ggml_types.h"
+#include "core/quant/ggml_types.h"
 #include "core/job/gguf_output.h"
 #include "core/checkpoint/gguf.h"
 #include "core/job/servable_output.h"
@@ -44,6 +44,7 @@ struct PlannedTensor {
   const std::vector<float>* replacement = nullptr;    ///< float values changed by calibration (AWQ's folded scales)
   std::vector<TensorSpec> outputs;
   std::string kept_reason;        ///< a linear layer left in high precision: why
+  std::string note;               ///< for the layer's report (a GGUF type's fallback)
   bool per_channel = false;       ///< its group is wider than the layer: stored (and declared) per output channel
   // kGguf only: the tensor's GGUF name, ggml type and row order (core/job/gguf_output.h).
   std::string gguf_name;
@@ -51,11 +52,30 @@ struct PlannedTensor {
   std::vector<int64_t> row_order;
 };
 
-// The job's quantizers: one for the main config and one per override, created and validated up front.
+// The job's quantizers: one for the main config and one per override, created and validated up front;
+// for GGUF, one per quantized ggml type (a file's mixture and fallbacks use several).
 struct Quantizers {
   std::unique_ptr<Quantizer> main;
   std::vector<std::unique_ptr<Quantizer>> overrides;  ///< parallel to spec.overrides
+  struct OnGgmlType {
+    QuantConfig config;
+    std::unique_ptr<Quantizer> quantizer;
+  };
+  std::map<GgmlType, OnGgmlType> ggml;
 };
+
+// `quant` with its codes on t's blocks. The uniform-grid fields are t's nearest uniform grid, used where a
+// method searches with RTN before its final rounding (AWQ's scale and clip searches).
+QuantConfig OnGgmlGrid(QuantConfig quant, const GgmlTypeTraits& t) {
+  quant.ggml = &t;
+  quant.bits = 2;
+  while ((1 << quant.bits) < t.grid.levels) ++quant.bits;
+  quant.group_size = t.grid.sub_block;
+  quant.symmetric = !t.grid.has_min();
+  quant.act_order = false;
+  quant.static_groups = false;
+  return quant;
+}
 
 // What a worker hands back for one tensor.
 struct ProcessedTensor {
@@ -107,29 +127,45 @@ std::string KeptReason(const TensorInfo& info, const QuantizeJobSpec& spec, Outp
   return problem.empty() ? "" : absl::StrCat(FormatName(format), " engines cannot load it: ", problem);
 }
 
-// How a tensor goes into a GGUF file: its name, type and row order, and whether it stays quantized (`quant`
+// How a tensor goes into a GGUF file: its name, type (the file type's, its mixture's, or llama.cpp's
+// fallback for rows its blocks do not divide) and row order, and whether it stays quantized (`quant`
 // cleared otherwise); false for a tensor llama.cpp has no name for (dropped).
-bool PlanGguf(const CheckpointReader& reader, const QuantizeJobSpec& spec, PlannedTensor* p) {
+bool PlanGguf(const CheckpointReader& reader, const QuantizeJobSpec& spec, const Quantizers& quantizers, PlannedTensor* p) {
   const Architecture* arch = FindArchitecture(reader.descriptor().architecture);
   absl::StatusOr<BlockGeometry> g = BlockGeometry::Of(reader.descriptor());
   if (arch == nullptr || !g.ok()) return false;  // refused before planning (RunQuantizeJob)
   p->gguf_name = GgufTensorName(*arch, p->info.name);
   if (p->gguf_name.empty()) return false;
-  const GgmlTypeTraits& type = *FindGgmlType(spec.gguf_type);
-  if (p->quant != nullptr && type.quantized() && p->info.shape[1] % type.block_size != 0) {
-    p->kept_reason = absl::StrCat(type.name, " blocks need rows of multiples of ", type.block_size, " values: written as F16");
+  const GgufFileType& file_type = *FindGgufFileType(spec.gguf_type);
+  const GgmlTypeTraits& base = TraitsOf(file_type.base);
+  const bool candidate = p->quant != nullptr && p->kept_reason.empty() && base.quantized();
+  GgmlType type = candidate ? GgufTensorType(file_type, p->gguf_name, g->layers)
+                  : p->info.shape.size() < 2 ? GgmlType::kF32  // norms and biases: llama.cpp computes them in F32
+                  : base.quantized()         ? GgmlType::kF16
+                                             : base.type;
+  if (candidate) {
+    const GgmlType wanted = type;
+    type = GgufFallbackType(wanted, p->info.shape[1]);
+    const GgmlTypeTraits& t = TraitsOf(wanted);
+    if (type == GgmlType::kF16) {
+      p->kept_reason = absl::StrCat(t.name, " blocks need rows of multiples of ", t.block_size, " values, and no ggml type's blocks fit ",
+                                    p->info.shape[1], ": written as F16");
+    } else if (type != wanted) {
+      p->note = absl::StrCat(t.name, " needs rows of multiples of ", t.block_size, " values: written as ", TraitsOf(type).name,
+                             " (llama.cpp's fallback)");
+    }
   }
-  const bool quantized = p->quant != nullptr && type.quantized() && p->kept_reason.empty();
-  p->gguf_type = quantized ? type.type
-                 : p->info.shape.size() < 2 ? GgmlType::kF32  // norms and biases: llama.cpp computes them in F32
-                 : type.quantized()         ? GgmlType::kF16
-                                            : type.type;
-  if (!type.quantized()) p->kept_reason.clear();  // a float file: nothing is set apart
-  if (!quantized) {
+  if (!base.quantized()) p->kept_reason.clear();  // a float file: nothing is set apart
+  p->gguf_type = type;
+  if (TraitsOf(type).quantized()) {
+    const Quantizers::OnGgmlType& q = quantizers.ggml.at(type);
+    p->quant = &q.config;
+    p->quantizer = q.quantizer.get();
+  } else {
     p->quant = nullptr;
     p->quantizer = nullptr;
   }
-  p->row_order = GgufRowOrder(*arch, *g, p->info.name);
+  p->row_order = GgufRowOrder(*arch, g->heads, g->kv_heads, g->head_dim, p->info.name);
   return true;
 }
 
@@ -138,7 +174,9 @@ std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJo
   std::vector<PlannedTensor> plan;
   const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
   for (const TensorInfo& info : reader.tensors()) {
-    PlannedTensor p{info, nullptr, nullptr, format, nullptr, nullptr, {}, {}, false, {}, GgmlType::kF32, {}};
+    PlannedTensor p;
+    p.info = info;
+    p.format = format;
     const TensorRole role = RoleOf(info.name, info.shape.size());
     const bool candidate = (role == TensorRole::kLinear || (role == TensorRole::kLmHead && spec.quantize_lm_head)) &&
                            info.shape.size() == 2;
@@ -155,7 +193,7 @@ std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJo
       p.kept_reason = KeptReason(info, spec, format, *p.quant);
     }
     if (format == OutputFormat::kGguf) {
-      if (!PlanGguf(reader, spec, &p)) {
+      if (!PlanGguf(reader, spec, quantizers, &p)) {
         dropped->push_back({info.name, "dropped: llama.cpp has no tensor for it"});
         continue;
       }
@@ -205,10 +243,9 @@ absl::StatusOr<std::vector<Tensor>> Pack(const PlannedTensor& p, const Quantized
   const std::string prefix = LayerPrefix(p.info.name);
   if (p.format == OutputFormat::kNative) return PackNative(prefix, q);
   if (p.format == OutputFormat::kGguf) {
-    const QuantizedTensor* grid = std::get_if<QuantizedTensor>(&q);
-    if (grid == nullptr) return absl::InternalError("a GGUF file got a codebook or OneBit layer");
-    ASSIGN_OR_RETURN(std::string bytes, PackGgmlRows(*grid, TraitsOf(p.gguf_type), p.row_order));
-    return std::vector<Tensor>{Tensor{p.gguf_name, DType::kU8, p.info.shape, std::move(bytes)}};
+    const GgmlTensor* blocks = std::get_if<GgmlTensor>(&q);
+    if (blocks == nullptr || blocks->type != p.gguf_type) return absl::InternalError("a GGUF tensor's codes are not on its ggml type's blocks");
+    return std::vector<Tensor>{Tensor{p.gguf_name, DType::kU8, p.info.shape, GgmlRowsInOrder(*blocks, p.row_order)}};
   }
   const QuantizedTensor* grid = std::get_if<QuantizedTensor>(&q);
   if (grid == nullptr) return absl::InternalError("a uniform-grid format got a codebook or OneBit layer");
@@ -243,14 +280,14 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
     result.outputs.push_back(std::move(out));
     return result;
   }
-  std::string note;
+  std::string note = p.note;
   QuantizedLayer computed;
   const QuantizedLayer* q = nullptr;
   double error = 0;
   if (p.calibrated != nullptr) {
     if (!p.calibrated->relative_error) return absl::InternalError("a calibrated layer without its error");
     q = &p.calibrated->tensor;
-    note = p.calibrated->note;
+    note = p.note.empty() ? p.calibrated->note : absl::StrCat(p.note, "; ", p.calibrated->note);
     error = *p.calibrated->relative_error;
   } else {
     ASSIGN_OR_RETURN(Matrix w, ToMatrix(tensor));
@@ -423,9 +460,10 @@ absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const Checkpoi
                                    reader.descriptor(), &tokenizer));
   ASSIGN_OR_RETURN(std::vector<std::vector<int>> windows,
                    CalibrationWindows(store, c.text_uri, source, {c.samples, c.seqlen, c.seed}));
-  auto planned = std::make_shared<std::set<std::string>>();  // the layers the plan quantizes (include/exclude applied)
+  // The layers the plan quantizes (include/exclude applied), each with its config (GGUF mixtures differ).
+  auto planned = std::make_shared<std::map<std::string, const QuantConfig*>>();
   for (const PlannedTensor& p : plan) {
-    if (p.quant != nullptr) planned->insert(p.info.name);
+    if (p.quant != nullptr) (*planned)[p.info.name] = p.quant;
   }
   BlockCalibratorOptions o;
   o.include = [planned](const std::string& name) { return planned->count(name) > 0; };
@@ -436,16 +474,18 @@ absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const Checkpoi
   if (q.method == Method::kAwq) {
     o.mode = BlockCalibratorOptions::Mode::kAwq;
     o.awq = AwqOptionsOf(q);
+    o.awq_ggml = [planned](const std::string& name) { return planned->at(name)->ggml; };
   } else {
-    o.quantize = [&quantizer, q](const std::string&, const Matrix& w, const CalibrationStats& stats,
-                                 const JobContext* ctx) -> absl::StatusOr<CalibratedLayer> {
+    o.quantize = [&quantizer, planned](const std::string& name, const Matrix& w, const CalibrationStats& stats,
+                                       const JobContext* ctx) -> absl::StatusOr<CalibratedLayer> {
       CalibratedLayer layer;
+      const QuantConfig& q = *planned->at(name);
       if (q.method != Method::kGptq) {
         ASSIGN_OR_RETURN(layer.tensor, quantizer.Quantize(w, &stats, ctx));
         return layer;
       }
       ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, stats, GptqOptionsOf(q), ctx));
-      layer.tensor = std::move(r.tensor);
+      layer.tensor = std::move(r.layer);
       if (r.cholesky_retries > 0) {
         layer.note = absl::StrCat("H was not positive definite: damping raised to ", r.damp_percent_used, " after ",
                                   r.cholesky_retries, " retries");
@@ -547,22 +587,19 @@ absl::StatusOr<std::unique_ptr<ModelSink>> OpenSink(const QuantizeJobSpec& spec,
                                                    spec.source_uri, ": give tokenizer_uri"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(source, tokenizer_uri, static_cast<int>(g.vocab)));
-  ASSIGN_OR_RETURN(const GgufMetadata gguf_metadata, GgufModelMetadata(*arch, g, *FindGgmlType(spec.gguf_type),
+  ASSIGN_OR_RETURN(const GgufMetadata gguf_metadata, GgufModelMetadata(*arch, g, *FindGgufFileType(spec.gguf_type),
                                                                     CheckpointName(spec.source_uri), tokenizer.get()));
   std::vector<GgufTensorSpec> tensors;
   for (const PlannedTensor& p : plan) tensors.push_back({p.gguf_name, p.info.shape, p.gguf_type});
   return GgufSink::Create(output, gguf_metadata, std::move(tensors));
 }
 
-// The job as it runs: a GGUF type fixes the grid (bits, 32-column groups, symmetric or not).
+// The job as it runs: a GGUF file type puts the codes on its ggml type's blocks.
 QuantizeJobSpec WithFormatGrid(QuantizeJobSpec spec) {
   if (ResolveFormat(spec.format, spec.quant.method) != OutputFormat::kGguf) return spec;
-  const GgmlTypeTraits* t = FindGgmlType(spec.gguf_type);
-  if (t == nullptr || !t->quantized()) return spec;
-  spec.quant.bits = t->bits;
-  spec.quant.group_size = t->block_size;
-  spec.quant.symmetric = t->symmetric;
-  spec.quant.act_order = false;
+  const GgufFileType* t = FindGgufFileType(spec.gguf_type);
+  if (t == nullptr || !TraitsOf(t->base).quantized()) return spec;
+  spec.quant = OnGgmlGrid(spec.quant, TraitsOf(t->base));
   return spec;
 }
 
@@ -617,11 +654,11 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
                                                    " results are written as native, not ", FormatName(format)));
   }
   if (format == OutputFormat::kGguf) {
-    const GgmlTypeTraits* t = FindGgmlType(spec.gguf_type);
-    if (t == nullptr) {
+    if (FindGgufFileType(spec.gguf_type) == nullptr) {
       std::vector<std::string> names;
-      for (const GgmlTypeTraits& g : GgmlTypes()) names.push_back(g.name);
-      return absl::InvalidArgumentError(absl::StrCat("gguf_type: unknown ggml type '", spec.gguf_type, "' (", absl::StrJoin(names, ", "), ")"));
+      for (const GgufFileType& t : GgufFileTypes()) names.push_back(t.name);
+      return absl::InvalidArgumentError(absl::StrCat("gguf_type: unknown ggml type or mixture '", spec.gguf_type, "' (",
+                                                     absl::StrJoin(names, ", "), ")"));
     }
     if (spec.quant.method != Method::kRtn && spec.quant.method != Method::kGptq && spec.quant.method != Method::kAwq) {
       return absl::InvalidArgumentError(absl::StrCat("output_format: gguf takes rtn, gptq or awq codes, not ", MethodName(spec.quant.method)));
@@ -664,6 +701,14 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   for (const LayerOverride& o : spec.overrides) {
     ASSIGN_OR_RETURN(std::unique_ptr<Quantizer> q, CreateQuantizer(o.quant));
     quantizers.overrides.push_back(std::move(q));
+  }
+  if (spec.quant.ggml != nullptr) {
+    for (const GgmlTypeTraits& t : GgmlTypes()) {
+      if (!t.quantized()) continue;
+      Quantizers::OnGgmlType& q = quantizers.ggml[t.type];
+      q.config = OnGgmlGrid(spec.quant, t);
+      ASSIGN_OR_RETURN(q.quantizer, CreateQuantizer(q.config));
+    }
   }
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
   RETURN_IF_ERROR(CheckDestination(destination, spec.destination_uri, spec.overwrite, kReportFile));

@@ -74,7 +74,7 @@ struct QuantizeJobSpec {
   bool overwrite = false;            ///< replace an existing output instead of ALREADY_EXISTS
   std::string tokenizer_uri;         ///< for plain-text calibration and evaluation; default: the one beside the checkpoint
   uint64_t shard_bytes = 5'000'000'000;  ///< tensor data per output file (save_pretrained's default "5GB")
-  std::string gguf_type = "Q8_0";    ///< kGguf: the ggml type of the linear layers (core/pack/ggml_types.h)
+  std::string gguf_type = "Q8_0";    ///< kGguf: the ggml type of the linear layers (core/quant/ggml_types.h)
   CalibrationSpec calibration;
   EvaluationSpec evaluation;
 };

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/quant/ggml_grid.h"
 #include "core/quant/rtn.h"
 #include "core/util/status_macros.h"
 
@@ -88,13 +89,20 @@ CalibrationStats ScaleStats(const CalibrationStats& stats, const std::vector<flo
   return scaled;
 }
 
-absl::StatusOr<QuantizedTensor> QuantizeAwqLayer(const Matrix& w, const CalibrationStats& stats, bool clip,
-                                                 const AwqOptions& o) {
-  if (!clip) return QuantizeRtn(w, Rtn(o));
-  const int64_t cols = w.cols;
-  if (stats.cols != cols || stats.hessian.size() != static_cast<size_t>(cols * cols)) {
-    return absl::InvalidArgumentError(absl::StrCat("the Hessian is for ", stats.cols, " inputs, the layer has ", cols));
+absl::StatusOr<QuantizedLayer> QuantizeAwqLayer(const Matrix& w, const CalibrationStats& stats, bool clip,
+                                                const AwqOptions& o) {
+  // The final rounding, of the (clipped) scaled weights.
+  const auto quantize = [&](const Matrix& m) -> absl::StatusOr<QuantizedLayer> {
+    if (o.ggml == nullptr) return QuantizeRtn(m, Rtn(o));
+    std::vector<float> importance(static_cast<size_t>(m.cols));
+    for (int64_t c = 0; c < m.cols; ++c) importance[c] = std::max(stats.hessian[c * m.cols + c], 1e-12f);
+    return QuantizeGgmlRtn(m, *o.ggml, importance.data());
+  };
+  if (stats.cols != w.cols || stats.hessian.size() != static_cast<size_t>(w.cols * w.cols)) {
+    return absl::InvalidArgumentError(absl::StrCat("the Hessian is for ", stats.cols, " inputs, the layer has ", w.cols));
   }
+  if (!clip) return quantize(w);
+  const int64_t cols = w.cols;
   RETURN_IF_ERROR(CheckFinite(w.data.data(), w.rows * cols, "weights"));
   const int64_t g = o.group_size == -1 || o.group_size > cols ? cols : o.group_size;
   const GridKind kind = o.zero_point ? GridKind::kAsymmetric : GridKind::kSymmetric;
@@ -127,7 +135,7 @@ absl::StatusOr<QuantizedTensor> QuantizeAwqLayer(const Matrix& w, const Calibrat
       for (int64_t j = 0; j < n; ++j) clipped.data[r * cols + c0 + j] = std::clamp(x[j], -best_max, best_max);
     }
   }
-  return QuantizeRtn(clipped, Rtn(o));
+  return quantize(clipped);
 }
 
 }  // namespace lowbit

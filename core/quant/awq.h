@@ -30,6 +30,7 @@ struct AwqOptions {
   bool zero_point = true;     ///< asymmetric grid (AWQ's default) instead of absmax
   int grid = 20;              ///< α points of the scale search
   bool clip = true;           ///< run the clip search
+  const GgmlTypeTraits* ggml = nullptr;  ///< final codes on this ggml type's blocks (the search uses bits/group_size)
 };
 
 struct AwqScales {
@@ -53,7 +54,8 @@ CalibrationStats ScaleStats(const CalibrationStats& stats, const std::vector<flo
 
 // Group-wise RTN of `w` (already scaled) after the clip search against `stats` (of the scaled input);
 // `clip` false skips the search (AutoAWQ skips q_proj and k_proj, whose outputs meet in the softmax).
-absl::StatusOr<QuantizedTensor> QuantizeAwqLayer(const Matrix& w, const CalibrationStats& stats, bool clip,
+// With options.ggml, the clipped weights go onto that type's blocks, the search weighted by H's diagonal.
+absl::StatusOr<QuantizedLayer> QuantizeAwqLayer(const Matrix& w, const CalibrationStats& stats, bool clip,
                                                  const AwqOptions& options);
 
 }  // namespace lowbit

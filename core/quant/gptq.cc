@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "core/quant/ggml_grid.h"
 #include "core/quant/rtn.h"
 #include "core/util/status_macros.h"
 
@@ -89,19 +91,169 @@ void AccumulateHessian(const float* x, int64_t n, CalibrationStats* stats) {
     for (int64_t j = 0; j < i; ++j) stats->hessian[i * c + j] = stats->hessian[j * c + i];
 }
 
+namespace {
+
+// The grids GPTQ rounds onto, one policy per kind: Start(i) fits the grids of the groups beginning at
+// column i (on the error-updated Wᵀ), Round(r, i, x) is the value x of row r rounds to (its code
+// recorded), Finish(i) closes column i.
+
+// GPTQ's own group-wise uniform grids (optionally act-order, optionally static).
+class UniformColumns {
+ public:
+  UniformColumns(const GptqOptions& o, int64_t rows, int64_t cols, int64_t g, const std::vector<float>& wt,
+                 const std::vector<int64_t>& perm, std::vector<GroupGrid> static_grids)
+      : o_(o), rows_(rows), cols_(cols), g_(g), wt_(wt), perm_(perm), static_grids_(std::move(static_grids)),
+        kind_(o.symmetric ? GridKind::kSymmetric : GridKind::kAsymmetric), maxq_((1 << o.bits) - 1), grid_(rows) {
+    q_.rows = rows, q_.cols = cols, q_.bits = o.bits, q_.group_size = g, q_.symmetric = o.symmetric;
+    q_.codes.resize(static_cast<size_t>(rows * cols));
+    q_.scales.resize(static_cast<size_t>(rows * q_.num_groups()));
+    q_.zeros.resize(q_.scales.size());
+  }
+  absl::Status Start(int64_t i) {
+    if (o_.static_groups) {
+      const int64_t gi = perm_[i] / g_;
+      std::copy(static_grids_.begin() + gi * rows_, static_grids_.begin() + (gi + 1) * rows_, grid_.begin());
+    } else if (i % g_ == 0) {
+      const int64_t end = std::min(cols_, i + g_), gi = i / g_, groups = q_.num_groups();
+      slice_.resize(static_cast<size_t>(end - i));
+      for (int64_t r = 0; r < rows_; ++r) {
+        for (int64_t c = i; c < end; ++c) slice_[c - i] = wt_[c * rows_ + r];
+        ASSIGN_OR_RETURN(grid_[r], FindGrid(slice_.data(), end - i, o_.bits, kind_));
+        q_.scales[r * groups + gi] = grid_[r].scale;
+        q_.zeros[r * groups + gi] = grid_[r].zero;
+      }
+    }
+    return absl::OkStatus();
+  }
+  float Round(int64_t r, int64_t i, float x) {
+    const uint8_t code = QuantizeValue(x, grid_[r], maxq_);
+    q_.codes[r * cols_ + perm_[i]] = code;
+    return grid_[r].scale * (static_cast<float>(code) - static_cast<float>(grid_[r].zero));
+  }
+  void Finish(int64_t) {}
+  QuantizedTensor Take() {
+    const int64_t groups = q_.num_groups();
+    if (o_.static_groups) {
+      for (int64_t gi = 0; gi < groups; ++gi) {
+        for (int64_t r = 0; r < rows_; ++r) {
+          q_.scales[r * groups + gi] = static_grids_[gi * rows_ + r].scale;
+          q_.zeros[r * groups + gi] = static_grids_[gi * rows_ + r].zero;
+        }
+      }
+    } else if (o_.act_order) {
+      q_.g_idx.resize(static_cast<size_t>(cols_));
+      for (int64_t i = 0; i < cols_; ++i) q_.g_idx[perm_[i]] = static_cast<int32_t>(i / g_);
+    }
+    return std::move(q_);
+  }
+
+ private:
+  const GptqOptions& o_;
+  const int64_t rows_, cols_, g_;
+  const std::vector<float>& wt_;
+  const std::vector<int64_t>& perm_;
+  const std::vector<GroupGrid> static_grids_;
+  const GridKind kind_;
+  const int maxq_;
+  std::vector<GroupGrid> grid_;
+  std::vector<float> slice_;
+  QuantizedTensor q_;
+};
+
+// ggml's blocks: each block's scales and minimums fitted (FitGgmlBlock, weighted by H's diagonal) on the
+// error-updated weights when GPTQ reaches its first column, its codes then chosen column by column.
+class GgmlColumns {
+ public:
+  GgmlColumns(const GgmlTypeTraits& t, int64_t rows, int64_t cols, const std::vector<float>& wt, const float* h_diag_of,
+              int64_t h_stride)
+      : t_(t), rows_(rows), cols_(cols), wt_(wt), blocks_(static_cast<size_t>(rows)) {
+    out_ = GgmlTensor{rows, cols, t.type, std::string(static_cast<size_t>(rows) * t.RowBytes(cols), '\0')};
+    importance_.resize(static_cast<size_t>(cols));
+    for (int64_t c = 0; c < cols; ++c) importance_[c] = std::max(h_diag_of[c * h_stride + c], 1e-12f);
+  }
+  absl::Status Start(int64_t i) {
+    if (i % t_.block_size != 0) return absl::OkStatus();
+    x_.resize(static_cast<size_t>(t_.block_size));
+    for (int64_t r = 0; r < rows_; ++r) {
+      for (int64_t j = 0; j < t_.block_size; ++j) x_[j] = wt_[(i + j) * rows_ + r];
+      FitGgmlBlock(t_, x_.data(), importance_.data() + i, &blocks_[r]);
+      if (!std::isfinite(blocks_[r].d) || !std::isfinite(blocks_[r].dmin)) {
+        return absl::InvalidArgumentError(absl::StrCat("row ", r, ": a block's scale overflows FP16"));
+      }
+    }
+    return absl::OkStatus();
+  }
+  float Round(int64_t r, int64_t i, float x) {
+    const int j = static_cast<int>(i % t_.block_size);
+    float value;
+    blocks_[r].q[j] = NearestGgmlCode(t_.grid, blocks_[r], j / t_.grid.sub_block, x, &value);
+    return value;
+  }
+  void Finish(int64_t i) {
+    if ((i + 1) % t_.block_size != 0) return;
+    const size_t row_bytes = t_.RowBytes(cols_), at = static_cast<size_t>(i / t_.block_size) * t_.block_bytes;
+    for (int64_t r = 0; r < rows_; ++r) {
+      PackGgmlBlock(t_, blocks_[r], reinterpret_cast<uint8_t*>(out_.blocks.data()) + r * row_bytes + at);
+    }
+  }
+  GgmlTensor Take() { return std::move(out_); }
+
+ private:
+  const GgmlTypeTraits& t_;
+  const int64_t rows_, cols_;
+  const std::vector<float>& wt_;
+  std::vector<GgmlBlock> blocks_;
+  std::vector<float> importance_, x_;
+  GgmlTensor out_;
+};
+
+// GPTQ's sweep over the columns of Wᵀ (cols x rows) with lazy batches of `block` columns.
+template <typename Columns>
+absl::Status Sweep(std::vector<float>* wt_ptr, const std::vector<float>& U, int64_t rows, int64_t cols, int64_t block,
+                   Columns* grid, const JobContext* context) {
+  std::vector<float>& wt = *wt_ptr;
+  std::vector<float> err(static_cast<size_t>(block * rows));
+  for (int64_t i1 = 0; i1 < cols; i1 += block) {
+    RETURN_IF_ERROR(CheckCancelled(context));
+    const int64_t i2 = std::min(cols, i1 + block);
+    for (int64_t i = i1; i < i2; ++i) {
+      float* col = wt.data() + i * rows;
+      RETURN_IF_ERROR(grid->Start(i));
+      const float d = U[i * cols + i];
+      float* e = err.data() + (i - i1) * rows;
+      for (int64_t r = 0; r < rows; ++r) e[r] = (col[r] - grid->Round(r, i, col[r])) / d;
+      grid->Finish(i);
+      // Feed the error into the rest of the block now...
+      for (int64_t j = i + 1; j < i2; ++j) cblas_saxpy(static_cast<int>(rows), -U[i * cols + j], e, 1, wt.data() + j * rows, 1);
+    }
+    // ...and into all later columns at once: Wᵀ[i2:] -= U[i1:i2, i2:]ᵀ · Err.
+    if (i2 < cols) {
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(cols - i2), static_cast<int>(rows),
+                  static_cast<int>(i2 - i1), -1.0f, U.data() + i1 * cols + i2, static_cast<int>(cols), err.data(),
+                  static_cast<int>(rows), 1.0f, wt.data() + i2 * rows, static_cast<int>(rows));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats& stats, const GptqOptions& o,
                                        const JobContext* context) {
   const int64_t rows = w.rows, cols = w.cols;
-  if (o.bits < 2 || o.bits > 8) return absl::InvalidArgumentError(absl::StrCat("bits must be in 2..8, got ", o.bits));
-  if (o.group_size == 0 || o.group_size < -1) return absl::InvalidArgumentError("group_size must be -1 or positive");
+  if (o.ggml == nullptr && (o.bits < 2 || o.bits > 8)) return absl::InvalidArgumentError(absl::StrCat("bits must be in 2..8, got ", o.bits));
+  if (o.ggml == nullptr && (o.group_size == 0 || o.group_size < -1)) return absl::InvalidArgumentError("group_size must be -1 or positive");
+  if (o.ggml != nullptr && (!o.ggml->quantized() || cols % o.ggml->block_size != 0 || o.act_order || o.static_groups)) {
+    return absl::InvalidArgumentError(absl::StrCat(o.ggml->name, ": needs rows of multiples of ", o.ggml->block_size,
+                                                   " values (the layer has ", cols, ") and sequential columns"));
+  }
   if (stats.cols != cols || stats.hessian.size() != static_cast<size_t>(cols * cols)) {
     return absl::InvalidArgumentError(absl::StrCat("the Hessian is for ", stats.cols, " inputs, the layer has ", cols));
   }
   RETURN_IF_ERROR(CheckFinite(w.data.data(), rows * cols, "weight matrix"));
   RETURN_IF_ERROR(CheckFinite(stats.hessian.data(), cols * cols, "Hessian"));
-  const int64_t g = o.group_size == -1 || o.group_size > cols ? cols : o.group_size;
+  const int64_t g = o.ggml != nullptr ? o.ggml->block_size : o.group_size == -1 || o.group_size > cols ? cols : o.group_size;
   const GridKind kind = o.symmetric ? GridKind::kSymmetric : GridKind::kAsymmetric;
-  const int maxq = (1 << o.bits) - 1;
   // Blocks hold whole groups, so a group's grid is always found on fully updated weights.
   const int64_t block = g < cols ? std::max(g, std::max<int64_t>(1, o.block_size / g) * g) : o.block_size;
 
@@ -147,69 +299,20 @@ absl::StatusOr<GptqResult> QuantizeGptq(const Matrix& w, const CalibrationStats&
   }
 
   GptqResult result;
+  // The ggml blocks' search weights: H's diagonal, read before H is dropped.
+  std::optional<GgmlColumns> ggml;
+  if (o.ggml != nullptr) ggml.emplace(*o.ggml, rows, cols, wt, h_used.data(), cols);
   ASSIGN_OR_RETURN(InverseHessianFactor factor, FactorInverseHessian(h_used, cols, o.damp_percent, context));
   h_modified = std::vector<float>();  // U replaces it
   result.damp_percent_used = factor.damp_percent_used;
   result.cholesky_retries = factor.retries;
-  const std::vector<float>& U = factor.u;
-
-  QuantizedTensor& q = result.tensor;
-  q.rows = rows;
-  q.cols = cols;
-  q.bits = o.bits;
-  q.group_size = g;
-  q.symmetric = o.symmetric;
-  const int64_t groups = q.num_groups();
-  q.codes.resize(static_cast<size_t>(rows * cols));
-  q.scales.resize(static_cast<size_t>(rows * groups));
-  q.zeros.resize(static_cast<size_t>(rows * groups));
-  std::vector<GroupGrid> grid(static_cast<size_t>(rows));
-  std::vector<float> err(static_cast<size_t>(block * rows)), slice;
-  for (int64_t i1 = 0; i1 < cols; i1 += block) {
-    RETURN_IF_ERROR(CheckCancelled(context));
-    const int64_t i2 = std::min(cols, i1 + block);
-    for (int64_t i = i1; i < i2; ++i) {
-      float* col = wt.data() + i * rows;
-      if (o.static_groups) {
-        const int64_t gi = perm[i] / g;
-        std::copy(static_grids.begin() + gi * rows, static_grids.begin() + (gi + 1) * rows, grid.begin());
-      } else if (i % g == 0) {
-        const int64_t end = std::min(cols, i + g), gi = i / g;
-        slice.resize(static_cast<size_t>(end - i));
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t c = i; c < end; ++c) slice[c - i] = wt[c * rows + r];
-          ASSIGN_OR_RETURN(grid[r], FindGrid(slice.data(), end - i, o.bits, kind));
-          q.scales[r * groups + gi] = grid[r].scale;
-          q.zeros[r * groups + gi] = grid[r].zero;
-        }
-      }
-      const float d = U[i * cols + i];
-      float* e = err.data() + (i - i1) * rows;
-      for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t code = QuantizeValue(col[r], grid[r], maxq);
-        q.codes[r * cols + perm[i]] = code;
-        e[r] = (col[r] - grid[r].scale * (static_cast<float>(code) - static_cast<float>(grid[r].zero))) / d;
-      }
-      // Feed the error into the rest of the block now...
-      for (int64_t j = i + 1; j < i2; ++j) cblas_saxpy(static_cast<int>(rows), -U[i * cols + j], e, 1, wt.data() + j * rows, 1);
-    }
-    // ...and into all later columns at once: Wᵀ[i2:] -= U[i1:i2, i2:]ᵀ · Err.
-    if (i2 < cols) {
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(cols - i2), static_cast<int>(rows),
-                  static_cast<int>(i2 - i1), -1.0f, U.data() + i1 * cols + i2, static_cast<int>(cols), err.data(),
-                  static_cast<int>(rows), 1.0f, wt.data() + i2 * rows, static_cast<int>(rows));
-    }
-  }
-  if (o.static_groups) {
-    for (int64_t gi = 0; gi < groups; ++gi) {
-      for (int64_t r = 0; r < rows; ++r) {
-        q.scales[r * groups + gi] = static_grids[gi * rows + r].scale;
-        q.zeros[r * groups + gi] = static_grids[gi * rows + r].zero;
-      }
-    }
-  } else if (o.act_order) {
-    q.g_idx.resize(static_cast<size_t>(cols));
-    for (int64_t i = 0; i < cols; ++i) q.g_idx[perm[i]] = static_cast<int32_t>(i / g);
+  if (ggml) {
+    RETURN_IF_ERROR(Sweep(&wt, factor.u, rows, cols, block, &*ggml, context));
+    result.layer = ggml->Take();
+  } else {
+    UniformColumns uniform(o, rows, cols, g, wt, perm, std::move(static_grids));
+    RETURN_IF_ERROR(Sweep(&wt, factor.u, rows, cols, block, &uniform, context));
+    result.layer = uniform.Take();
   }
   return result;
 }

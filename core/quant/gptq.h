@@ -50,10 +50,11 @@ struct GptqOptions {
   bool act_order = false;      ///< desc_act
   bool static_groups = false;
   int64_t block_size = 128;    ///< columns per lazy batch
+  const GgmlTypeTraits* ggml = nullptr;  ///< codes on this ggml type's blocks (bits, group_size, symmetric unused)
 };
 
 struct GptqResult {
-  QuantizedTensor tensor;
+  QuantizedLayer layer;          ///< a QuantizedTensor, or a GgmlTensor for options.ggml
   double damp_percent_used = 0;  ///< > damp_percent when the factorisation needed retries
   int cholesky_retries = 0;
 };

@@ -73,6 +73,11 @@ double OneBitTensor::BitsPerWeight() const {
   return (weights + 16.0 * static_cast<double>(rows + cols)) / weights;
 }
 
+void GgmlTensor::DequantizeRow(int64_t r, float* out) const {
+  const size_t row_bytes = TraitsOf(type).RowBytes(cols);
+  DequantizeGgmlRow(type, blocks.data() + static_cast<size_t>(r) * row_bytes, cols, out);
+}
+
 void DequantizeRow(const QuantizedLayer& layer, int64_t row, float* out) {
   std::visit([&](const auto& t) { t.DequantizeRow(row, out); }, layer);
 }

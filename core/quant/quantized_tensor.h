@@ -6,6 +6,8 @@
 //                    output channels), one codebook per tile of rows x columns, optionally times a per-row
 //                    scale: LUT palettization and VQ.
 //   OneBitTensor     w[r][c] ≈ sign[r][c] * a[r] * b[c]: OneBit.
+//   GgmlTensor       rows of ggml blocks (core/quant/ggml_types.h), codes chosen by RTN, GPTQ or AWQ on
+//                    ggml's grids for GGUF files.
 //
 // QuantizedLayer holds any of them; Dequantize/BitsPerWeight on it work for all.
 //
@@ -20,6 +22,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/quant/ggml_types.h"
 #include "core/tensor/tensor.h"
 
 namespace lowbit {
@@ -95,7 +98,18 @@ struct OneBitTensor {
   double BitsPerWeight() const;
 };
 
-using QuantizedLayer = std::variant<QuantizedTensor, CodebookTensor, OneBitTensor>;
+// Rows of ggml blocks, in the checkpoint's row order, exactly as a GGUF file stores them.
+struct GgmlTensor {
+  int64_t rows = 0;
+  int64_t cols = 0;  ///< a multiple of the type's block size
+  GgmlType type = GgmlType::kQ8_0;
+  std::string blocks;  ///< rows * RowBytes(cols)
+
+  void DequantizeRow(int64_t row, float* out) const;
+  double BitsPerWeight() const { return TraitsOf(type).bits_per_weight(); }
+};
+
+using QuantizedLayer = std::variant<QuantizedTensor, CodebookTensor, OneBitTensor, GgmlTensor>;
 
 void DequantizeRow(const QuantizedLayer& layer, int64_t row, float* out);
 Matrix Dequantize(const QuantizedLayer& layer);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/quant/awq.h"
+#include "core/quant/ggml_grid.h"
 #include "core/quant/rtn.h"
 #include "core/util/status_macros.h"
 
@@ -100,11 +101,11 @@ absl::Status ValidateQuantConfig(const QuantConfig& config) {
 }
 
 GptqOptions GptqOptionsOf(const QuantConfig& c) {
-  return {c.bits, c.group_size, c.symmetric, c.damp_percent, c.act_order, c.static_groups, 128};
+  return {c.bits, c.group_size, c.symmetric, c.damp_percent, c.act_order, c.static_groups, 128, c.ggml};
 }
 
 AwqOptions AwqOptionsOf(const QuantConfig& c) {
-  return {c.bits, c.group_size, !c.symmetric, c.awq_grid, c.awq_clip};
+  return {c.bits, c.group_size, !c.symmetric, c.awq_grid, c.awq_clip, c.ggml};
 }
 
 absl::StatusOr<std::unique_ptr<Quantizer>> CreateQuantizer(const QuantConfig& config) {
@@ -115,7 +116,7 @@ absl::StatusOr<std::unique_ptr<Quantizer>> CreateQuantizer(const QuantConfig& co
       fn = [o = GptqOptionsOf(config)](const Matrix& w, const CalibrationStats* stats, const JobContext* context) -> absl::StatusOr<QuantizedLayer> {
         RETURN_IF_ERROR(NeedStats(stats, "gptq"));
         ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, *stats, o, context));
-        return std::move(r.tensor);
+        return std::move(r.layer);
       };
       break;
     }
@@ -146,7 +147,10 @@ absl::StatusOr<std::unique_ptr<Quantizer>> CreateQuantizer(const QuantConfig& co
       RtnOptions o{config.bits, config.group_size, config.symmetric ? GridKind::kSymmetric : GridKind::kAsymmetric,
                    config.mse_clip};
       if (config.method == Method::kInt8 && config.symmetric) o.grid = GridKind::kRestrictedSymmetric;
-      fn = [o](const Matrix& w, const CalibrationStats*, const JobContext*) -> absl::StatusOr<QuantizedLayer> { return QuantizeRtn(w, o); };
+      fn = [o, ggml = config.ggml](const Matrix& w, const CalibrationStats*, const JobContext*) -> absl::StatusOr<QuantizedLayer> {
+        if (ggml != nullptr) return QuantizeGgmlRtn(w, *ggml, nullptr);
+        return QuantizeRtn(w, o);
+      };
       break;
     }
   }

@@ -41,6 +41,7 @@ struct QuantConfig {
   double damp_percent = 0.01;  ///< GPTQ: diagonal damping as a fraction of its mean
   bool act_order = false;      ///< GPTQ: desc_act, columns by decreasing Hessian diagonal (g_idx)
   bool static_groups = false;  ///< GPTQ: grids from the original weights
+  const GgmlTypeTraits* ggml = nullptr;  ///< RTN, GPTQ, AWQ: codes on this ggml type's blocks (GGUF output)
   int awq_grid = 20;           ///< AWQ: α points of the scale search
   bool awq_clip = true;        ///< AWQ: clip search
   LutOptions lut;

@@ -288,7 +288,9 @@ absl::Status BlockCalibrator::Awq(BlockWeights& w, CalibratedBlock* out) {
       RETURN_IF_ERROR(Check());
       const auto started = std::chrono::steady_clock::now();
       const bool clip = options.clip && !absl::StrContains(suffix, "q_proj") && !absl::StrContains(suffix, "k_proj");
-      absl::StatusOr<QuantizedTensor> qt = QuantizeAwqLayer(scaled, ScaleStats(stats[in], found[in].scales), clip, options);
+      AwqOptions layer_options = options;
+      if (options_.awq_ggml) layer_options.ggml = options_.awq_ggml(name);
+      absl::StatusOr<QuantizedLayer> qt = QuantizeAwqLayer(scaled, ScaleStats(stats[in], found[in].scales), clip, layer_options);
       if (!qt.ok()) return absl::Status(qt.status().code(), absl::StrCat("tensor ", name, ": ", qt.status().message()));
       const AwqScales& f = found[in];
       std::string note = group.input == LinearInput::kO && !fold_v_into_o

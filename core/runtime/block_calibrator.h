@@ -52,6 +52,7 @@ struct BlockCalibratorOptions {
   Mode mode = Mode::kSequential;
   LayerQuantizeFn quantize;  ///< kSequential: the method
   AwqOptions awq;            ///< kAwq: the method's options
+  std::function<const GgmlTypeTraits*(const std::string&)> awq_ggml;  ///< kAwq: a layer's ggml type, when not awq.ggml
   std::function<bool(const std::string&)> include;  ///< full weight names to quantize; the rest stay float
   ThreadPool* pool = nullptr;        ///< runs the layers of one group in parallel; null: one after another
   JobContext* context = nullptr;     ///< checked per block, per row chunk and inside the methods

@@ -64,7 +64,8 @@ std::vector<double> LogSoftmaxRow(const float* logits, int64_t n) {
 }  // namespace
 
 absl::StatusOr<EvalResult> Evaluate(const CheckpointReader& model, const CheckpointReader* reference,
-                                    const EvaluationWindows& windows, JobContext* context, int64_t rows_per_chunk) {
+                                    const EvaluationWindows& windows, JobContext* context, int64_t rows_per_chunk,
+                                    const LogProbsSink& each_position) {
   std::vector<int> tokens, targets;
   std::vector<int64_t> lengths;
   for (size_t w = 0; w < windows.inputs.size(); ++w) {
@@ -117,6 +118,7 @@ absl::StatusOr<EvalResult> Evaluate(const CheckpointReader& model, const Checkpo
       const size_t target = static_cast<size_t>(targets[static_cast<size_t>(first + i)]);
       const std::vector<double> lp = LogSoftmaxRow(logits.row(i), vocab);
       nll -= lp[target];
+      if (each_position) RETURN_IF_ERROR(each_position(lp));
       if (reference != nullptr) {
         const std::vector<double> ref_lp = LogSoftmaxRow(ref_logits.row(i), vocab);
         ref_nll -= ref_lp[target];

@@ -6,6 +6,9 @@
 #ifndef LOWBIT_CORE_RUNTIME_EVALUATION_H_
 #define LOWBIT_CORE_RUNTIME_EVALUATION_H_
 
+#include <functional>
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "core/checkpoint/checkpoint_reader.h"
 #include "core/runtime/decoder_block.h"
@@ -21,11 +24,16 @@ struct EvalResult {
   int64_t tokens = 0;               ///< predicted tokens
 };
 
+// The model's log-probabilities of the next token at one predicted position (vocabulary values).
+using LogProbsSink = std::function<absl::Status(const std::vector<double>& log_probs)>;
+
 // `reference` may be null; otherwise it must have the model's architecture and shapes. `context` (may be
-// null) is told each block and checked per block and per row chunk.
+// null) is told each block and checked per block and per row chunk. `each_position` (may be null) gets
+// every predicted position's distribution, window by window, in order.
 absl::StatusOr<EvalResult> Evaluate(const CheckpointReader& model, const CheckpointReader* reference,
                                     const EvaluationWindows& windows, JobContext* context = nullptr,
-                                    int64_t rows_per_chunk = kDefaultRowsPerChunk);
+                                    int64_t rows_per_chunk = kDefaultRowsPerChunk,
+                                    const LogProbsSink& each_position = nullptr);
 
 }  // namespace lowbit
 

@@ -46,6 +46,9 @@ def base_config(arch, model_type, **kw):
 # name -> config; the architecture's extras follow from the config as in transformers.
 VARIANTS = {
     "llama_gqa": base_config("LlamaForCausalLM", "llama"),
+    # Rows of 256 and 512 values: whole blocks of ggml's K-quants (GGUF tests).
+    "llama_k_blocks": base_config("LlamaForCausalLM", "llama", hidden_size=256, intermediate_size=512,
+                                  max_position_embeddings=128),
     "llama_mha_tied": base_config("LlamaForCausalLM", "llama", num_key_value_heads=4, tie_word_embeddings=True),
     "llama_mqa_biases": base_config("LlamaForCausalLM", "llama", num_key_value_heads=1, attention_bias=True,
                                     mlp_bias=True),

@@ -39,7 +39,7 @@ TEST(AwqTest, ScalesAndClippingBeatRtnOnOutlierChannels) {
       testing::OutputError(w, unscale(QuantizeRtn(scaled, {4, 32, GridKind::kAsymmetric, false})->Dequantize()), in);
   auto clipped = QuantizeAwqLayer(scaled, ScaleStats(in.stats, found->scales), true, o);
   ASSERT_TRUE(clipped.ok());
-  const double awq = testing::OutputError(w, unscale(clipped->Dequantize()), in);
+  const double awq = testing::OutputError(w, unscale(Dequantize(*clipped)), in);
   EXPECT_LT(scaled_only, 0.9 * rtn);
   EXPECT_LE(awq, scaled_only * (1 + 1e-6));
   EXPECT_NEAR(found->error / found->error_unscaled, scaled_only / rtn, 0.02) << "H-based search agrees with the inputs";

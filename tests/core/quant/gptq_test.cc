@@ -86,11 +86,11 @@ TEST_P(GptqReferenceTest, MatchesTheColumnByColumnReference) {
   const int64_t g = c.group_size == -1 ? cols : c.group_size;
   const QuantizedTensor ref = ReferenceGptq(w, stats, c.bits, g, c.act_order);
   // Float32 BLAS versus float64 loops: a handful of values sitting on a rounding boundary may flip.
-  EXPECT_GE(CodeAgreement(ours->tensor, ref), 0.995);
-  const double e_ours = RelativeOutputError(w, ours->tensor.Dequantize(), stats);
+  EXPECT_GE(CodeAgreement(std::get<QuantizedTensor>(ours->layer), ref), 0.995);
+  const double e_ours = RelativeOutputError(w, std::get<QuantizedTensor>(ours->layer).Dequantize(), stats);
   const double e_ref = RelativeOutputError(w, ref.Dequantize(), stats);
   EXPECT_NEAR(e_ours, e_ref, 0.02 * e_ref) << "output error, ours vs reference";
-  EXPECT_EQ(ours->tensor.g_idx.empty(), !c.act_order);
+  EXPECT_EQ(std::get<QuantizedTensor>(ours->layer).g_idx.empty(), !c.act_order);
 }
 
 INSTANTIATE_TEST_SUITE_P(Configs, GptqReferenceTest,
@@ -104,7 +104,7 @@ TEST(GptqTest, OutputErrorIsBelowRtnOnCorrelatedInputs) {
     auto gptq = QuantizeGptq(w, stats, {bits, g, false, 0.01, false, false, 128});
     auto rtn = QuantizeRtn(w, {bits, g, GridKind::kAsymmetric, false});
     ASSERT_TRUE(gptq.ok() && rtn.ok());
-    const double e_gptq = RelativeOutputError(w, gptq->tensor.Dequantize(), stats);
+    const double e_gptq = RelativeOutputError(w, std::get<QuantizedTensor>(gptq->layer).Dequantize(), stats);
     const double e_rtn = RelativeOutputError(w, rtn->Dequantize(), stats);
     EXPECT_LT(e_gptq, 0.8 * e_rtn) << bits << "-bit g" << g << ": GPTQ " << e_gptq << " vs RTN " << e_rtn;
   }
@@ -116,12 +116,12 @@ TEST(GptqTest, ActOrderAndStaticGroupsPackAndUnpackThroughTheGptqLayout) {
   for (bool static_groups : {false, true}) {
     auto r = QuantizeGptq(w, stats, {4, 32, true, 0.01, /*act_order=*/true, static_groups, 128});
     ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_EQ(r->tensor.g_idx.empty(), static_groups) << "static groups keep sequential groups";
-    auto packed = PackGptq("l", r->tensor, GptqZerosFor(r->tensor.symmetric));
+    EXPECT_EQ(std::get<QuantizedTensor>(r->layer).g_idx.empty(), static_groups) << "static groups keep sequential groups";
+    auto packed = PackGptq("l", std::get<QuantizedTensor>(r->layer), GptqZerosFor(std::get<QuantizedTensor>(r->layer).symmetric));
     ASSERT_TRUE(packed.ok());
-    auto back = UnpackGptq((*packed)[0], (*packed)[1], (*packed)[2], (*packed)[3], 4, 32, 128, GptqZerosFor(r->tensor.symmetric));
+    auto back = UnpackGptq((*packed)[0], (*packed)[1], (*packed)[2], (*packed)[3], 4, 32, 128, GptqZerosFor(std::get<QuantizedTensor>(r->layer).symmetric));
     ASSERT_TRUE(back.ok()) << back.status();
-    EXPECT_EQ(back->Dequantize().data, r->tensor.Dequantize().data);
+    EXPECT_EQ(back->Dequantize().data, std::get<QuantizedTensor>(r->layer).Dequantize().data);
   }
 }
 
@@ -131,7 +131,7 @@ TEST(GptqTest, DeadColumnsAreZeroedAndIndefiniteHessiansRaiseTheDamping) {
   const Matrix w = RandomWeights(16, 64, 42);
   auto r = QuantizeGptq(w, stats, {4, 32, false, 0.01, false, false, 128});
   ASSERT_TRUE(r.ok()) << r.status();
-  const Matrix w_hat = r->tensor.Dequantize();
+  const Matrix w_hat = std::get<QuantizedTensor>(r->layer).Dequantize();
   for (int64_t row = 0; row < 16; ++row) EXPECT_EQ(w_hat.row(row)[5], 0.0f);
 
   CalibrationStats indefinite = RealisticHessian(64, 256, 43);
@@ -144,7 +144,7 @@ TEST(GptqTest, DeadColumnsAreZeroedAndIndefiniteHessiansRaiseTheDamping) {
   ASSERT_TRUE(retried.ok()) << retried.status();
   EXPECT_GT(retried->cholesky_retries, 0);
   EXPECT_GT(retried->damp_percent_used, 0.01);
-  for (float v : retried->tensor.Dequantize().data) ASSERT_TRUE(std::isfinite(v));
+  for (float v : std::get<QuantizedTensor>(retried->layer).Dequantize().data) ASSERT_TRUE(std::isfinite(v));
 }
 
 TEST(GptqTest, RejectsMismatchedHessianAndNonFiniteWeights) {

@@ -143,7 +143,7 @@ TEST(BlockCalibratorTest, GptqCodesMatchTheDoublePrecisionReferencePipeline) {
   o.quantize = [](const std::string&, const Matrix& w, const CalibrationStats& stats,
                   const JobContext* context) -> absl::StatusOr<CalibratedLayer> {
     ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, stats, {4, 32, false, 0.01, false, false, 128}, context));
-    return CalibratedLayer{std::move(r.tensor), "", std::nullopt, 0};
+    return CalibratedLayer{std::move(r.layer), "", std::nullopt, 0};
   };
   o.rows_per_chunk = 100;  // several chunks of whole windows
   ThreadPool pool(2);
