@@ -664,7 +664,6 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
       return absl::InvalidArgumentError(absl::StrCat("output_format: gguf takes rtn, gptq or awq codes, not ", MethodName(spec.quant.method)));
     }
     if (!spec.overrides.empty()) return absl::InvalidArgumentError("overrides: not supported with the gguf format yet");
-    if (!spec.evaluation.text_uri.empty()) return absl::InvalidArgumentError("evaluation: reading GGUF back is not supported yet");
   }
   if (format == OutputFormat::kAwq && spec.quantize_lm_head) {
     return absl::InvalidArgumentError("quantize_lm_head: the AWQ format has no quantized lm_head (transformers and vLLM load it in FP16)");

@@ -14,6 +14,7 @@
 #include "core/pack/gptq.h"
 #include "core/quant/error_metrics.h"
 #include "core/storage/local_object_store.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "tests/test_util/reference_checkpoints.h"
 #include "tests/test_util/temp_dir.h"
@@ -146,6 +147,56 @@ class InFlightRecorder final : public JobObserver {
   std::map<std::string, uint64_t> size_;
   uint64_t done_ = 0;
 };
+
+// GGUF by GPTQ with a mixture on stories260K, whose 64-wide rows no K-quant block divides: llama.cpp's
+// fallbacks are taken and reported, the 172-wide down_proj rows fit no block at all, and the file read back
+// through the GGUF reader (HF names, q/k rows back in HF order) reproduces every layer's reported error and
+// every other tensor exactly; the job's own evaluation reads the GGUF back.
+TEST_F(QuantizeJobTest, GgufMixtureReadsBackWithTheReportedErrorsAndFallbacks) {
+  QuantizeJobSpec spec = Spec(kModel, dir_.File("gguf"));
+  spec.quant.method = Method::kGptq;
+  spec.format = OutputFormat::kGguf;
+  spec.gguf_type = "Q4_K_M";
+  spec.tokenizer_uri = testing::SharedData("models/stories260K/tok512.bin");
+  spec.calibration = {testing::SharedData("text/tiny-shakespeare.txt"), 8, 64, 0};
+  spec.evaluation = {testing::SharedData("text/wikitext2-test.raw"), 4, 64};
+  auto report = RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 4});
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->layers.size(), 30u);
+  int q5_0 = 0, q8_0 = 0;
+  for (const LayerReport& l : report->layers) {
+    q5_0 += absl::StrContains(l.note, "Q4_K needs rows of multiples of 256 values: written as Q5_0");
+    q8_0 += absl::StrContains(l.note, "Q6_K needs rows of multiples of 256 values: written as Q8_0");
+  }
+  EXPECT_EQ(q5_0 + q8_0, 30);
+  EXPECT_GT(q8_0, 0) << "the mixture's attn_v layers of the first and last blocks";
+  ASSERT_EQ(report->kept.size(), 5u);
+  for (const KeptLayer& k : report->kept) EXPECT_THAT(k.reason, HasSubstr("fit 172: written as F16")) << k.name;
+  ASSERT_TRUE(report->evaluation.has_value());
+  EXPECT_GT(report->evaluation->kl_divergence, 0.0);
+  EXPECT_LT(report->evaluation->kl_divergence, 0.2);
+
+  auto written = OpenCheckpoint(store_.get(), dir_.File("gguf"));
+  ASSERT_TRUE(written.ok()) << written.status();
+  auto original = *OpenCheckpoint(store_.get(), kModel);
+  ASSERT_EQ((*written)->tensors().size(), original->tensors().size());
+  std::map<std::string, double> reported;
+  for (const LayerReport& l : report->layers) reported[l.name] = l.relative_error;
+  for (const TensorInfo& info : original->tensors()) {
+    const auto it = std::find_if((*written)->tensors().begin(), (*written)->tensors().end(),
+                                 [&](const TensorInfo& t) { return t.name == info.name; });
+    ASSERT_NE(it, (*written)->tensors().end()) << info.name;
+    ASSERT_EQ(it->shape, info.shape) << info.name;
+    const Matrix back = *ToMatrix(*(*written)->Read(*it)), source = *ToMatrix(*original->Read(info));
+    if (reported.count(info.name)) {
+      EXPECT_NEAR(RelativeFrobeniusError(source, back), reported[info.name], 1e-5) << info.name;
+    } else if (info.shape.size() == 1) {
+      EXPECT_EQ(back.data, source.data) << info.name << ": norms stay F32";
+    } else {
+      EXPECT_LT(RelativeFrobeniusError(source, back), 1e-3) << info.name << ": F16";
+    }
+  }
+}
 
 TEST_F(QuantizeJobTest, BytesInFlightStayUnderTheBound) {
   auto reader = *OpenCheckpoint(store_.get(), kModel);
