@@ -305,7 +305,9 @@ class GgufReader final : public CheckpointReader {
     if (raw.size() != s.entry.bytes) {
       return absl::DataLossError(absl::StrCat("tensor ", s.entry.name, ": read ", raw.size(), " of ", s.entry.bytes, " bytes"));
     }
-    const int64_t cols = info.shape.back(), rows = NumElements(info.shape) / cols;
+    // A permuted vector (q/k biases) is permuted value by value: rows of one.
+    const int64_t cols = info.shape.size() == 1 && !s.row_order.empty() ? 1 : info.shape.back();
+    const int64_t rows = NumElements(info.shape) / cols;
     const size_t row_bytes = TraitsOf(s.entry.type).RowBytes(cols);
     std::string out(static_cast<size_t>(rows * cols) * sizeof(float), '\0');
     float* values = reinterpret_cast<float*>(out.data());
@@ -355,14 +357,18 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenGguf(ObjectStore* store, a
   const Architecture* arch = FindArchitectureByGguf(arch_name->text);
   if (arch == nullptr) return absl::UnimplementedError(absl::StrCat(uri, ": GGUF architecture ", arch_name->text, " is not supported"));
   const std::string a = arch_name->text;
-  if (const GgufValue* t = h.Find(a + ".rope.scaling.type"); t != nullptr && t->text != "none") {
-    return absl::UnimplementedError(absl::StrCat(uri, ": rope scaling ", t->text, " is not read yet"));
+  const GgufValue* scaling = h.Find(a + ".rope.scaling.type");
+  if (scaling != nullptr && scaling->text != "none" && scaling->text != "linear") {
+    return absl::UnimplementedError(absl::StrCat(uri, ": rope scaling ", scaling->text, " is not read yet"));
   }
   bool has_output = false;
   int64_t embedding_rows = 0;
   for (const GgufHeader::Entry& e : h.tensors) {
     has_output = has_output || e.name == "output.weight";
     if (e.name == "token_embd.weight") embedding_rows = e.shape[0];
+    if (e.name == "rope_freqs.weight") {  // per-frequency divisors (llama3's scaling): not mapped back to a config
+      return absl::UnimplementedError(absl::StrCat(uri, ": rope_freqs.weight (llama3 rope scaling) is not read yet"));
+    }
   }
   const int64_t heads = IntOf(h, a + ".attention.head_count", 0), dim = IntOf(h, a + ".embedding_length", 0);
   const int64_t kv_heads = IntOf(h, a + ".attention.head_count_kv", heads);
@@ -383,6 +389,9 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenGguf(ObjectStore* store, a
       {"hidden_act", "silu"},
       {"tie_word_embeddings", !has_output},
   };
+  if (scaling != nullptr && scaling->text == "linear") {
+    config["rope_scaling"] = {{"type", "linear"}, {"factor", NumberOf(h, a + ".rope.scaling.factor", 1.0)}};
+  }
   if (const int64_t bos = IntOf(h, "tokenizer.ggml.bos_token_id", -1); bos >= 0) config["bos_token_id"] = bos;
   if (const int64_t eos = IntOf(h, "tokenizer.ggml.eos_token_id", -1); eos >= 0) config["eos_token_id"] = eos;
   ASSIGN_OR_RETURN(ModelDescriptor descriptor, ModelDescriptor::FromConfigJson(config.dump()));

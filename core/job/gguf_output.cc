@@ -3,13 +3,106 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <map>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "core/util/status_macros.h"
 
 namespace lowbit {
 namespace {
+
+// The id of a special token named in tokenizer_config.json (a string or {"content": ...}), or -1.
+int64_t SpecialTokenId(const nlohmann::json& entry, const std::map<std::string, int64_t>& ids) {
+  const nlohmann::json* content = entry.is_object() && entry.contains("content") ? &entry["content"] : &entry;
+  if (!content->is_string()) return -1;
+  const auto it = ids.find(content->get<std::string>());
+  return it == ids.end() ? -1 : it->second;
+}
+
+// llama.cpp's name for a byte-level BPE tokenizer's pre-tokenization (llama-vocab.cpp), from the split
+// pattern of tokenizer.json; "" if it is none llama.cpp knows.
+std::string PreTokenizerName(const nlohmann::json& pre) {
+  // tokenizer.json's Split patterns of Llama 3 and of Qwen2/Qwen3 (digits one at a time).
+  static const std::pair<const char*, const char*> kPatterns[] = {
+      {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+       "llama-bpe"},
+      {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+       "qwen2"},
+  };
+  if (pre.is_object() && pre.value("type", "") == "ByteLevel" && pre.value("use_regex", true)) return "gpt-2";
+  if (!pre.is_object() || pre.value("type", "") != "Sequence" || !pre.contains("pretokenizers")) return "";
+  for (const nlohmann::json& p : pre["pretokenizers"]) {
+    if (p.value("type", "") != "Split" || !p.contains("pattern") || !p["pattern"].contains("Regex")) continue;
+    const std::string regex = p["pattern"]["Regex"].get<std::string>();
+    for (const auto& [pattern, name] : kPatterns) {
+      if (regex == pattern) return name;
+    }
+  }
+  return "";
+}
+
+// A byte-level BPE tokenizer.json as llama.cpp's "gpt2" vocabulary, as convert_hf_to_gguf.py's
+// get_vocab_base and gguf-py's SpecialVocab write it: tokens in id order padded to the model's vocabulary
+// with [PADi] (UNUSED); added tokens CONTROL when special or shaped like <|...|>, else USER_DEFINED;
+// the merges; the special tokens' ids; the chat template.
+absl::StatusOr<GgufMetadata> HfBpeTokenizerMetadata(const GgufTokenizerSource& source, int64_t vocab) {
+  const nlohmann::json& j = source.tokenizer_json;
+  if (!j.contains("model") || j["model"].value("type", "") != "BPE" || !j["model"].contains("vocab")) {
+    return absl::UnimplementedError("GGUF tokenizer metadata: only BPE tokenizer.json files are written");
+  }
+  const std::string pre = PreTokenizerName(j.value("pre_tokenizer", nlohmann::json()));
+  if (pre.empty()) {
+    return absl::UnimplementedError(absl::StrCat("GGUF tokenizer metadata: the pre-tokenizer ", j.value("pre_tokenizer", nlohmann::json()).dump().substr(0, 200),
+                                                 " is none llama.cpp names (llama-bpe, qwen2, gpt-2)"));
+  }
+  // llama_token_type: 1 normal, 3 control, 4 user-defined, 5 unused.
+  std::vector<std::string> tokens(static_cast<size_t>(vocab));
+  std::vector<int32_t> types(static_cast<size_t>(vocab), 0);
+  std::map<std::string, int64_t> ids;
+  auto put = [&](const std::string& token, int64_t id, int32_t type) -> absl::Status {
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: token ", token, " has id ", id, ", outside the model's ", vocab));
+    }
+    tokens[static_cast<size_t>(id)] = token, types[static_cast<size_t>(id)] = type, ids[token] = id;
+    return absl::OkStatus();
+  };
+  for (const auto& [token, id] : j["model"]["vocab"].items()) RETURN_IF_ERROR(put(token, id.get<int64_t>(), 1));
+  for (const nlohmann::json& t : j.value("added_tokens", nlohmann::json::array())) {
+    const std::string content = t.value("content", "");
+    const bool special = t.value("special", false) || (absl::StartsWith(content, "<|") && absl::EndsWith(content, "|>"));
+    RETURN_IF_ERROR(put(special ? content : absl::StrReplaceAll(content, {{"\u2581", " "}}), t.value("id", int64_t{-1}), special ? 3 : 4));
+  }
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (types[static_cast<size_t>(i)] == 0) tokens[static_cast<size_t>(i)] = absl::StrCat("[PAD", i, "]"), types[static_cast<size_t>(i)] = 5;
+  }
+  std::vector<std::string> merges;
+  for (const nlohmann::json& merge : j["model"].value("merges", nlohmann::json::array())) {
+    merges.push_back(merge.is_array() ? absl::StrCat(merge[0].get<std::string>(), " ", merge[1].get<std::string>()) : merge.get<std::string>());
+  }
+  GgufMetadata m = {
+      {"tokenizer.ggml.model", GgufValue::String("gpt2")},
+      {"tokenizer.ggml.pre", GgufValue::String(pre)},
+      {"tokenizer.ggml.tokens", GgufValue::Strings(std::move(tokens))},
+      {"tokenizer.ggml.token_type", GgufValue::I32s(std::move(types))},
+      {"tokenizer.ggml.merges", GgufValue::Strings(std::move(merges))},
+  };
+  const nlohmann::json& tc = source.tokenizer_config.is_object() ? source.tokenizer_config : nlohmann::json::object();
+  const nlohmann::json& mc = source.model_config.is_object() ? source.model_config : nlohmann::json::object();
+  for (const auto& [key, gguf_key] : std::vector<std::pair<std::string, std::string>>{
+           {"bos", "bos_token_id"}, {"eos", "eos_token_id"}, {"unk", "unknown_token_id"}, {"pad", "padding_token_id"}}) {
+    int64_t id = tc.contains(key + "_token") ? SpecialTokenId(tc[key + "_token"], ids) : -1;
+    if (id < 0 && mc.contains(key + "_token_id") && mc[key + "_token_id"].is_number_integer()) id = mc[key + "_token_id"].get<int64_t>();
+    if (id >= 0 && id < vocab) m.push_back({"tokenizer.ggml." + gguf_key, GgufValue::U32(static_cast<uint32_t>(id))});
+  }
+  m.push_back({"tokenizer.ggml.add_bos_token", GgufValue::Bool(source.tokenizer != nullptr && source.tokenizer->bos() >= 0)});
+  m.push_back({"tokenizer.ggml.add_eos_token", GgufValue::Bool(false)});
+  if (tc.contains("chat_template") && tc["chat_template"].is_string()) {
+    m.push_back({"tokenizer.chat_template", GgufValue::String(tc["chat_template"].get<std::string>())});
+  }
+  return m;
+}
 
 // llama-quant.cpp's use_more_bits: the first and last eighth of the blocks, and every third between.
 bool UseMoreBits(int64_t layer, int64_t layers) {
@@ -77,8 +170,21 @@ std::string GgmlRowsInOrder(const GgmlTensor& t, const std::vector<int64_t>& row
   return out;
 }
 
+std::vector<std::pair<GgufTensorSpec, std::string>> GgufExtraTensors(const BlockGeometry& g) {
+  if (g.rope.type != RopeParameters::Type::kLlama3) return {};
+  // llama.cpp divides each rotary frequency by its factor: the unscaled frequencies over the scaled ones.
+  BlockGeometry unscaled = g;
+  unscaled.rope = RopeParameters{};
+  unscaled.rope.theta = g.rope.theta;
+  const std::vector<double> scaled = g.InverseFrequencies(g.max_positions), plain = unscaled.InverseFrequencies(g.max_positions);
+  std::vector<float> factors(scaled.size());
+  for (size_t i = 0; i < scaled.size(); ++i) factors[i] = static_cast<float>(plain[i] / scaled[i]);
+  return {{GgufTensorSpec{"rope_freqs.weight", {static_cast<int64_t>(factors.size())}, GgmlType::kF32},
+           std::string(reinterpret_cast<const char*>(factors.data()), factors.size() * sizeof(float))}};
+}
+
 absl::StatusOr<GgufMetadata> GgufModelMetadata(const Architecture& arch, const BlockGeometry& g, const GgufFileType& file_type,
-                                               const std::string& name, const Tokenizer* tokenizer) {
+                                               const std::string& name, const GgufTokenizerSource& tokenizer) {
   const std::string a = arch.gguf_arch;
   const auto u32 = [](int64_t v) { return GgufValue::U32(static_cast<uint32_t>(v)); };
   GgufMetadata m = {
@@ -99,12 +205,26 @@ absl::StatusOr<GgufMetadata> GgufModelMetadata(const Architecture& arch, const B
       {a + ".rope.freq_base", GgufValue::F32(static_cast<float>(g.rope.theta))},
       {a + ".vocab_size", u32(g.vocab)},
   };
-  if (g.rope.type != RopeParameters::Type::kDefault) {
-    return absl::UnimplementedError("GGUF output of a model with rope scaling is not supported yet");
+  switch (g.rope.type) {
+    case RopeParameters::Type::kDefault:
+    case RopeParameters::Type::kLlama3: break;  // llama3: the divisors go into rope_freqs.weight
+    case RopeParameters::Type::kLinear:
+      m.push_back({a + ".rope.scaling.type", GgufValue::String("linear")});
+      m.push_back({a + ".rope.scaling.factor", GgufValue::F32(static_cast<float>(g.rope.factor))});
+      break;
+    case RopeParameters::Type::kDynamic:
+    case RopeParameters::Type::kYarn:
+      return absl::UnimplementedError("GGUF output: dynamic and yarn rope scaling are not written yet");
   }
-  const auto* llama2c = dynamic_cast<const Llama2cTokenizer*>(tokenizer);
+  if (!tokenizer.tokenizer_json.is_null()) {
+    ASSIGN_OR_RETURN(GgufMetadata t, HfBpeTokenizerMetadata(tokenizer, g.vocab));
+    m.insert(m.end(), t.begin(), t.end());
+    return m;
+  }
+  const auto* llama2c = dynamic_cast<const Llama2cTokenizer*>(tokenizer.tokenizer);
   if (llama2c == nullptr) {
-    return absl::UnimplementedError("GGUF tokenizer metadata is written from a llama2.c tokenizer.bin only so far");
+    return absl::UnimplementedError("GGUF tokenizer metadata is written from tokenizer.json (byte-level BPE) and llama2.c's "
+                                    "tokenizer.bin; a SentencePiece tokenizer.model is not supported yet");
   }
   // A SentencePiece vocabulary ("llama"): llama2.c stores pieces with spaces where SentencePiece has U+2581.
   std::vector<std::string> tokens;

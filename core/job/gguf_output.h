@@ -4,7 +4,10 @@
 #define LOWBIT_CORE_JOB_GGUF_OUTPUT_H_
 
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
 #include "core/checkpoint/architecture.h"
@@ -36,11 +39,25 @@ GgmlType GgufTensorType(const GgufFileType& file_type, const std::string& gguf_n
 // Q6_K → Q8_0), and a row no quantized type divides to F16. `type` itself when it fits.
 GgmlType GgufFallbackType(GgmlType type, int64_t cols);
 
-// general.*, <arch>.* and tokenizer.ggml.* for a model of `arch` and geometry `g` in a file of
-// `file_type`. The tokenizer must be llama2.c's (written as tokenizer.ggml.model "llama"); UNIMPLEMENTED
-// for others, naming them.
+// The source's tokenizer as a GGUF file carries it: the loaded tokenizer, and for a tokenizer.json its
+// file and tokenizer_config.json (vocabulary, merges, special tokens and chat template are copied).
+struct GgufTokenizerSource {
+  const Tokenizer* tokenizer = nullptr;
+  nlohmann::json tokenizer_json;    ///< null unless the tokenizer is a tokenizer.json
+  nlohmann::json tokenizer_config;  ///< tokenizer_config.json beside it, or null
+  nlohmann::json model_config;      ///< config.json (special-token ids it names)
+};
+
+// general.*, <arch>.* (hyper-parameters and rope scaling) and tokenizer.ggml.* for a model of `arch` and
+// geometry `g` in a file of `file_type`. The tokenizer: llama2.c's as tokenizer.ggml.model "llama"; a
+// byte-level BPE tokenizer.json as "gpt2" with its merges and the pre-tokenizer llama.cpp names for its
+// split pattern. UNIMPLEMENTED for other tokenizers and rope scalings llama.cpp does not run, naming them.
 absl::StatusOr<GgufMetadata> GgufModelMetadata(const Architecture& arch, const BlockGeometry& g, const GgufFileType& file_type,
-                                               const std::string& name, const Tokenizer* tokenizer);
+                                               const std::string& name, const GgufTokenizerSource& tokenizer);
+
+// Tensors llama.cpp wants beyond the checkpoint's: rope_freqs.weight (F32, head_dim / 2 divisors of the
+// rotary frequencies) for llama3's rope scaling, as convert_hf_to_gguf.py's generate_extra_tensors writes it.
+std::vector<std::pair<GgufTensorSpec, std::string>> GgufExtraTensors(const BlockGeometry& g);
 
 // A GgmlTensor's rows in `row_order` (empty: as they are), as the file stores them.
 std::string GgmlRowsInOrder(const GgmlTensor& t, const std::vector<int64_t>& row_order);

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/checkpoint/checkpoint_reader.h"
@@ -271,7 +272,9 @@ absl::StatusOr<ProcessedTensor> ProcessTensor(const PlannedTensor& p, Tensor ten
   if (p.quantizer == nullptr && p.format == OutputFormat::kGguf) {
     ASSIGN_OR_RETURN(Matrix m, ToMatrix(tensor));
     RETURN_IF_ERROR(CheckFinite(m.data.data(), static_cast<int64_t>(m.data.size()), "weights"));
-    const int64_t cols = p.info.shape.back(), rows = static_cast<int64_t>(m.data.size()) / std::max<int64_t>(1, cols);
+    // A permuted vector (q/k biases) is permuted value by value: rows of one.
+    const int64_t cols = p.info.shape.size() == 1 && !p.row_order.empty() ? 1 : p.info.shape.back();
+    const int64_t rows = static_cast<int64_t>(m.data.size()) / std::max<int64_t>(1, cols);
     result.outputs.push_back({p.gguf_name, DType::kU8, p.info.shape, EncodeFloatRows(m.data.data(), rows, cols, p.gguf_type, p.row_order)});
     return result;
   }
@@ -544,9 +547,13 @@ class SafetensorsSink final : public ModelSink {
 class GgufSink final : public ModelSink {
  public:
   static constexpr char kFile[] = "model.gguf";
+  // `extra`: tensors of llama.cpp's own beyond the checkpoint's, written after them.
   static absl::StatusOr<std::unique_ptr<ModelSink>> Create(OutputTransaction* output, const GgufMetadata& metadata,
-                                                           std::vector<GgufTensorSpec> tensors) {
+                                                           std::vector<GgufTensorSpec> tensors,
+                                                           std::vector<std::pair<GgufTensorSpec, std::string>> extra) {
     auto sink = std::unique_ptr<GgufSink>(new GgufSink());
+    for (const auto& [spec, bytes] : extra) tensors.push_back(spec);
+    sink->extra_ = std::move(extra);
     ASSIGN_OR_RETURN(sink->out_, output->NewWriter(kFile));
     ASSIGN_OR_RETURN(sink->writer_, GgufWriter::Create(sink->out_.get(), metadata, std::move(tensors)));
     return std::unique_ptr<ModelSink>(std::move(sink));
@@ -554,6 +561,7 @@ class GgufSink final : public ModelSink {
   absl::Status Append(const std::string& name, absl::string_view bytes) override { return writer_->Append(name, bytes); }
   uint64_t bytes_written() const override { return out_->bytes_written(); }
   absl::Status Finish(OutputTransaction*, JobReport* report) override {
+    for (const auto& [spec, bytes] : extra_) RETURN_IF_ERROR(writer_->Append(spec.name, bytes));
     RETURN_IF_ERROR(writer_->Finish());
     RETURN_IF_ERROR(out_->Commit());
     report->files.push_back({kFile, out_->bytes_written()});
@@ -565,6 +573,7 @@ class GgufSink final : public ModelSink {
   GgufSink() = default;
   std::unique_ptr<ObjectWriter> out_;
   std::unique_ptr<GgufWriter> writer_;
+  std::vector<std::pair<GgufTensorSpec, std::string>> extra_;
 };
 
 // The sink for the job's format. GGUF's metadata is the architecture's and the tokenizer's.
@@ -587,11 +596,19 @@ absl::StatusOr<std::unique_ptr<ModelSink>> OpenSink(const QuantizeJobSpec& spec,
                                                    spec.source_uri, ": give tokenizer_uri"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(source, tokenizer_uri, static_cast<int>(g.vocab)));
+  GgufTokenizerSource tokenizer_source{tokenizer.get(), nullptr, nullptr, reader.descriptor().config};
+  if (absl::EndsWith(tokenizer_uri, ".json")) {
+    ASSIGN_OR_RETURN(const std::string json, source->ReadAll(tokenizer_uri));
+    tokenizer_source.tokenizer_json = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+    if (absl::StatusOr<std::string> c = source->ReadAll(JoinUri(CheckpointDirectory(tokenizer_uri), "tokenizer_config.json")); c.ok()) {
+      tokenizer_source.tokenizer_config = nlohmann::json::parse(*c, nullptr, /*allow_exceptions=*/false);
+    }
+  }
   ASSIGN_OR_RETURN(const GgufMetadata gguf_metadata, GgufModelMetadata(*arch, g, *FindGgufFileType(spec.gguf_type),
-                                                                    CheckpointName(spec.source_uri), tokenizer.get()));
+                                                                    CheckpointName(spec.source_uri), tokenizer_source));
   std::vector<GgufTensorSpec> tensors;
   for (const PlannedTensor& p : plan) tensors.push_back({p.gguf_name, p.info.shape, p.gguf_type});
-  return GgufSink::Create(output, gguf_metadata, std::move(tensors));
+  return GgufSink::Create(output, gguf_metadata, std::move(tensors), GgufExtraTensors(g));
 }
 
 // The job as it runs: a GGUF file type puts the codes on its ggml type's blocks.

