@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "core/job/job_plan.h"
+#include "server/proto_convert.h"
 #include "core/util/status_macros.h"
 
 ABSL_FLAG(std::string, input, "", "checkpoint to read: a path, file:// or s3:// URI (.safetensors, index, llama2.c .bin, or a directory)");
@@ -64,9 +65,11 @@ ABSL_FLAG(bool, jsonl, false, "tokenize: --text holds one JSON string per line; 
 ABSL_FLAG(int, vocab_size, 32000, "tokenize: vocabulary size of a llama2.c tokenizer.bin (other formats record theirs)");
 ABSL_FLAG(int, steps, 256, "generate: tokens to decode greedily from BOS");
 ABSL_FLAG(std::string, gguf_type, "Q8_0", "--format gguf: the ggml type of the linear layers (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) or a mixture (Q4_K_M, Q5_K_M)");
+ABSL_FLAG(bool, imatrix, false, "calibrated methods: also write imatrix.gguf (llama.cpp's importance matrix, for llama-quantize --imatrix)");
 ABSL_FLAG(std::string, shard_size, "5G", "tensor data per output safetensors file (5G, 500M, 2Gi: decimal or binary units)");
 ABSL_FLAG(std::string, memory_limit, "",
           "quantize: refuse a job planned above this much memory, e.g. 16Gi (default: the cgroup limit, else 80% of RAM; 0: none)");
+ABSL_FLAG(std::string, request_id, "", "submit: idempotency key; a retry with the same id returns the same job");
 ABSL_FLAG(bool, dry_run, false, "quantize, submit: print the job's resource plan and exit without running it");
 ABSL_FLAG(std::string, s3_endpoint, "", "S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, or AWS itself)");
 ABSL_FLAG(std::string, s3_region, "", "S3 region (default: AWS_REGION, the profile's region, or us-east-1)");
@@ -81,6 +84,7 @@ std::set<std::string>& GivenFlags() {
 }  // namespace
 
 void NormalizeFlagNames(int argc, char** argv) {
+  GivenFlags().clear();
   for (int i = 1; i < argc; ++i) {
     char* arg = argv[i];
     if (std::strncmp(arg, "--", 2) != 0) continue;
@@ -102,93 +106,122 @@ int FlagOr(const absl::Flag<int>& flag, int method_default) {
   return value == 0 ? method_default : value;
 }
 
-absl::Status MethodOptionsFromFlags(QuantConfig* q) {
-  q->awq_grid = absl::GetFlag(FLAGS_grid);
-  q->awq_clip = absl::GetFlag(FLAGS_clip);
-  LutOptions& lut = q->lut;
-  lut.bits = FlagOr(FLAGS_bits, 4);
-  const std::string mode = absl::GetFlag(FLAGS_mode);
-  if (mode == "kmeans") lut.mode = LutMode::kKMeans;
-  else if (mode == "uniform") lut.mode = LutMode::kUniform;
-  else if (mode == "unique") lut.mode = LutMode::kUnique;
-  else return absl::InvalidArgumentError(absl::StrCat("--mode: unknown mode '", mode, "' (kmeans, uniform, unique)"));
-  const std::string granularity = absl::GetFlag(FLAGS_granularity);
-  if (granularity == "per_tensor") lut.granularity = LutGranularity::kPerTensor;
-  else if (granularity == "per_grouped_channel") lut.granularity = LutGranularity::kPerGroupedChannel;
-  else return absl::InvalidArgumentError(absl::StrCat("--granularity: unknown '", granularity, "' (per_tensor, per_grouped_channel)"));
-  lut.group_size = FlagOr(FLAGS_group_size, 32);
-  lut.cluster_dim = absl::GetFlag(FLAGS_cluster_dim);
-  lut.per_channel_scale = absl::GetFlag(FLAGS_per_channel_scale);
-  lut.sensitive = absl::GetFlag(FLAGS_sensitive);
-  lut.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
-  lut.max_iterations = FlagOr(FLAGS_max_iterations, 50);
-  VqOptions& vq = q->vq;
-  vq.dim = absl::GetFlag(FLAGS_dim);
-  vq.bits = FlagOr(FLAGS_bits, 3);
-  vq.group_cols = absl::GetFlag(FLAGS_group_cols);
-  vq.group_rows = absl::GetFlag(FLAGS_group_rows);
-  vq.em_iterations = absl::GetFlag(FLAGS_em_iterations);
-  vq.update_iterations = absl::GetFlag(FLAGS_update_iterations);
-  vq.damp_percent = absl::GetFlag(FLAGS_damp_percent);
-  vq.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
-  const std::string decomposition = absl::GetFlag(FLAGS_decomposition);
-  if (decomposition == "nmf") q->onebit.decomposition = OneBitDecomposition::kNmf;
-  else if (decomposition == "svd") q->onebit.decomposition = OneBitDecomposition::kSvd;
-  else return absl::InvalidArgumentError(absl::StrCat("--decomposition: unknown '", decomposition, "' (nmf, svd)"));
-  q->onebit.max_iterations = FlagOr(FLAGS_max_iterations, 100);
-  q->onebit.refine_iterations = absl::GetFlag(FLAGS_refine_iterations);
-  return absl::OkStatus();
+// The method's parameters from the flags, into the request's oneof.
+absl::Status MethodFromFlags(Method method, v1::QuantizeModelRequest* request) {
+  const int bits = absl::GetFlag(FLAGS_bits), group_size = absl::GetFlag(FLAGS_group_size);
+  switch (method) {
+    case Method::kRtn: {
+      v1::RtnParams* r = request->mutable_rtn();
+      r->set_bits(bits), r->set_group_size(group_size), r->set_symmetric(absl::GetFlag(FLAGS_sym));
+      r->set_mse_clip(absl::GetFlag(FLAGS_mse_clip));
+      return absl::OkStatus();
+    }
+    case Method::kInt8:
+      request->mutable_int8()->set_symmetric(absl::GetFlag(FLAGS_sym));
+      return absl::OkStatus();
+    case Method::kGptq: {
+      v1::GptqParams* g = request->mutable_gptq();
+      g->set_bits(bits), g->set_group_size(group_size);
+      // Unset: symmetric (GPTQModel's and AutoGPTQ's default; vLLM's Marlin kernels need it); --nosym turns it off.
+      if (FlagGiven("sym")) g->set_symmetric(absl::GetFlag(FLAGS_sym));
+      g->set_damp_percent(absl::GetFlag(FLAGS_damp_percent));
+      g->set_act_order(absl::GetFlag(FLAGS_act_order)), g->set_static_groups(absl::GetFlag(FLAGS_static_groups));
+      return absl::OkStatus();
+    }
+    case Method::kAwq: {
+      v1::AwqParams* a = request->mutable_awq();
+      a->set_bits(bits), a->set_group_size(group_size), a->set_symmetric(absl::GetFlag(FLAGS_sym));
+      a->set_grid(absl::GetFlag(FLAGS_grid)), a->set_clip(absl::GetFlag(FLAGS_clip));
+      return absl::OkStatus();
+    }
+    case Method::kLut: {
+      v1::LutParams* l = request->mutable_lut();
+      l->set_bits(bits);
+      const std::string mode = absl::GetFlag(FLAGS_mode);
+      if (mode == "kmeans") l->set_mode(v1::LutParams::KMEANS);
+      else if (mode == "uniform") l->set_mode(v1::LutParams::UNIFORM);
+      else if (mode == "unique") l->set_mode(v1::LutParams::UNIQUE);
+      else return absl::InvalidArgumentError(absl::StrCat("--mode: unknown mode '", mode, "' (kmeans, uniform, unique)"));
+      const std::string granularity = absl::GetFlag(FLAGS_granularity);
+      if (granularity == "per_tensor") l->set_granularity(v1::LutParams::PER_TENSOR);
+      else if (granularity == "per_grouped_channel") l->set_granularity(v1::LutParams::PER_GROUPED_CHANNEL);
+      else return absl::InvalidArgumentError(absl::StrCat("--granularity: unknown '", granularity, "' (per_tensor, per_grouped_channel)"));
+      l->set_group_size(group_size), l->set_cluster_dim(absl::GetFlag(FLAGS_cluster_dim));
+      l->set_per_channel_scale(absl::GetFlag(FLAGS_per_channel_scale)), l->set_sensitive(absl::GetFlag(FLAGS_sensitive));
+      l->set_seed(static_cast<uint32_t>(absl::GetFlag(FLAGS_seed))), l->set_max_iterations(absl::GetFlag(FLAGS_max_iterations));
+      return absl::OkStatus();
+    }
+    case Method::kVq: {
+      v1::VqParams* v = request->mutable_vq();
+      v->set_dim(absl::GetFlag(FLAGS_dim)), v->set_bits(bits);
+      v->set_group_cols(absl::GetFlag(FLAGS_group_cols)), v->set_group_rows(absl::GetFlag(FLAGS_group_rows));
+      v->set_em_iterations(absl::GetFlag(FLAGS_em_iterations)), v->set_update_iterations(absl::GetFlag(FLAGS_update_iterations));
+      v->set_damp_percent(absl::GetFlag(FLAGS_damp_percent)), v->set_seed(static_cast<uint32_t>(absl::GetFlag(FLAGS_seed)));
+      return absl::OkStatus();
+    }
+    case Method::kOneBit: {
+      v1::OneBitParams* b = request->mutable_onebit();
+      const std::string decomposition = absl::GetFlag(FLAGS_decomposition);
+      if (decomposition == "nmf") b->set_decomposition(v1::OneBitParams::NMF);
+      else if (decomposition == "svd") b->set_decomposition(v1::OneBitParams::SVD);
+      else return absl::InvalidArgumentError(absl::StrCat("--decomposition: unknown '", decomposition, "' (nmf, svd)"));
+      b->set_max_iterations(absl::GetFlag(FLAGS_max_iterations)), b->set_refine_iterations(absl::GetFlag(FLAGS_refine_iterations));
+      return absl::OkStatus();
+    }
+  }
+  return absl::InternalError("a method without flags");
 }
 
 }  // namespace
 
-absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags() {
-  QuantizeJobSpec spec;
+absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
+  v1::QuantizeModelRequest request;
+  request.set_source_uri(absl::GetFlag(FLAGS_input));
+  request.set_destination_uri(absl::GetFlag(FLAGS_output));
   const std::string method = absl::GetFlag(FLAGS_method);
-  std::optional<Method> parsed = ParseMethod(method);
+  const std::optional<Method> parsed = ParseMethod(method);
   if (!parsed) {
     return absl::InvalidArgumentError(absl::StrCat("--method: unknown method '", method, "' (rtn, int8, gptq, awq, lut, vq, onebit)"));
   }
-  spec.quant.method = *parsed;
+  RETURN_IF_ERROR(MethodFromFlags(*parsed, &request));
   const std::string format = absl::GetFlag(FLAGS_format);
-  std::optional<OutputFormat> parsed_format = ParseFormat(format);
+  const std::optional<OutputFormat> parsed_format = ParseFormat(format);
   if (!parsed_format) return absl::InvalidArgumentError(absl::StrCat("--format: unknown format '", format, "' (auto, gptq, awq, native, gguf)"));
-  spec.format = *parsed_format;
-  RETURN_IF_ERROR(MethodOptionsFromFlags(&spec.quant));
-  spec.quant.bits = FlagOr(FLAGS_bits, 4);
-  spec.quant.group_size = FlagOr(FLAGS_group_size, 128);
-  // GPTQ defaults to symmetric (GPTQModel, AutoGPTQ; vLLM's Marlin kernels need it); --nosym turns it off.
-  spec.quant.symmetric = FlagGiven("sym") ? absl::GetFlag(FLAGS_sym) : spec.quant.method == Method::kGptq;
-  spec.quant.mse_clip = absl::GetFlag(FLAGS_mse_clip);
-  if (spec.quant.method == Method::kInt8) {
-    spec.quant.bits = 8;
-    spec.quant.group_size = -1;
-  }
-  spec.quantize_lm_head = absl::GetFlag(FLAGS_quantize_lm_head);
-  spec.include = absl::GetFlag(FLAGS_include);
-  spec.exclude = absl::GetFlag(FLAGS_exclude);
+  request.set_output_format(server::ToProto(*parsed_format));
+  v1::LayerSelection* layers = request.mutable_layers();
+  for (const std::string& p : absl::GetFlag(FLAGS_include)) layers->add_include(p);
+  for (const std::string& p : absl::GetFlag(FLAGS_exclude)) layers->add_exclude(p);
+  layers->set_quantize_lm_head(absl::GetFlag(FLAGS_quantize_lm_head));
   for (const std::string& rule : absl::GetFlag(FLAGS_override)) {
+    // GLOB=BITS[/GROUP], on the job's rtn grid otherwise.
     const std::vector<std::string> parts = absl::StrSplit(rule, absl::MaxSplits('=', 1));
     std::vector<std::string> values = parts.size() == 2 ? absl::StrSplit(parts[1], '/') : std::vector<std::string>{};
-    LayerOverride o{parts[0], spec.quant};
-    if (parts.size() != 2 || parts[0].empty() || values.empty() || values.size() > 2 || !absl::SimpleAtoi(values[0], &o.quant.bits) ||
-        (values.size() == 2 && !absl::SimpleAtoi(values[1], &o.quant.group_size))) {
+    int bits = 0, group_size = FlagOr(FLAGS_group_size, 128);
+    if (parts.size() != 2 || parts[0].empty() || values.empty() || values.size() > 2 || !absl::SimpleAtoi(values[0], &bits) ||
+        (values.size() == 2 && !absl::SimpleAtoi(values[1], &group_size))) {
       return absl::InvalidArgumentError(absl::StrCat("--override: '", rule, "' is not GLOB=BITS[/GROUP]"));
     }
-    spec.overrides.push_back(std::move(o));
+    v1::LayerOverride* o = layers->add_overrides();
+    o->set_pattern(parts[0]);
+    *o->mutable_rtn() = request.rtn();
+    o->mutable_rtn()->set_bits(bits), o->mutable_rtn()->set_group_size(group_size);
   }
-  spec.overwrite = absl::GetFlag(FLAGS_overwrite);
-  spec.quant.damp_percent = absl::GetFlag(FLAGS_damp_percent);
-  spec.quant.act_order = absl::GetFlag(FLAGS_act_order);
-  spec.quant.static_groups = absl::GetFlag(FLAGS_static_groups);
-  spec.tokenizer_uri = absl::GetFlag(FLAGS_tokenizer);
-  spec.gguf_type = absl::GetFlag(FLAGS_gguf_type);
-  ASSIGN_OR_RETURN(spec.shard_bytes, ParseByteSize(absl::GetFlag(FLAGS_shard_size)));
-  if (spec.shard_bytes == 0) return absl::InvalidArgumentError("--shard-size must be positive");
-  spec.calibration = {absl::GetFlag(FLAGS_calib), absl::GetFlag(FLAGS_calib_samples), absl::GetFlag(FLAGS_calib_seqlen),
-                      static_cast<uint32_t>(absl::GetFlag(FLAGS_calib_seed))};
-  spec.evaluation = {absl::GetFlag(FLAGS_eval_text), absl::GetFlag(FLAGS_eval_windows), absl::GetFlag(FLAGS_eval_seqlen)};
-  return spec;
+  request.set_overwrite(absl::GetFlag(FLAGS_overwrite));
+  request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  request.set_validate_only(absl::GetFlag(FLAGS_dry_run));
+  request.set_tokenizer_uri(absl::GetFlag(FLAGS_tokenizer));
+  ASSIGN_OR_RETURN(const uint64_t shard_bytes, ParseByteSize(absl::GetFlag(FLAGS_shard_size)));
+  if (shard_bytes == 0) return absl::InvalidArgumentError("--shard-size must be positive");
+  request.set_shard_size_bytes(static_cast<int64_t>(shard_bytes));
+  request.set_gguf_type(absl::GetFlag(FLAGS_gguf_type));
+  request.set_write_imatrix(absl::GetFlag(FLAGS_imatrix));
+  v1::CalibrationData* c = request.mutable_calibration();
+  c->set_text_uri(absl::GetFlag(FLAGS_calib)), c->set_samples(absl::GetFlag(FLAGS_calib_samples));
+  c->set_seqlen(absl::GetFlag(FLAGS_calib_seqlen)), c->set_seed(static_cast<uint32_t>(absl::GetFlag(FLAGS_calib_seed)));
+  v1::EvaluationRequest* e = request.mutable_evaluation();
+  e->set_text_uri(absl::GetFlag(FLAGS_eval_text)), e->set_windows(absl::GetFlag(FLAGS_eval_windows));
+  e->set_seqlen(absl::GetFlag(FLAGS_eval_seqlen));
+  return request;
 }
 
 }  // namespace lowbit::cli

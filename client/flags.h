@@ -9,6 +9,7 @@
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
 #include "core/job/quantize_job.h"
+#include "lowbit/v1/quantizer.pb.h"
 
 ABSL_DECLARE_FLAG(std::string, input);
 ABSL_DECLARE_FLAG(std::string, output);
@@ -32,6 +33,7 @@ ABSL_DECLARE_FLAG(int, vocab_size);
 ABSL_DECLARE_FLAG(int, steps);
 ABSL_DECLARE_FLAG(std::string, reference);
 ABSL_DECLARE_FLAG(std::string, text);
+ABSL_DECLARE_FLAG(std::string, request_id);
 ABSL_DECLARE_FLAG(std::string, distributions);
 ABSL_DECLARE_FLAG(int, eval_windows);
 ABSL_DECLARE_FLAG(int, eval_seqlen);
@@ -46,8 +48,9 @@ void NormalizeFlagNames(int argc, char** argv);
 // Whether --NAME (or --noNAME) was on the command line NormalizeFlagNames saw.
 bool FlagGiven(const std::string& name);
 
-// The job the method flags describe (input/output URIs not included).
-absl::StatusOr<QuantizeJobSpec> JobSpecFromFlags();
+// The QuantizeModelRequest the flags describe (--input and --output as given), for lowbitd and, through
+// the same JobSpecFromRequest as lowbitd's, for the local quantize command.
+absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags();
 
 }  // namespace lowbit::cli
 

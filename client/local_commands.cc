@@ -25,6 +25,7 @@
 #include "core/job/quantize_job.h"
 #include "core/storage/routing_object_store.h"
 #include "core/util/status_macros.h"
+#include "server/proto_convert.h"
 
 namespace lowbit::cli {
 namespace {
@@ -107,12 +108,15 @@ absl::Status PrintPlan(const QuantizeJobSpec& spec, ObjectStore* store, const Jo
 
 absl::Status RunQuantizeCommand() {
   RETURN_IF_ERROR(RequireInputOutput());
-  ASSIGN_OR_RETURN(QuantizeJobSpec spec, JobSpecFromFlags());
-  spec.source_uri = ToUri(absl::GetFlag(FLAGS_input));
-  spec.destination_uri = ToUri(absl::GetFlag(FLAGS_output));
-  for (std::string* uri : {&spec.tokenizer_uri, &spec.calibration.text_uri, &spec.evaluation.text_uri}) {
+  // The request lowbitd would get, with local paths as URIs, read by lowbitd's own JobSpecFromRequest.
+  ASSIGN_OR_RETURN(v1::QuantizeModelRequest request, RequestFromFlags());
+  request.set_source_uri(ToUri(request.source_uri()));
+  request.set_destination_uri(ToUri(request.destination_uri()));
+  for (std::string* uri : {request.mutable_tokenizer_uri(), request.mutable_calibration()->mutable_text_uri(),
+                           request.mutable_evaluation()->mutable_text_uri()}) {
     if (!uri->empty()) *uri = ToUri(*uri);
   }
+  ASSIGN_OR_RETURN(const QuantizeJobSpec spec, server::JobSpecFromRequest(request));
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
   const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads)
                                                        : static_cast<int>(std::thread::hardware_concurrency());

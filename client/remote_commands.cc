@@ -18,7 +18,6 @@
 #include "lowbit/v1/quantizer.grpc.pb.h"
 
 ABSL_FLAG(std::string, server, "localhost:50051", "lowbitd address (host:port)");
-ABSL_FLAG(std::string, request_id, "", "submit: idempotency key; a retry with the same id returns the same job");
 ABSL_FLAG(bool, watch, false, "submit: watch the job to its end");
 ABSL_FLAG(std::string, state, "", "list: only jobs in this state (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)");
 
@@ -102,101 +101,17 @@ absl::Status EndStatus(const v1::Job& job) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
+// The request as the flags give it; paths are the server's, resolved under its store root.
+absl::StatusOr<v1::QuantizeModelRequest> SubmitRequest() {
   if (absl::GetFlag(FLAGS_input).empty()) return absl::InvalidArgumentError("--input is required");
   if (absl::GetFlag(FLAGS_output).empty()) return absl::InvalidArgumentError("--output is required");
-  ASSIGN_OR_RETURN(QuantizeJobSpec spec, JobSpecFromFlags());
-  v1::QuantizeModelRequest request;
-  request.set_source_uri(absl::GetFlag(FLAGS_input));  // resolved by the server, under its store root
-  request.set_destination_uri(absl::GetFlag(FLAGS_output));
-  if (spec.quant.method == Method::kInt8) {
-    request.mutable_int8()->set_symmetric(spec.quant.symmetric);
-  } else if (spec.quant.method == Method::kGptq) {
-    v1::GptqParams* g = request.mutable_gptq();
-    g->set_bits(spec.quant.bits);
-    g->set_group_size(static_cast<int32_t>(spec.quant.group_size));
-    g->set_symmetric(spec.quant.symmetric);
-    g->set_damp_percent(spec.quant.damp_percent);
-    g->set_act_order(spec.quant.act_order);
-    g->set_static_groups(spec.quant.static_groups);
-  } else if (spec.quant.method == Method::kAwq) {
-    v1::AwqParams* a = request.mutable_awq();
-    a->set_bits(spec.quant.bits);
-    a->set_group_size(static_cast<int32_t>(spec.quant.group_size));
-    a->set_symmetric(spec.quant.symmetric);
-    a->set_grid(spec.quant.awq_grid);
-    a->set_clip(spec.quant.awq_clip);
-  } else if (spec.quant.method == Method::kLut) {
-    const LutOptions& o = spec.quant.lut;
-    v1::LutParams* l = request.mutable_lut();
-    l->set_bits(o.bits);
-    l->set_mode(o.mode == LutMode::kUniform ? v1::LutParams::UNIFORM
-                : o.mode == LutMode::kUnique ? v1::LutParams::UNIQUE : v1::LutParams::KMEANS);
-    l->set_granularity(o.granularity == LutGranularity::kPerGroupedChannel ? v1::LutParams::PER_GROUPED_CHANNEL
-                                                                           : v1::LutParams::PER_TENSOR);
-    l->set_group_size(static_cast<int32_t>(o.group_size));
-    l->set_cluster_dim(o.cluster_dim);
-    l->set_per_channel_scale(o.per_channel_scale);
-    l->set_sensitive(o.sensitive);
-    l->set_seed(o.seed);
-    l->set_max_iterations(o.max_iterations);
-  } else if (spec.quant.method == Method::kVq) {
-    const VqOptions& o = spec.quant.vq;
-    v1::VqParams* v = request.mutable_vq();
-    v->set_dim(o.dim);
-    v->set_bits(o.bits);
-    v->set_group_cols(static_cast<int32_t>(o.group_cols));
-    v->set_group_rows(static_cast<int32_t>(o.group_rows));
-    v->set_em_iterations(o.em_iterations);
-    v->set_update_iterations(o.update_iterations);
-    v->set_damp_percent(o.damp_percent);
-    v->set_seed(o.seed);
-  } else if (spec.quant.method == Method::kOneBit) {
-    v1::OneBitParams* b = request.mutable_onebit();
-    b->set_decomposition(spec.quant.onebit.decomposition == OneBitDecomposition::kSvd ? v1::OneBitParams::SVD
-                                                                                      : v1::OneBitParams::NMF);
-    b->set_max_iterations(spec.quant.onebit.max_iterations);
-    b->set_refine_iterations(spec.quant.onebit.refine_iterations);
-  } else {
-    v1::RtnParams* rtn = request.mutable_rtn();
-    rtn->set_bits(spec.quant.bits);
-    rtn->set_group_size(static_cast<int32_t>(spec.quant.group_size));
-    rtn->set_symmetric(spec.quant.symmetric);
-    rtn->set_mse_clip(spec.quant.mse_clip);
-  }
-  static const v1::OutputFormat kFormats[] = {v1::OUTPUT_FORMAT_UNSPECIFIED, v1::OUTPUT_FORMAT_GPTQ, v1::OUTPUT_FORMAT_AWQ,
-                                              v1::OUTPUT_FORMAT_NATIVE, v1::OUTPUT_FORMAT_GGUF};
-  request.set_output_format(kFormats[static_cast<int>(spec.format)]);
-  for (const std::string& p : spec.include) request.mutable_layers()->add_include(p);
-  for (const std::string& p : spec.exclude) request.mutable_layers()->add_exclude(p);
-  request.mutable_layers()->set_quantize_lm_head(spec.quantize_lm_head);
-  for (const LayerOverride& o : spec.overrides) {
-    v1::LayerOverride* po = request.mutable_layers()->add_overrides();
-    po->set_pattern(o.pattern);
-    po->mutable_rtn()->set_bits(o.quant.bits);
-    po->mutable_rtn()->set_group_size(static_cast<int32_t>(o.quant.group_size));
-    po->mutable_rtn()->set_symmetric(o.quant.symmetric);
-  }
-  request.set_overwrite(spec.overwrite);
-  request.set_request_id(absl::GetFlag(FLAGS_request_id));
-  request.set_validate_only(absl::GetFlag(FLAGS_dry_run));
-  request.set_tokenizer_uri(spec.tokenizer_uri);
-  request.set_shard_size_bytes(static_cast<int64_t>(spec.shard_bytes));
-  request.set_gguf_type(spec.gguf_type);
-  request.mutable_calibration()->set_text_uri(spec.calibration.text_uri);
-  request.mutable_calibration()->set_samples(spec.calibration.samples);
-  request.mutable_calibration()->set_seqlen(spec.calibration.seqlen);
-  request.mutable_calibration()->set_seed(spec.calibration.seed);
-  request.mutable_evaluation()->set_text_uri(spec.evaluation.text_uri);
-  request.mutable_evaluation()->set_windows(spec.evaluation.windows);
-  request.mutable_evaluation()->set_seqlen(spec.evaluation.seqlen);
-  return request;
+  return RequestFromFlags();
 }
 
 }  // namespace
 
 absl::Status RunSubmitCommand() {
-  ASSIGN_OR_RETURN(v1::QuantizeModelRequest request, RequestFromFlags());
+  ASSIGN_OR_RETURN(v1::QuantizeModelRequest request, SubmitRequest());
   auto stub = Connect();
   grpc::ClientContext context;
   google::longrunning::Operation op;

@@ -87,6 +87,18 @@ std::optional<QuantConfig> MethodConfig(const v1::QuantizeModelRequest& request)
   return std::nullopt;
 }
 
+constexpr std::pair<v1::OutputFormat, OutputFormat> kFormats[] = {
+    {v1::OUTPUT_FORMAT_UNSPECIFIED, OutputFormat::kAuto}, {v1::OUTPUT_FORMAT_GPTQ, OutputFormat::kGptq},
+    {v1::OUTPUT_FORMAT_AWQ, OutputFormat::kAwq},          {v1::OUTPUT_FORMAT_NATIVE, OutputFormat::kNative},
+    {v1::OUTPUT_FORMAT_GGUF, OutputFormat::kGguf}};
+
+std::optional<OutputFormat> FormatOf(v1::OutputFormat format) {
+  for (const auto& [api, core] : kFormats) {
+    if (api == format) return core;
+  }
+  return std::nullopt;
+}
+
 // The request field that holds the method's parameters ("rtn", "gptq", ...).
 std::string MethodField(const v1::QuantizeModelRequest& request) {
   switch (request.method_case()) {
@@ -122,13 +134,10 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
       violations.push_back({MethodField(request), std::string(s.message())});
     }
   }
-  switch (request.output_format()) {
-    case v1::OUTPUT_FORMAT_UNSPECIFIED: spec.format = OutputFormat::kAuto; break;
-    case v1::OUTPUT_FORMAT_GPTQ: spec.format = OutputFormat::kGptq; break;
-    case v1::OUTPUT_FORMAT_AWQ: spec.format = OutputFormat::kAwq; break;
-    case v1::OUTPUT_FORMAT_NATIVE: spec.format = OutputFormat::kNative; break;
-    case v1::OUTPUT_FORMAT_GGUF: spec.format = OutputFormat::kGguf; break;
-    default: violations.push_back({"output_format", absl::StrCat("unsupported format ", request.output_format())});
+  if (const std::optional<OutputFormat> format = FormatOf(request.output_format())) {
+    spec.format = *format;
+  } else {
+    violations.push_back({"output_format", absl::StrCat("unsupported format ", request.output_format())});
   }
   const v1::LayerSelection& layers = request.layers();
   spec.include.assign(layers.include().begin(), layers.include().end());
@@ -147,6 +156,7 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
   spec.overwrite = request.overwrite();
   spec.tokenizer_uri = request.tokenizer_uri();
   if (!request.gguf_type().empty()) spec.gguf_type = request.gguf_type();
+  spec.write_imatrix = request.write_imatrix();
   if (request.shard_size_bytes() < 0) violations.push_back({"shard_size_bytes", "must not be negative"});
   if (request.shard_size_bytes() > 0) spec.shard_bytes = static_cast<uint64_t>(request.shard_size_bytes());
   const v1::CalibrationData& c = request.calibration();
@@ -168,6 +178,13 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
   }
   if (!violations.empty()) return InvalidRequest(violations);
   return spec;
+}
+
+v1::OutputFormat ToProto(OutputFormat format) {
+  for (const auto& [api, core] : kFormats) {
+    if (core == format) return api;
+  }
+  return v1::OUTPUT_FORMAT_UNSPECIFIED;
 }
 
 google::protobuf::Timestamp NowTimestamp() {

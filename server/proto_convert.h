@@ -17,6 +17,9 @@ namespace lowbit::server {
 // source and destination existence are checked by the caller, against the object store.
 absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelRequest& request);
 
+// The one mapping between the API's output formats and core's.
+v1::OutputFormat ToProto(OutputFormat format);
+
 // The current time with full resolution (Debian's TimeUtil::GetCurrentTime() has whole seconds only).
 google::protobuf::Timestamp NowTimestamp();
 

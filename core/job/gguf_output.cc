@@ -104,6 +104,51 @@ absl::StatusOr<GgufMetadata> HfBpeTokenizerMetadata(const GgufTokenizerSource& s
   return m;
 }
 
+// A SentencePiece vocabulary as llama.cpp's "llama" tokenizer model: pieces, scores and token types in id
+// order (padded to the model's vocabulary with [PADi], UNUSED), the special ids, BOS as the tokenizer adds it.
+absl::StatusOr<GgufMetadata> SentencePieceMetadata(const std::vector<Tokenizer::ScoredPiece>& pieces, const Tokenizer& tokenizer,
+                                                  int64_t vocab) {
+  if (static_cast<int64_t>(pieces.size()) > vocab) {
+    return absl::InvalidArgumentError(absl::StrCat("the tokenizer has ", pieces.size(), " pieces, the model ", vocab, " embeddings"));
+  }
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<int32_t> types;
+  int64_t unknown = -1;
+  const int64_t eos = tokenizer.eos();
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    using Kind = Tokenizer::ScoredPiece::Kind;
+    const Tokenizer::ScoredPiece& p = pieces[i];
+    tokens.push_back(p.piece);
+    scores.push_back(p.score);
+    // llama_token_type: 1 normal, 2 unknown, 3 control, 5 unused, 6 byte.
+    types.push_back(p.kind == Kind::kNormal ? 1 : p.kind == Kind::kUnknown ? 2 : p.kind == Kind::kControl ? 3 : p.kind == Kind::kUnused ? 5 : 6);
+    if (p.kind == Kind::kUnknown && unknown < 0) unknown = static_cast<int64_t>(i);
+  }
+  for (int64_t i = static_cast<int64_t>(pieces.size()); i < vocab; ++i) {
+    tokens.push_back(absl::StrCat("[PAD", i, "]")), scores.push_back(-1000.0f), types.push_back(5);
+  }
+  GgufMetadata m = {
+      {"tokenizer.ggml.model", GgufValue::String("llama")},
+      {"tokenizer.ggml.tokens", GgufValue::Strings(std::move(tokens))},
+      {"tokenizer.ggml.scores", GgufValue::F32s(std::move(scores))},
+      {"tokenizer.ggml.token_type", GgufValue::I32s(std::move(types))},
+  };
+  if (unknown >= 0) m.push_back({"tokenizer.ggml.unknown_token_id", GgufValue::U32(static_cast<uint32_t>(unknown))});
+  if (tokenizer.bos() >= 0) m.push_back({"tokenizer.ggml.bos_token_id", GgufValue::U32(static_cast<uint32_t>(tokenizer.bos()))});
+  if (eos >= 0) m.push_back({"tokenizer.ggml.eos_token_id", GgufValue::U32(static_cast<uint32_t>(eos))});
+  m.push_back({"tokenizer.ggml.add_bos_token", GgufValue::Bool(tokenizer.bos() >= 0)});
+  m.push_back({"tokenizer.ggml.add_eos_token", GgufValue::Bool(false)});
+  // The normalizer's add_dummy_prefix and remove_extra_whitespaces (convert_hf_to_gguf.py reads them from
+  // the model proto), seen in what the tokenizer does: "a" after a prefix space; runs of spaces collapsed.
+  const std::vector<int> a = tokenizer.Encode("a");
+  const bool space_prefix = !a.empty() && absl::StartsWith(pieces[static_cast<size_t>(a[0])].piece, "\u2581");
+  const bool collapses = tokenizer.Encode(" a  b ") == tokenizer.Encode("a b");
+  m.push_back({"tokenizer.ggml.add_space_prefix", GgufValue::Bool(space_prefix)});
+  m.push_back({"tokenizer.ggml.remove_extra_whitespaces", GgufValue::Bool(collapses)});
+  return m;
+}
+
 // llama-quant.cpp's use_more_bits: the first and last eighth of the blocks, and every third between.
 bool UseMoreBits(int64_t layer, int64_t layers) {
   return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
@@ -158,6 +203,31 @@ GgmlType GgufFallbackType(GgmlType type, int64_t cols) {
     default: break;
   }
   return cols % TraitsOf(fallback).block_size == 0 ? fallback : GgmlType::kF16;
+}
+
+absl::Status WriteImatrix(ObjectWriter* out, const std::vector<ImatrixEntry>& entries, const std::string& dataset,
+                          int64_t chunks, int64_t chunk_size) {
+  const GgufMetadata metadata = {
+      {"general.type", GgufValue::String("imatrix")},
+      {"imatrix.datasets", GgufValue::Strings({dataset})},
+      {"imatrix.chunk_count", GgufValue::U32(static_cast<uint32_t>(chunks))},
+      {"imatrix.chunk_size", GgufValue::U32(static_cast<uint32_t>(chunk_size))},
+  };
+  std::vector<GgufTensorSpec> specs;
+  for (const ImatrixEntry& e : entries) {
+    // ggml's ne: in_sum2 [columns, experts], counts [1, experts]; one "expert" for a dense layer.
+    specs.push_back({e.gguf_name + ".in_sum2", {1, static_cast<int64_t>(e.sum2.size())}, GgmlType::kF32});
+    specs.push_back({e.gguf_name + ".counts", {1, 1}, GgmlType::kF32});
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<GgufWriter> writer, GgufWriter::Create(out, metadata, specs));
+  for (const ImatrixEntry& e : entries) {
+    RETURN_IF_ERROR(writer->Append(e.gguf_name + ".in_sum2",
+                                   absl::string_view(reinterpret_cast<const char*>(e.sum2.data()), e.sum2.size() * sizeof(float))));
+    const float tokens = static_cast<float>(e.tokens);
+    RETURN_IF_ERROR(writer->Append(e.gguf_name + ".counts", absl::string_view(reinterpret_cast<const char*>(&tokens), sizeof(float))));
+  }
+  RETURN_IF_ERROR(writer->Finish());
+  return out->Commit();
 }
 
 std::string GgmlRowsInOrder(const GgmlTensor& t, const std::vector<int64_t>& row_order) {
@@ -221,30 +291,11 @@ absl::StatusOr<GgufMetadata> GgufModelMetadata(const Architecture& arch, const B
     m.insert(m.end(), t.begin(), t.end());
     return m;
   }
-  const auto* llama2c = dynamic_cast<const Llama2cTokenizer*>(tokenizer.tokenizer);
-  if (llama2c == nullptr) {
-    return absl::UnimplementedError("GGUF tokenizer metadata is written from tokenizer.json (byte-level BPE) and llama2.c's "
-                                    "tokenizer.bin; a SentencePiece tokenizer.model is not supported yet");
-  }
-  // A SentencePiece vocabulary ("llama"): llama2.c stores pieces with spaces where SentencePiece has U+2581.
-  std::vector<std::string> tokens;
-  std::vector<int32_t> types;
-  for (size_t i = 0; i < llama2c->pieces().size(); ++i) {
-    const std::string& piece = llama2c->pieces()[i];
-    const bool byte = piece.size() == 6 && absl::StartsWith(piece, "<0x") && piece.back() == '>';
-    tokens.push_back(byte || i < 3 ? piece : absl::StrReplaceAll(piece, {{" ", "\u2581"}}));
-    // llama_token_type: 1 normal, 2 unknown, 3 control, 6 byte.
-    types.push_back(i == 0 ? 2 : i < 3 ? 3 : byte ? 6 : 1);
-  }
-  m.push_back({"tokenizer.ggml.model", GgufValue::String("llama")});
-  m.push_back({"tokenizer.ggml.tokens", GgufValue::Strings(std::move(tokens))});
-  m.push_back({"tokenizer.ggml.scores", GgufValue::F32s(llama2c->scores())});
-  m.push_back({"tokenizer.ggml.token_type", GgufValue::I32s(std::move(types))});
-  m.push_back({"tokenizer.ggml.unknown_token_id", GgufValue::U32(0)});
-  m.push_back({"tokenizer.ggml.bos_token_id", GgufValue::U32(Llama2cTokenizer::kBos)});
-  m.push_back({"tokenizer.ggml.eos_token_id", GgufValue::U32(Llama2cTokenizer::kEos)});
-  m.push_back({"tokenizer.ggml.add_bos_token", GgufValue::Bool(true)});
-  m.push_back({"tokenizer.ggml.add_eos_token", GgufValue::Bool(false)});
+  const std::vector<Tokenizer::ScoredPiece> pieces =
+      tokenizer.tokenizer != nullptr ? tokenizer.tokenizer->ScoredPieces() : std::vector<Tokenizer::ScoredPiece>{};
+  if (pieces.empty()) return absl::UnimplementedError("GGUF tokenizer metadata: the tokenizer is neither tokenizer.json nor SentencePiece");
+  ASSIGN_OR_RETURN(GgufMetadata t, SentencePieceMetadata(pieces, *tokenizer.tokenizer, g.vocab));
+  m.insert(m.end(), t.begin(), t.end());
   return m;
 }
 

@@ -59,6 +59,18 @@ absl::StatusOr<GgufMetadata> GgufModelMetadata(const Architecture& arch, const B
 // rotary frequencies) for llama3's rope scaling, as convert_hf_to_gguf.py's generate_extra_tensors writes it.
 std::vector<std::pair<GgufTensorSpec, std::string>> GgufExtraTensors(const BlockGeometry& g);
 
+// llama.cpp's importance matrix (imatrix.gguf, as llama-imatrix writes it and llama-quantize --imatrix
+// reads it): per linear layer, by its GGUF name, "<name>.in_sum2" (Σ x² per input column, F32) and
+// "<name>.counts" (the tokens summed), with general.type "imatrix" and the calibration text, windows and
+// window length.
+struct ImatrixEntry {
+  std::string gguf_name;
+  std::vector<float> sum2;
+  int64_t tokens = 0;
+};
+absl::Status WriteImatrix(ObjectWriter* out, const std::vector<ImatrixEntry>& entries, const std::string& dataset,
+                          int64_t chunks, int64_t chunk_size);
+
 // A GgmlTensor's rows in `row_order` (empty: as they are), as the file stores them.
 std::string GgmlRowsInOrder(const GgmlTensor& t, const std::vector<int64_t>& row_order);
 

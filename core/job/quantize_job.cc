@@ -658,6 +658,10 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat("calibration: ", MethodName(spec.quant.method),
                                                    " needs a calibration text (with the model's tokenizer) or .ids.json"));
   }
+  if (spec.write_imatrix && !Calibrates(spec)) {
+    return absl::InvalidArgumentError(absl::StrCat("write_imatrix: the statistics come from calibration; ", MethodName(spec.quant.method),
+                                                   " without a calibration text collects none"));
+  }
   if (Calibrates(spec) && spec.quantize_lm_head) {
     return absl::InvalidArgumentError(absl::StrCat("quantize_lm_head: calibration covers the decoder blocks only, not with ",
                                                    MethodName(spec.quant.method)));
@@ -795,6 +799,8 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   };
   // The calibrated block being written: its results and the tensors it read, handed to the stream.
   CalibratedBlock block;
+  std::vector<ImatrixEntry> imatrix;  // write_imatrix: each calibrated layer's input statistics
+  const Architecture* arch = FindArchitecture(reader->descriptor().architecture);
   std::map<std::string, Tensor*> block_tensors;
   const size_t max_in_flight = static_cast<size_t>(std::max(1, options.max_tensors_in_flight));
   for (size_t i = 0; i < plan.size(); ++i) {
@@ -810,7 +816,12 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
       for (Tensor& t : block.tensors) block_tensors[t.name] = &t;
       for (PlannedTensor& q : plan) {
         if (LayerIndexOf(q.info.name) != block.index) continue;
-        if (auto it = block.layers.find(q.info.name); it != block.layers.end()) q.calibrated = &it->second;
+        if (auto it = block.layers.find(q.info.name); it != block.layers.end()) {
+          q.calibrated = &it->second;
+          if (spec.write_imatrix && arch != nullptr) {
+            imatrix.push_back({GgufTensorName(*arch, q.info.name), it->second.input_sum2, it->second.input_tokens});
+          }
+        }
         if (auto it = block.replaced.find(q.info.name); it != block.replaced.end()) q.replacement = &it->second;
       }
     }
@@ -860,6 +871,13 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
     RETURN_IF_ERROR(output.WriteAll("quantize_config.json", quantize_config.dump(2), &report));
   }
 
+  if (spec.write_imatrix) {
+    static constexpr char kImatrixFile[] = "imatrix.gguf";
+    ASSIGN_OR_RETURN(std::unique_ptr<ObjectWriter> out, output.NewWriter(kImatrixFile));
+    RETURN_IF_ERROR(WriteImatrix(out.get(), imatrix, spec.calibration.text_uri, spec.calibration.samples, spec.calibration.seqlen));
+    report.files.push_back({kImatrixFile, out->bytes_written()});
+    report.summary.bytes_written += out->bytes_written();
+  }
   RETURN_IF_ERROR(CopyServingFiles(source, spec, &output, &report));
   if (!spec.evaluation.text_uri.empty()) {
     ASSIGN_OR_RETURN(report.evaluation, EvaluateOutput(*reader, source, destination, spec, observer, options));

@@ -75,6 +75,7 @@ struct QuantizeJobSpec {
   std::string tokenizer_uri;         ///< for plain-text calibration and evaluation; default: the one beside the checkpoint
   uint64_t shard_bytes = 5'000'000'000;  ///< tensor data per output file (save_pretrained's default "5GB")
   std::string gguf_type = "Q8_0";    ///< kGguf: the ggml type of the linear layers (core/quant/ggml_types.h)
+  bool write_imatrix = false;        ///< calibrated jobs: also write imatrix.gguf for llama-quantize --imatrix
   CalibrationSpec calibration;
   EvaluationSpec evaluation;
 };

@@ -93,6 +93,19 @@ absl::StatusOr<CalibratedBlock> BlockCalibrator::Next() {
   return out;
 }
 
+namespace {
+
+// Σ x² per input column, from H = 2/n Σ x xᵀ.
+std::vector<float> InputSum2(const CalibrationStats& stats) {
+  std::vector<float> sum2(static_cast<size_t>(stats.cols));
+  for (int64_t c = 0; c < stats.cols; ++c) {
+    sum2[c] = static_cast<float>(0.5 * stats.hessian[c * stats.cols + c] * static_cast<double>(stats.samples));
+  }
+  return sum2;
+}
+
+}  // namespace
+
 absl::Status BlockCalibrator::QuantizeGroup(const LinearGroup& group, const CalibrationStats& stats, BlockWeights* w,
                                             CalibratedBlock* out) {
   const std::string prefix = arch_.BlockPrefix(next_);
@@ -108,6 +121,8 @@ absl::Status BlockCalibrator::QuantizeGroup(const LinearGroup& group, const Cali
       if (!r.ok()) return r;
       // Measured here, on the checkpoint's weights, so the stream need not read them again.
       if (!r->relative_error) r->relative_error = RelativeFrobeniusError(*m, r->tensor);
+      r->input_sum2 = InputSum2(stats);
+      r->input_tokens = stats.samples;
       r->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       return r;
     };
@@ -300,7 +315,7 @@ absl::Status BlockCalibrator::Awq(BlockWeights& w, CalibratedBlock* out) {
       if (clip) absl::StrAppend(&note, "; clipped");
       const double error = RelativeFrobeniusError(scaled, *qt);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      out->layers.emplace(name, CalibratedLayer{*std::move(qt), note, error, seconds});
+      out->layers.emplace(name, CalibratedLayer{*std::move(qt), note, error, seconds, InputSum2(stats[in]), stats[in].samples});
       if (options_.context) options_.context->Progress({JobPhase::kCalibrating, next_, num_blocks(), name});
     }
   }

@@ -41,6 +41,10 @@ struct CalibratedLayer {
   std::string note;
   std::optional<double> relative_error;  ///< ‖W − Ŵ‖/‖W‖ against the weights it approximates (AWQ's: the scaled ones); set by the calibrator if the method does not
   double seconds = 0;                    ///< time spent quantizing this layer
+  // The layer's inputs as calibration saw them (before AWQ's scales): Σ x² per input column over
+  // `input_tokens` tokens, what llama.cpp's imatrix records.
+  std::vector<float> input_sum2;
+  int64_t input_tokens = 0;
 };
 
 // Quantizes one layer (by its full weight name) from the statistics of its inputs.

@@ -49,6 +49,18 @@ int lowbit_spm_vocab_size(const void* processor) {
 }
 
 int lowbit_spm_bos(const void* processor) { return static_cast<const sentencepiece::SentencePieceProcessor*>(processor)->bos_id(); }
+int lowbit_spm_eos(const void* processor) { return static_cast<const sentencepiece::SentencePieceProcessor*>(processor)->eos_id(); }
+
+int lowbit_spm_piece(const void* processor, int id, const char** text, size_t* text_size, float* score, int* kind) {
+  const auto* p = static_cast<const sentencepiece::SentencePieceProcessor*>(processor);
+  if (id < 0 || id >= p->GetPieceSize()) return 1;
+  const std::string& piece = p->IdToPiece(id);
+  *text = piece.data();
+  *text_size = piece.size();
+  *score = p->GetScore(id);
+  *kind = p->IsUnknown(id) ? 1 : p->IsControl(id) ? 2 : p->IsUnused(id) ? 3 : p->IsByte(id) ? 4 : 0;
+  return 0;
+}
 
 void lowbit_spm_release(void* buffer) { std::free(buffer); }
 

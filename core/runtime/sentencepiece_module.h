@@ -18,6 +18,10 @@ int lowbit_spm_encode(const void* processor, const char* text, size_t text_size,
 int lowbit_spm_decode(const void* processor, const int* ids, size_t count, char** text, size_t* text_size);
 int lowbit_spm_vocab_size(const void* processor);
 int lowbit_spm_bos(const void* processor);  // -1 if the model has none
+int lowbit_spm_eos(const void* processor);  // -1 if the model has none
+// Piece `id`: its text (owned by the processor), score and kind (0 normal, 1 unknown, 2 control, 3 unused,
+// 4 byte); 0 on success.
+int lowbit_spm_piece(const void* processor, int id, const char** text, size_t* text_size, float* score, int* kind);
 void lowbit_spm_release(void* buffer);
 }
 

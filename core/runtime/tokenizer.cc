@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/checkpoint/checkpoint_reader.h"
@@ -29,6 +30,8 @@ struct SentencePieceModule {
   decltype(&lowbit_spm_decode) decode = nullptr;
   decltype(&lowbit_spm_vocab_size) vocab_size = nullptr;
   decltype(&lowbit_spm_bos) bos = nullptr;
+  decltype(&lowbit_spm_eos) eos = nullptr;
+  decltype(&lowbit_spm_piece) piece = nullptr;
   decltype(&lowbit_spm_release) release = nullptr;
   std::string error;  ///< why it could not be loaded; empty when it was
 };
@@ -60,6 +63,8 @@ const SentencePieceModule& SentencePiece() {
     bind(&m->decode, "lowbit_spm_decode");
     bind(&m->vocab_size, "lowbit_spm_vocab_size");
     bind(&m->bos, "lowbit_spm_bos");
+    bind(&m->eos, "lowbit_spm_eos");
+    bind(&m->piece, "lowbit_spm_piece");
     bind(&m->release, "lowbit_spm_release");
     return m;
   }();
@@ -102,6 +107,19 @@ class SentencePieceTokenizer : public Tokenizer {
   }
   int vocab_size() const override { return spm_.vocab_size(processor_); }
   int bos() const override { return spm_.bos(processor_); }
+  int eos() const override { return spm_.eos(processor_); }
+  std::vector<ScoredPiece> ScoredPieces() const override {
+    std::vector<ScoredPiece> out(static_cast<size_t>(vocab_size()));
+    for (int id = 0; id < vocab_size(); ++id) {
+      const char* text = nullptr;
+      size_t size = 0;
+      int kind = 0;
+      if (spm_.piece(processor_, id, &text, &size, &out[id].score, &kind) != 0) return {};
+      out[id].piece.assign(text, size);
+      out[id].kind = static_cast<ScoredPiece::Kind>(kind);
+    }
+    return out;
+  }
 
  private:
   SentencePieceTokenizer(const SentencePieceModule& spm, void* processor) : spm_(spm), processor_(processor) {}
@@ -223,6 +241,18 @@ std::vector<int> Llama2cTokenizer::EncodeText(absl::string_view text, size_t max
     tokens.insert(tokens.end(), t.begin(), t.end());
   }
   return tokens;
+}
+
+std::vector<Tokenizer::ScoredPiece> Llama2cTokenizer::ScoredPieces() const {
+  std::vector<ScoredPiece> out;
+  for (size_t i = 0; i < pieces_.size(); ++i) {
+    const std::string& piece = pieces_[i];
+    const bool byte = piece.size() == 6 && absl::StartsWith(piece, "<0x") && piece.back() == '>';
+    using Kind = ScoredPiece::Kind;
+    out.push_back({byte || i < 3 ? piece : absl::StrReplaceAll(piece, {{" ", "\u2581"}}), scores_[i],
+                   i == 0 ? Kind::kUnknown : i < 3 ? Kind::kControl : byte ? Kind::kByte : Kind::kNormal});
+  }
+  return out;
 }
 
 std::string Llama2cTokenizer::Decode(const std::vector<int>& ids) const {

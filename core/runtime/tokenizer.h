@@ -28,9 +28,21 @@ class Tokenizer {
   virtual int vocab_size() const = 0;
   // The id every sequence starts with when the tokenizer adds special tokens (BOS), or -1 if it adds none.
   virtual int bos() const = 0;
+  // The end-of-sequence id a SentencePiece vocabulary names, or -1.
+  virtual int eos() const { return -1; }
   // The ids of a long text, in pieces (line by line or paragraphs), stopping once at least `max_tokens`
   // are collected.
   virtual std::vector<int> EncodeText(absl::string_view text, size_t max_tokens) const;
+
+  // The vocabulary as SentencePiece holds it (pieces with U+2581 for spaces, scores, kinds), for the
+  // tokenizers that are SentencePiece models (tokenizer.model, llama2.c's); empty for the others.
+  struct ScoredPiece {
+    enum class Kind { kNormal, kUnknown, kControl, kUnused, kByte };
+    std::string piece;
+    float score = 0;
+    Kind kind = Kind::kNormal;
+  };
+  virtual std::vector<ScoredPiece> ScoredPieces() const { return {}; }
 };
 
 // The tokenizer at `uri` by its file name (tokenizer.json, *.model, else llama2.c's .bin, which needs the
@@ -64,8 +76,9 @@ class Llama2cTokenizer : public Tokenizer {
   std::string Decode(const std::vector<int>& ids) const override;
   int vocab_size() const override { return static_cast<int>(pieces_.size()); }
   int bos() const override { return kBos; }
-  const std::vector<std::string>& pieces() const { return pieces_; }
-  const std::vector<float>& scores() const { return scores_; }
+  int eos() const override { return kEos; }
+  // llama2.c's pieces hold spaces where SentencePiece has U+2581; 0 is <unk>, 1 and 2 control, <0xNN> bytes.
+  std::vector<ScoredPiece> ScoredPieces() const override;
 
  private:
   std::vector<std::string> pieces_;

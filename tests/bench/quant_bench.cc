@@ -9,6 +9,7 @@
 
 #include "core/pack/gptq.h"
 #include "core/checkpoint/checkpoint_reader.h"
+#include "core/quant/ggml_grid.h"
 #include "core/quant/gptq.h"
 #include "core/quant/lut.h"
 #include "core/quant/onebit.h"
@@ -153,6 +154,39 @@ void BM_Gptq4bitG128Layer4096(benchmark::State& state) {
                                                  benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_Gptq4bitG128Layer4096)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+
+// GGUF codes: BF16 widened, then each ggml type's weighted least-squares block search (rtn) — arg: ggml type.
+void BM_RtnGgml(benchmark::State& state) {
+  const GgmlTypeTraits& t = TraitsOf(static_cast<GgmlType>(state.range(0)));
+  state.SetLabel(t.name);
+  const auto& src = Bf16Weights();
+  for (auto _ : state) {
+    Matrix w{kRows, kCols, std::vector<float>(src.size())};
+    ConvertToF32(DType::kBF16, src.data(), src.size(), w.data.data());
+    auto q = QuantizeGgmlRtn(w, t, nullptr);
+    benchmark::DoNotOptimize(q);
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(src.size() * 2));
+}
+BENCHMARK(BM_RtnGgml)->Arg(static_cast<int>(GgmlType::kQ4_K))->Arg(static_cast<int>(GgmlType::kQ4_0))
+    ->Arg(static_cast<int>(GgmlType::kQ6_K))->Arg(static_cast<int>(GgmlType::kIQ4_NL))->Unit(benchmark::kMillisecond);
+
+// GPTQ with each Q4_K block's scales fixed on its error-updated weights, beside BM_Gptq4bitG128Layer4096.
+void BM_GptqQ4KLayer4096(benchmark::State& state) {
+  const CalibrationStats& stats = RealisticHessian4096();
+  Matrix w{kRows, kCols, std::vector<float>(static_cast<size_t>(kRows * kCols))};
+  ConvertToF32(DType::kBF16, Bf16Weights().data(), w.data.size(), w.data.data());
+  GptqOptions o;
+  o.ggml = FindGgmlType("Q4_K");
+  for (auto _ : state) {
+    auto r = QuantizeGptq(w, stats, o);
+    benchmark::DoNotOptimize(r);
+  }
+  const double flops = 1.0 * kCols * kCols * kCols + 1.0 * kRows * kCols * kCols;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
+                                                 benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_GptqQ4KLayer4096)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 Matrix F32Weights() {
   Matrix w{kRows, kCols, std::vector<float>(static_cast<size_t>(kRows * kCols))};

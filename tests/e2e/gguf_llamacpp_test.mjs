@@ -201,6 +201,35 @@ for (const [name, variant, vocab, bos] of [['llama3', 'llama_gqa', 128256, 12800
   await model.dispose();
 }
 
+// A SentencePiece tokenizer.model (BPE with byte fallback, trained by Debian's spm_train with Llama's
+// normalizer settings) written as a "llama" vocabulary: llama.cpp's tokenizer over the metadata gives the
+// ids libsentencepiece gives (lowbit tokenize runs it). llama.cpp's SPM tokenizer does not collapse runs of
+// spaces, so a model trained with remove_extra_whitespaces (spm_train's default) differs there.
+{
+  const prefix = path.join(work, 'spm');
+  execFileSync('spm_train', ['--input', path.join(data, 'text', 'tiny-shakespeare.txt'), '--model_prefix', prefix, '--vocab_size', '400',
+                             '--model_type', 'bpe', '--byte_fallback', 'true', '--remove_extra_whitespaces', 'false',
+                             '--normalization_rule_name', 'identity', '--split_digits', 'true', '--minloglevel', '2']);
+  const dir = path.join(work, 'spm-model'), out = path.join(work, 'spm-gguf');
+  execFileSync('/usr/bin/python3', [hfReference, '--variant', 'llama_gqa', '--vocab', '512', dir]);
+  execFileSync(lowbit, ['quantize', '--input', dir, '--tokenizer', `${prefix}.model`, '--output', out, '--format', 'gguf', '--gguf-type', 'F16']);
+  const spmLines = [...lines, '  two  spaces', 'digits 1234567', 'tab\tseparated'];
+  const jsonlFile = path.join(work, 'spm-lines.jsonl');
+  fs.writeFileSync(jsonlFile, spmLines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+  const want = execFileSync(lowbit, ['tokenize', '--tokenizer', `${prefix}.model`, '--text', jsonlFile, '--jsonl', '--json'],
+                            { encoding: 'utf8' }).trim().split('\n').map((l) => JSON.parse(l));
+  const spmModel = await llama.loadModel({ modelPath: path.join(out, 'model.gguf') });
+  let same = 0;
+  spmLines.forEach((line, i) => {
+    const theirs = [...spmModel.tokenize(line)];
+    if (JSON.stringify(theirs) === JSON.stringify(want[i])) same += 1;
+    else console.log('  differs:', JSON.stringify(line).slice(0, 60), theirs.slice(0, 10), want[i].slice(0, 10));
+  });
+  check(same === spmLines.length && spmModel.tokens.bos === 1 && spmModel.tokens.eos === 2,
+        `SentencePiece tokenizer.model: llama.cpp gives libsentencepiece's ids on ${same}/${spmLines.length} lines`);
+  await spmModel.dispose();
+}
+
 fs.rmSync(work, { recursive: true, force: true });
 console.log(failures ? `${failures} check(s) failed` : 'PASSED');
 process.exit(failures ? 1 : 0);
