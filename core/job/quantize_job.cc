@@ -95,19 +95,9 @@ std::string LayerPrefix(const std::string& weight_name) {
   return weight_name.substr(0, weight_name.size() - absl::string_view(".weight").size());
 }
 
-// The tensors' specs in the job's output format, and the native layouts (file metadata) of their layers.
+// The tensors' specs in the job's (safetensors) output format, and the file metadata they need.
 std::vector<TensorSpec> OutputSpecs(const PlannedTensor& p, std::map<std::string, std::string>* metadata) {
-  const std::string prefix = LayerPrefix(p.info.name);
-  const int64_t rows = p.info.shape[0], cols = p.info.shape[1];
-  switch (p.format) {
-    case OutputFormat::kAwq: return AwqTensorSpecs(prefix, rows, cols, p.quant->group_size);
-    case OutputFormat::kNative: {
-      const NativeLayout layout = NativeLayoutFor(rows, cols, *p.quant);
-      (*metadata)[kNativeLayoutKeyPrefix + prefix] = layout.ToJson().dump();
-      return NativeTensorSpecs(prefix, layout);
-    }
-    default: return GptqTensorSpecs(prefix, rows, cols, p.quant->bits, p.quant->group_size);
-  }
+  return FormatTraits(p.format).tensor_specs(LayerPrefix(p.info.name), p.info.shape[0], p.info.shape[1], *p.quant, metadata);
 }
 
 // Why a linear layer stays in high precision ("" if it is quantized with `quant`): the request's patterns,
@@ -118,13 +108,8 @@ std::string KeptReason(const TensorInfo& info, const QuantizeJobSpec& spec, Outp
     if (fnmatch(pattern.c_str(), info.name.c_str(), 0) == 0) return absl::StrCat("excluded by the pattern ", pattern);
   }
   if (!IsFloatDType(info.dtype)) return "not a float tensor";
-  const int64_t rows = info.shape[0], cols = info.shape[1];
-  std::string problem;
-  if (format == OutputFormat::kGptq) {
-    problem = GptqShapeProblem(rows, cols, quant.group_size > cols ? -1 : quant.group_size);
-  } else if (format == OutputFormat::kAwq) {
-    problem = AwqShapeProblem(rows, cols, quant.group_size);
-  }
+  const OutputFormatTraits& traits = FormatTraits(format);
+  const std::string problem = traits.shape_problem ? traits.shape_problem(info.shape[0], info.shape[1], quant) : "";
   return problem.empty() ? "" : absl::StrCat(FormatName(format), " engines cannot load it: ", problem);
 }
 
@@ -241,16 +226,12 @@ absl::StatusOr<Tensor> ToF16(const PlannedTensor& p, const Tensor& tensor) {
 }
 
 absl::StatusOr<std::vector<Tensor>> Pack(const PlannedTensor& p, const QuantizedLayer& q) {
-  const std::string prefix = LayerPrefix(p.info.name);
-  if (p.format == OutputFormat::kNative) return PackNative(prefix, q);
   if (p.format == OutputFormat::kGguf) {
     const GgmlTensor* blocks = std::get_if<GgmlTensor>(&q);
     if (blocks == nullptr || blocks->type != p.gguf_type) return absl::InternalError("a GGUF tensor's codes are not on its ggml type's blocks");
     return std::vector<Tensor>{Tensor{p.gguf_name, DType::kU8, p.info.shape, GgmlRowsInOrder(*blocks, p.row_order)}};
   }
-  const QuantizedTensor* grid = std::get_if<QuantizedTensor>(&q);
-  if (grid == nullptr) return absl::InternalError("a uniform-grid format got a codebook or OneBit layer");
-  return p.format == OutputFormat::kAwq ? PackAwq(prefix, *grid) : PackGptq(prefix, *grid, GptqZerosFor(grid->symmetric));
+  return FormatTraits(p.format).pack(LayerPrefix(p.info.name), q);
 }
 
 // `tensor` is the checkpoint's, except for layers the calibrator quantized: those come without bytes, the
@@ -622,29 +603,6 @@ QuantizeJobSpec WithFormatGrid(QuantizeJobSpec spec) {
 
 }  // namespace
 
-absl::string_view FormatName(OutputFormat format) {
-  switch (format) {
-    case OutputFormat::kAuto: return "auto";
-    case OutputFormat::kGptq: return "gptq";
-    case OutputFormat::kAwq: return "awq";
-    case OutputFormat::kNative: return "native";
-    case OutputFormat::kGguf: return "gguf";
-  }
-  return "?";
-}
-
-std::optional<OutputFormat> ParseFormat(absl::string_view name) {
-  for (OutputFormat f : {OutputFormat::kAuto, OutputFormat::kGptq, OutputFormat::kAwq, OutputFormat::kNative, OutputFormat::kGguf}) {
-    if (FormatName(f) == name) return f;
-  }
-  return std::nullopt;
-}
-
-OutputFormat ResolveFormat(OutputFormat format, Method method) {
-  if (format != OutputFormat::kAuto) return format;
-  return IsUniformGridMethod(method) ? OutputFormat::kGptq : OutputFormat::kNative;
-}
-
 bool Calibrates(const QuantizeJobSpec& spec) {
   const CalibrationUse use = CalibrationUseOf(spec.quant);
   return use == CalibrationUse::kRequired || (use == CalibrationUse::kIfGiven && !spec.calibration.text_uri.empty());
@@ -670,24 +628,23 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat("overrides: not supported with ", MethodName(spec.quant.method)));
   }
   const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
-  if (format != OutputFormat::kNative && !IsUniformGridMethod(spec.quant.method)) {
-    return absl::InvalidArgumentError(absl::StrCat("output_format: ", MethodName(spec.quant.method),
-                                                   " results are written as native, not ", FormatName(format)));
+  const OutputFormatTraits& traits = FormatTraits(format);
+  if (!traits.accepts(spec.quant.method)) {
+    return absl::InvalidArgumentError(absl::StrCat("output_format: ", traits.name, " takes ", traits.methods, " results, not ",
+                                                   MethodName(spec.quant.method), "'s",
+                                                   IsUniformGridMethod(spec.quant.method) ? "" : " (written as native)"));
   }
-  if (format == OutputFormat::kGguf) {
-    if (FindGgufFileType(spec.gguf_type) == nullptr) {
-      std::vector<std::string> names;
-      for (const GgufFileType& t : GgufFileTypes()) names.push_back(t.name);
-      return absl::InvalidArgumentError(absl::StrCat("gguf_type: unknown ggml type or mixture '", spec.gguf_type, "' (",
-                                                     absl::StrJoin(names, ", "), ")"));
-    }
-    if (spec.quant.method != Method::kRtn && spec.quant.method != Method::kGptq && spec.quant.method != Method::kAwq) {
-      return absl::InvalidArgumentError(absl::StrCat("output_format: gguf takes rtn, gptq or awq codes, not ", MethodName(spec.quant.method)));
-    }
-    if (!spec.overrides.empty()) return absl::InvalidArgumentError("overrides: not supported with the gguf format yet");
+  if (format == OutputFormat::kGguf && FindGgufFileType(spec.gguf_type) == nullptr) {
+    std::vector<std::string> names;
+    for (const GgufFileType& t : GgufFileTypes()) names.push_back(t.name);
+    return absl::InvalidArgumentError(absl::StrCat("gguf_type: unknown ggml type or mixture '", spec.gguf_type, "' (",
+                                                   absl::StrJoin(names, ", "), ")"));
   }
-  if (format == OutputFormat::kAwq && spec.quantize_lm_head) {
-    return absl::InvalidArgumentError("quantize_lm_head: the AWQ format has no quantized lm_head (transformers and vLLM load it in FP16)");
+  if (!traits.overrides && !spec.overrides.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("overrides: not supported with the ", traits.name, " format"));
+  }
+  if (!traits.quantized_lm_head && spec.quantize_lm_head) {
+    return absl::InvalidArgumentError(absl::StrCat("quantize_lm_head: the ", traits.name, " format's engines load lm_head in FP16 only"));
   }
   for (const LayerOverride& o : spec.overrides) {
     if (o.quant.method != spec.quant.method) {
@@ -698,12 +655,7 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   for (const LayerOverride& o : spec.overrides) configs.push_back(&o.quant);
   for (const QuantConfig* config : configs) {
     RETURN_IF_ERROR(ValidateQuantConfig(*config));
-    if (format == OutputFormat::kGptq && !GptqSupportsBits(config->bits)) {
-      return absl::InvalidArgumentError(absl::StrCat("bits: the GPTQ format packs 2, 3, 4 or 8 bits, not ", config->bits));
-    }
-    if (format == OutputFormat::kAwq && (config->bits != 4 || config->act_order)) {
-      return absl::InvalidArgumentError("output_format: the AWQ format packs 4-bit codes in sequential groups only");
-    }
+    if (traits.check) RETURN_IF_ERROR(traits.check(*config));
   }
   return absl::OkStatus();
 }

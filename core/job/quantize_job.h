@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/job/report.h"
+#include "core/pack/format_registry.h"
 #include "core/quant/quantizer.h"
 #include "core/runtime/decoder_block.h"
 #include "core/storage/object_store.h"
@@ -31,15 +32,6 @@
 #include "core/util/thread_pool.h"
 
 namespace lowbit {
-
-// kAuto: GPTQ for the uniform-grid methods (rtn, int8, gptq, awq), native for lut, vq and onebit.
-// kGguf: one model.gguf for llama.cpp, its linear layers in `QuantizeJobSpec::gguf_type` blocks.
-enum class OutputFormat { kAuto, kGptq, kAwq, kNative, kGguf };
-
-absl::string_view FormatName(OutputFormat format);
-std::optional<OutputFormat> ParseFormat(absl::string_view name);
-// The format a job writes: `spec.format`, or for kAuto the method's natural one.
-OutputFormat ResolveFormat(OutputFormat format, Method method);
 
 // Different quantization parameters for the linear layers whose names match a glob pattern.
 struct LayerOverride {

@@ -123,8 +123,12 @@ print("ok: awq 4-bit KL %.4f < RTN %.4f" % (a["evaluation"]["kl_divergence"], r[
 PY
 expect_error awq-needs-calibration "calibration" quantize --input "$MODEL" --method awq
 expect_error awq-format-bits "AWQ format packs 4-bit" quantize --input "$MODEL" --method awq --bits 3 --format awq "${CALIB[@]}" --tokenizer "$TOK"
-expect_error awq-lm-head "the AWQ format has no quantized lm_head" quantize --input "$MODEL" --method rtn --format awq --quantize-lm-head
-expect_error lut-as-gptq "lut results are written as native" quantize --input "$MODEL" --method lut --format gptq
+expect_error awq-lm-head "the awq format.s engines load lm_head in FP16 only" quantize --input "$MODEL" --method rtn --format awq --quantize-lm-head
+expect_error lut-as-gptq "gptq takes rtn, int8, gptq or awq results, not lut.s (written as native)" quantize --input "$MODEL" --method lut --format gptq
+expect_error gguf-type "unknown ggml type or mixture 'Q3_K_XL'" quantize --input "$MODEL" --format gguf --gguf-type Q3_K_XL --tokenizer "$TOK"
+expect_error gguf-lut "gguf takes rtn, gptq or awq results, not lut" quantize --input "$MODEL" --method lut --format gguf --tokenizer "$TOK"
+expect_error gguf-override "overrides: not supported with the gguf format" quantize --input "$MODEL" --format gguf --override '*.q_proj.weight=8' --tokenizer "$TOK"
+expect_error imatrix-rtn "write_imatrix: the statistics come from calibration" quantize --input "$MODEL" --imatrix
 expect_error lut-bits "bits: LUT palettization takes 1, 2, 3, 4, 6 or 8" quantize --input "$MODEL" --method lut --bits 5
 expect_error lut-unique "distinct values do not fit" quantize --input "$MODEL" --method lut --mode unique --bits 2
 expect_error vq-dim "dim: must be 1, 2 or 4" quantize --input "$MODEL" --method vq --dim 3 "${CALIB[@]}" --tokenizer "$TOK"
