@@ -5,7 +5,8 @@
 // quantized linear layers. Two models: stories260K (a real Llama; its 64-wide rows take the 32-value
 // types) and a random Llama with 256/512-wide rows for the K-quants (tests/reference/hf_reference.py).
 // GPTQ and AWQ calibrate on tiny-shakespeare (stories260K) or WikiText-2 ids (the random model).
-// Usage: node gguf_quality.mjs BUILD_DIR
+// "lowbit rtn + calibration" weighs rtn's block search by the calibration inputs' second moments, as
+// llama-quantize does with an imatrix. Usage: node gguf_quality.mjs BUILD_DIR
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -62,6 +63,8 @@ async function table(slug, title, model, calib, types) {
     rows.push(['llama.cpp + lowbit imatrix', bits, await ggml('llamacpp-imatrix', path.join(gptq.dir, 'imatrix.gguf'))]);
     const rtn = quantize(`${slug}-${type}-rtn`, ['--gguf-type', type, '--method', 'rtn']);
     rows.push(['lowbit rtn', rtn.report.summary.bits_per_weight.toFixed(3), await kl(rtn.file)]);
+    const weighted = quantize(`${slug}-${type}-rtn-calib`, ['--gguf-type', type, '--method', 'rtn', ...calib]);
+    rows.push(['lowbit rtn + calibration', weighted.report.summary.bits_per_weight.toFixed(3), await kl(weighted.file)]);
     rows.push(['lowbit gptq', bits, await kl(gptq.file)]);
     const awq = quantize(`${slug}-${type}-awq`, ['--gguf-type', type, '--method', 'awq', ...calib]);
     rows.push(['lowbit awq', awq.report.summary.bits_per_weight.toFixed(3), await kl(awq.file)]);

@@ -434,8 +434,7 @@ nlohmann::json QuantizationConfig(const QuantizeJobSpec& spec, const CheckpointR
 
 // The block-wise calibrator for the job's method over the layers the plan quantizes.
 absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const CheckpointReader& reader, ObjectStore* store,
-                                                                  const QuantizeJobSpec& spec, const Quantizer& quantizer,
-                                                                  const std::vector<PlannedTensor>& plan,
+                                                                  const QuantizeJobSpec& spec, const std::vector<PlannedTensor>& plan,
                                                                   const JobOptions& options, JobContext* context) {
   const CalibrationSpec& c = spec.calibration;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -444,10 +443,11 @@ absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const Checkpoi
                                    reader.descriptor(), &tokenizer));
   ASSIGN_OR_RETURN(std::vector<std::vector<int>> windows,
                    CalibrationWindows(store, c.text_uri, source, {c.samples, c.seqlen, c.seed}));
-  // The layers the plan quantizes (include/exclude applied), each with its config (GGUF mixtures differ).
-  auto planned = std::make_shared<std::map<std::string, const QuantConfig*>>();
+  // The layers the plan quantizes (include/exclude applied), each with its config and quantizer (GGUF
+  // mixtures and fallbacks differ by layer).
+  auto planned = std::make_shared<std::map<std::string, std::pair<const QuantConfig*, const Quantizer*>>>();
   for (const PlannedTensor& p : plan) {
-    if (p.quant != nullptr) (*planned)[p.info.name] = p.quant;
+    if (p.quant != nullptr) (*planned)[p.info.name] = {p.quant, p.quantizer};
   }
   BlockCalibratorOptions o;
   o.include = [planned](const std::string& name) { return planned->count(name) > 0; };
@@ -458,14 +458,15 @@ absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const Checkpoi
   if (q.method == Method::kAwq) {
     o.mode = BlockCalibratorOptions::Mode::kAwq;
     o.awq = AwqOptionsOf(q);
-    o.awq_ggml = [planned](const std::string& name) { return planned->at(name)->ggml; };
+    o.awq_ggml = [planned](const std::string& name) { return planned->at(name).first->ggml; };
   } else {
-    o.quantize = [&quantizer, planned](const std::string& name, const Matrix& w, const CalibrationStats& stats,
-                                       const JobContext* ctx) -> absl::StatusOr<CalibratedLayer> {
+    o.quantize = [planned](const std::string& name, const Matrix& w, const CalibrationStats& stats,
+                           const JobContext* ctx) -> absl::StatusOr<CalibratedLayer> {
       CalibratedLayer layer;
-      const QuantConfig& q = *planned->at(name);
+      const auto& [config, quantizer] = planned->at(name);
+      const QuantConfig& q = *config;
       if (q.method != Method::kGptq) {
-        ASSIGN_OR_RETURN(layer.tensor, quantizer.Quantize(w, &stats, ctx));
+        ASSIGN_OR_RETURN(layer.tensor, quantizer->Quantize(w, &stats, ctx));
         return layer;
       }
       ASSIGN_OR_RETURN(GptqResult r, QuantizeGptq(w, stats, GptqOptionsOf(q), ctx));
@@ -604,7 +605,10 @@ QuantizeJobSpec WithFormatGrid(QuantizeJobSpec spec) {
 }  // namespace
 
 bool Calibrates(const QuantizeJobSpec& spec) {
-  const CalibrationUse use = CalibrationUseOf(spec.quant);
+  // rtn onto ggml's blocks weighs its search by the inputs' second moments when given a calibration text
+  // (what llama-quantize does with an imatrix).
+  const bool weighted_rtn = spec.quant.method == Method::kRtn && ResolveFormat(spec.format, spec.quant.method) == OutputFormat::kGguf;
+  const CalibrationUse use = weighted_rtn ? CalibrationUse::kIfGiven : CalibrationUseOf(spec.quant);
   return use == CalibrationUse::kRequired || (use == CalibrationUse::kIfGiven && !spec.calibration.text_uri.empty());
 }
 
@@ -704,7 +708,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   // Calibrated methods: the calibrator runs each decoder block just before the stream writes it.
   std::unique_ptr<BlockCalibrator> calibrator;
   if (Calibrates(spec)) {
-    ASSIGN_OR_RETURN(calibrator, StartCalibration(*reader, source, spec, *quantizers.main, plan, options, observer));
+    ASSIGN_OR_RETURN(calibrator, StartCalibration(*reader, source, spec, plan, options, observer));
   }
   int64_t layers_total = 0;
   std::vector<TensorSpec> specs;

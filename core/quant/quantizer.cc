@@ -147,9 +147,15 @@ absl::StatusOr<std::unique_ptr<Quantizer>> CreateQuantizer(const QuantConfig& co
       RtnOptions o{config.bits, config.group_size, config.symmetric ? GridKind::kSymmetric : GridKind::kAsymmetric,
                    config.mse_clip};
       if (config.method == Method::kInt8 && config.symmetric) o.grid = GridKind::kRestrictedSymmetric;
-      fn = [o, ggml = config.ggml](const Matrix& w, const CalibrationStats*, const JobContext*) -> absl::StatusOr<QuantizedLayer> {
-        if (ggml != nullptr) return QuantizeGgmlRtn(w, *ggml, nullptr);
-        return QuantizeRtn(w, o);
+      fn = [o, ggml = config.ggml](const Matrix& w, const CalibrationStats* stats, const JobContext*) -> absl::StatusOr<QuantizedLayer> {
+        if (ggml == nullptr) return QuantizeRtn(w, o);
+        // Given statistics, the block search weighs each column by its inputs' second moment (H's diagonal).
+        std::vector<float> importance;
+        if (stats != nullptr && stats->cols == w.cols && stats->hessian.size() == static_cast<size_t>(w.cols * w.cols)) {
+          importance.resize(static_cast<size_t>(w.cols));
+          for (int64_t c = 0; c < w.cols; ++c) importance[c] = std::max(stats->hessian[c * w.cols + c], 1e-12f);
+        }
+        return QuantizeGgmlRtn(w, *ggml, importance.empty() ? nullptr : importance.data());
       };
       break;
     }

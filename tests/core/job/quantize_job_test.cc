@@ -3,6 +3,7 @@
 #include "core/job/quantize_job.h"
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -10,6 +11,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "core/checkpoint/safetensors.h"
+#include "core/runtime/token_windows.h"
+#include "core/checkpoint/gguf.h"
 #include "core/job/convert_job.h"
 #include "core/pack/gptq.h"
 #include "core/quant/error_metrics.h"
@@ -196,6 +199,67 @@ TEST_F(QuantizeJobTest, GgufMixtureReadsBackWithTheReportedErrorsAndFallbacks) {
       EXPECT_LT(RelativeFrobeniusError(source, back), 1e-3) << info.name << ": F16";
     }
   }
+}
+
+// rtn onto ggml blocks with a calibration text weighs its search by the inputs (llama-quantize's imatrix
+// use): a calibrated job, codes that differ from the data-free ones, and an imatrix.gguf beside them.
+TEST_F(QuantizeJobTest, GgufRtnWeighsItsSearchByTheCalibration) {
+  QuantizeJobSpec spec = Spec(kModel, dir_.File("plain"));
+  spec.format = OutputFormat::kGguf;
+  spec.gguf_type = "Q4_1";
+  spec.tokenizer_uri = testing::SharedData("models/stories260K/tok512.bin");
+  ASSERT_FALSE(Calibrates(spec));
+  ASSERT_TRUE(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 4}).ok());
+  spec.destination_uri = dir_.File("weighted");
+  spec.calibration = {testing::SharedData("text/tiny-shakespeare.txt"), 8, 64, 0};
+  spec.write_imatrix = true;
+  ASSERT_TRUE(Calibrates(spec));
+  auto report = RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 4});
+  ASSERT_TRUE(report.ok()) << report.status();
+  // The first block's q/k/v read RMSNorm(embedding)·attn_norm: their Σ x² per column, recomputed here
+  // from the checkpoint and the calibration windows, is what imatrix.gguf holds.
+  auto imatrix = ReadGgufHeader(store_.get(), dir_.File("weighted/imatrix.gguf"));
+  ASSERT_TRUE(imatrix.ok()) << imatrix.status();
+  EXPECT_EQ(imatrix->Find("general.type")->text, "imatrix");
+  auto reader = *OpenCheckpoint(store_.get(), kModel);
+  std::unique_ptr<Tokenizer> tokenizer;
+  auto source = *OpenTokenSource(store_.get(), spec.tokenizer_uri, reader->descriptor(), &tokenizer);
+  auto windows = *CalibrationWindows(store_.get(), spec.calibration.text_uri, source, {8, 64, 0});
+  std::map<std::string, Matrix> t;
+  for (const TensorInfo& info : reader->tensors()) {
+    if (info.name == "model.embed_tokens.weight" || info.name == "model.layers.0.input_layernorm.weight") t[info.name] = *ToMatrix(*reader->Read(info));
+  }
+  const Matrix& embed = t["model.embed_tokens.weight"];
+  const std::vector<float>& norm = t["model.layers.0.input_layernorm.weight"].data;
+  const int64_t dim = embed.cols;
+  std::vector<double> want(static_cast<size_t>(dim), 0.0);
+  int64_t tokens = 0;
+  for (const std::vector<int>& w : windows) {
+    for (int id : w) {
+      const float* x = embed.row(id);
+      double ms = 0;
+      for (int64_t c = 0; c < dim; ++c) ms += static_cast<double>(x[c]) * x[c];
+      const double inv = 1.0 / std::sqrt(ms / static_cast<double>(dim) + 1e-5);
+      for (int64_t c = 0; c < dim; ++c) want[c] += std::pow(x[c] * inv * norm[c], 2);
+      ++tokens;
+    }
+  }
+  std::map<std::string, std::string> bytes;
+  for (const GgufHeader::Entry& e : imatrix->tensors) bytes[e.name] = *store_->ReadRange(dir_.File("weighted/imatrix.gguf"), e.offset, e.bytes);
+  float count;
+  std::memcpy(&count, bytes.at("blk.0.attn_q.weight.counts").data(), 4);
+  EXPECT_EQ(count, static_cast<float>(tokens));
+  const std::string& sum2 = bytes.at("blk.0.attn_q.weight.in_sum2");
+  ASSERT_EQ(sum2.size(), static_cast<size_t>(dim) * 4);
+  for (int64_t c = 0; c < dim; ++c) {
+    float got;
+    std::memcpy(&got, sum2.data() + c * 4, 4);
+    EXPECT_NEAR(got, want[c], 1e-3 * want[c]) << "column " << c;
+  }
+  std::ifstream a(dir_.File("plain/model.gguf"), std::ios::binary), b(dir_.File("weighted/model.gguf"), std::ios::binary);
+  const std::string plain((std::istreambuf_iterator<char>(a)), {}), weighted((std::istreambuf_iterator<char>(b)), {});
+  ASSERT_EQ(plain.size(), weighted.size());
+  EXPECT_NE(plain, weighted);
 }
 
 TEST_F(QuantizeJobTest, BytesInFlightStayUnderTheBound) {
