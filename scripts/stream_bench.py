@@ -1,6 +1,8 @@
 """`make stream-bench`: RTN 4-bit g128 of a synthetic checkpoint with Llama-2-7B layer shapes (BF16, a few GB)
 from a local directory and from a local S3 server (s3rver, on disk), to local disk and to S3 respectively.
-Prints throughput (MB of checkpoint per second) and peak RSS of each run, and their ratio.
+Prints throughput (MB of checkpoint per second) and peak RSS of each run, and their ratio. Then the data-free
+job on F16 weights of the same shapes on 2 threads, to GGUF Q4_0 and to the GPTQ layout (symmetric 4-bit
+g32, the same grid), with page faults and system time per GB of input beside a memcpy-bound copy (cp).
 Usage: stream_bench.py BUILD_DIR [LAYERS]"""
 import os
 import shutil
@@ -65,5 +67,28 @@ try:
     finally:
         server.stop()
         shutil.rmtree(server.dir, ignore_errors=True)
+
+    # F16 input, 2 threads: lowbit's two data-free targets for llama.cpp users, beside cp of the same bytes.
+    f16 = os.path.join(work, "llama2-7b-f16")
+    subprocess.check_call([os.path.join(build, "tests", "lowbit_synth"), "--shape=llama2-7b", "--layers=" + layers,
+                           "--dtype=f16", "--output=" + f16])
+    gb = os.path.getsize(os.path.join(f16, "model.safetensors")) / 1e9
+
+    def measured(cmd):
+        out = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %R"] + cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-2000:])
+        wall, user, system, faults = out.stderr.strip().splitlines()[-1].split()
+        return float(wall), float(user), float(system), int(faults)
+
+    wall, user, system, faults = measured(["cp", os.path.join(f16, "model.safetensors"), os.path.join(work, "copy")])
+    print("F16 checkpoint %.2f GB; cp: %.2f GB/s" % (gb, gb / wall))
+    for name, args in [("GGUF Q4_0", ["--format", "gguf", "--gguf-type", "Q4_0", "--tokenizer",
+                                      os.path.join(root, "..", "shared", "data", "models", "stories260K", "tok512.bin")]),
+                       ("GPTQ layout 4-bit g32 sym", ["--bits", "4", "--group-size", "32", "--sym"])]:
+        wall, user, system, faults = measured([lowbit, "quantize", "--input", f16, "--output", os.path.join(work, name[:4]),
+                                               "--threads", "2", "--overwrite"] + args)
+        print("rtn -> %-26s %.2f GB/s of F16 input on 2 threads (%.1f CPU-s); per GB: %.0fk minor page faults, %.2f s system"
+              % (name + ":", gb / wall, user + system, faults / gb / 1e3, system / gb))
 finally:
     shutil.rmtree(work, ignore_errors=True)

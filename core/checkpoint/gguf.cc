@@ -250,9 +250,13 @@ absl::StatusOr<GgufHeader> ParseHeader(absl::string_view bytes, uint64_t file_si
     ASSIGN_OR_RETURN(e.name, c.GetString());
     ASSIGN_OR_RETURN(const uint32_t dims, c.Get<uint32_t>());
     if (dims == 0 || dims > 4) return absl::InvalidArgumentError(absl::StrCat("tensor ", e.name, " has ", dims, " dimensions"));
+    double elements = 1;  // in double: a forged shape must not overflow the checks below
     for (uint32_t d = 0; d < dims; ++d) {
       ASSIGN_OR_RETURN(const uint64_t ne, c.Get<uint64_t>());
-      if (ne == 0 || ne > (uint64_t{1} << 40)) return absl::InvalidArgumentError(absl::StrCat("tensor ", e.name, " has a dimension of ", ne));
+      elements *= static_cast<double>(ne);
+      if (ne == 0 || elements > static_cast<double>(file_size) * 8) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor ", e.name, " has a dimension of ", ne, ", more values than the file holds"));
+      }
       e.shape.insert(e.shape.begin(), static_cast<int64_t>(ne));
     }
     ASSIGN_OR_RETURN(const uint32_t type, c.Get<uint32_t>());

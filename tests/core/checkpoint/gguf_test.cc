@@ -4,6 +4,7 @@
 #include "core/checkpoint/gguf.h"
 
 #include <fstream>
+#include <random>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -87,6 +88,24 @@ TEST_F(GgufTest, DamagedAndForeignFilesAreRefusedWithAReason) {
   auto mamba = OpenGguf(store_.get(), other);
   EXPECT_EQ(mamba.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(mamba.status().message(), HasSubstr("mamba"));
+}
+
+// A few thousand headers with random bytes changed: each is read or refused, never a crash or a hang.
+TEST_F(GgufTest, DamagedHeadersAreReadOrRefusedNeverCrash) {
+  const std::string good = Bytes(Write({{"general.architecture", GgufValue::String("llama")},
+                                        {"llama.block_count", GgufValue::U32(1)},
+                                        {"tokenizer.ggml.tokens", GgufValue::Strings({"a", "bc"})}}));
+  const size_t header = good.find(std::string(256, '\1'));
+  std::mt19937 rng(11);
+  int refused = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string bad = good;
+    for (int k = 0; k < 1 + i % 4; ++k) bad[rng() % header] = static_cast<char>(rng());
+    const std::string uri = Put("fuzz.gguf", bad);
+    refused += !ReadGgufHeader(store_.get(), uri).ok();
+    (void)OpenGguf(store_.get(), uri);
+  }
+  EXPECT_GT(refused, 1000);
 }
 
 }  // namespace
