@@ -108,6 +108,7 @@ std::string KeptReason(const TensorInfo& info, const QuantizeJobSpec& spec, Outp
     if (fnmatch(pattern.c_str(), info.name.c_str(), 0) == 0) return absl::StrCat("excluded by the pattern ", pattern);
   }
   if (!IsFloatDType(info.dtype)) return "not a float tensor";
+  if (info.shape[0] == 0 || info.shape[1] == 0) return "has no values (a zero dimension)";
   const OutputFormatTraits& traits = FormatTraits(format);
   const std::string problem = traits.shape_problem ? traits.shape_problem(info.shape[0], info.shape[1], quant) : "";
   return problem.empty() ? "" : absl::StrCat(FormatName(format), " engines cannot load it: ", problem);

@@ -18,6 +18,8 @@ class FunctionQuantizer final : public Quantizer {
   explicit FunctionQuantizer(Fn fn) : fn_(std::move(fn)) {}
   absl::StatusOr<QuantizedLayer> Quantize(const Matrix& w, const CalibrationStats* stats,
                                           const JobContext* context) const override {
+    // Every method divides by the layer's dimensions somewhere.
+    if (w.rows <= 0 || w.cols <= 0) return absl::InvalidArgumentError(absl::StrCat("an empty ", w.rows, " x ", w.cols, " matrix"));
     return fn_(w, stats, context);
   }
 

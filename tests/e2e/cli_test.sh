@@ -154,6 +154,20 @@ h = json.dumps({"model.layers.0.mlp.up_proj.weight": {"dtype": "F32", "shape": [
 open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + struct.pack("<4f", 1.0, float("nan"), 2.0, 3.0))
 PY
 expect_error nan-weights "model.layers.0.mlp.up_proj.weight.*non-finite" quantize --input "$WORK/nan.safetensors"
+# A linear layer with a zero dimension (it once divided by zero in every method): kept as it is, said so.
+for shape in "0, 64" "64, 0"; do
+  python3 - "$WORK/empty.safetensors" "$shape" <<'PY'
+import json, struct, sys
+h = json.dumps({"model.layers.0.self_attn.q_proj.weight": {"dtype": "F32", "shape": json.loads("[" + sys.argv[2] + "]"),
+                                                            "data_offsets": [0, 0]}}).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h)
+PY
+  for method in rtn lut onebit; do
+    "$LOWBIT" quantize --input "$WORK/empty.safetensors" --output "$WORK/empty-out" --method "$method" --overwrite --json \
+      > "$WORK/empty.json" 2> "$WORK/stderr" || fail "[$shape] $method on an empty layer: $(tail -c 300 "$WORK/stderr")"
+    grep -q "has no values (a zero dimension)" "$WORK/empty.json" || fail "[$shape] $method: the empty layer is not reported as kept"
+  done
+done
 head -c 300000 "$MODEL" > "$WORK/short.bin"
 expect_error truncated-llama2c "short.bin" quantize --input "$WORK/short.bin"
 expect_error missing "no checkpoint" quantize --input "$WORK/nothing-here"
