@@ -4,46 +4,62 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/quant/rtn.h"
 #include "core/tensor/dtype.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
 namespace {
 
-// The code whose level is nearest `v` (in level units).
+// The code whose level is nearest `v` (in level units): uniform grids round (half to even, as the FPU
+// does); a table is searched branch-free (the largest level <= v, then it or the next one).
 inline uint8_t NearestLevel(const GgmlGrid& g, float v) {
   if (g.table == nullptr) {
-    const float k = std::floor(v + 0.5f) + static_cast<float>(g.zero);
+    const float k = RoundHalfEven(v) + static_cast<float>(g.zero);
     return static_cast<uint8_t>(std::clamp(k, 0.0f, static_cast<float>(g.levels - 1)));
   }
-  int lo = 0, hi = g.levels - 1;  // the first level >= v, then the nearer of it and the one below
-  while (lo < hi) {
-    const int mid = (lo + hi) / 2;
-    if (static_cast<float>(g.table[mid]) < v) lo = mid + 1; else hi = mid;
-  }
-  if (lo > 0 && v - static_cast<float>(g.table[lo - 1]) < static_cast<float>(g.table[lo]) - v) --lo;
-  return static_cast<uint8_t>(lo);
+  int q = 0;
+  for (int step = g.levels / 2; step > 0; step /= 2) q += (q + step < g.levels && static_cast<float>(g.table[q + step]) <= v) ? step : 0;
+  q += (q + 1 < g.levels && v - static_cast<float>(g.table[q]) > static_cast<float>(g.table[q + 1]) - v) ? 1 : 0;
+  return static_cast<uint8_t>(q);
 }
 
-inline uint8_t CodeOf(const GgmlGrid& g, float x, float a, float b) {
-  return a == 0.0f ? NearestLevel(g, 0.0f) : NearestLevel(g, (x - b) / a);
+// The code of x on x ≈ a·level + b, given 1/a (0 when a is).
+inline uint8_t CodeOf(const GgmlGrid& g, float x, float inv_a, float b) {
+  return NearestLevel(g, inv_a == 0.0f ? 0.0f : (x - b) * inv_a);
 }
+
+inline float InverseOf(float a) { return a == 0.0f ? 0.0f : 1.0f / a; }
 
 struct Moments {
-  double w = 0, l = 0, ll = 0, x = 0, lx = 0;  // Σw, Σw·level, Σw·level², Σw·x, Σw·level·x
+  float w = 0, l = 0, ll = 0, x = 0, lx = 0;  // Σw, Σw·level, Σw·level², Σw·x, Σw·level·x (≤ 32 values)
 };
 
-// Codes of n values on x ≈ a·level + b: their weighted error, and the moments of their levels.
-double RoundRun(const GgmlGrid& g, const float* x, const float* w, int n, float a, float b, Moments* m) {
-  double err = 0;
-  *m = Moments{};
-  for (int j = 0; j < n; ++j) {
-    const float l = g.level(CodeOf(g, x[j], a, b));
-    const double wj = w ? w[j] : 1.0, e = x[j] - (a * l + b);
-    err += wj * e * e;
-    m->w += wj, m->l += wj * l, m->ll += wj * l * l, m->x += wj * x[j], m->lx += wj * l * x[j];
+// Codes of n values on x ≈ a·level + b: their weighted error, and the moments of their levels. The
+// levels first (uniform grids in one vectorizable loop), then the sums in four independent lanes.
+float RoundRun(const GgmlGrid& g, const float* x, const float* w, int n, float a, float b, Moments* m) {
+  const float inv = InverseOf(a);
+  float l[GgmlBlock::kMaxValues];
+  if (g.table == nullptr) {
+    const float lo = static_cast<float>(-g.zero), hi = static_cast<float>(g.levels - 1 - g.zero);
+    for (int j = 0; j < n; ++j) l[j] = std::clamp(RoundHalfEven((x[j] - b) * inv), lo, hi);
+  } else {
+    for (int j = 0; j < n; ++j) l[j] = g.level(CodeOf(g, x[j], inv, b));
   }
-  return err;
+  constexpr int kLanes = 4;
+  float err[kLanes] = {}, sw[kLanes] = {}, sl[kLanes] = {}, sll[kLanes] = {}, sx[kLanes] = {}, slx[kLanes] = {};
+  for (int j0 = 0; j0 < n; j0 += kLanes) {
+    for (int k = 0; k < kLanes && j0 + k < n; ++k) {
+      const int j = j0 + k;
+      const float wj = w ? w[j] : 1.0f, e = x[j] - (a * l[j] + b);
+      err[k] += wj * e * e, sw[k] += wj, sl[k] += wj * l[j], sll[k] += wj * l[j] * l[j], sx[k] += wj * x[j], slx[k] += wj * l[j] * x[j];
+    }
+  }
+  Moments s;
+  float total = 0;
+  for (int k = 0; k < kLanes; ++k) total += err[k], s.w += sw[k], s.l += sl[k], s.ll += sll[k], s.x += sx[k], s.lx += slx[k];
+  *m = s;
+  return total;
 }
 
 // The affine grid x ≈ a·level(q) + b of one sub-block (b = 0 without a minimum; b <= 0 for the K-quants,
@@ -59,20 +75,22 @@ SubGrid FitSub(const GgmlGrid& g, const float* x, const float* w, int n) {
     lo = std::min(lo, x[j]), hi = std::max(hi, x[j]);
     if (std::abs(x[j]) > std::abs(extreme)) extreme = x[j];
   }
-  const int steps = g.levels >= 64 ? 1 : 4;  // ±5% per step
+  // ±5%: wider and finer scans gained under 0.5% of the error on Student-t weights at 3x the time.
+  const int steps = 1;
   SubGrid best;
-  double best_err = INFINITY;
+  float best_err = INFINITY;
   Moments m;
   auto consider = [&](float a, float b) {
     for (int pass = 0; pass < 2; ++pass) {
-      const double err = RoundRun(g, x, w, n, a, b, &m);
+      const float err = RoundRun(g, x, w, n, a, b, &m);
       if (err < best_err) best_err = err, best.a = a, best.b = b, best.scale_weight = m.ll, best.min_weight = m.w;
       if (pass == 1) break;
       // Least squares for (a, b) given the codes.
       if (g.has_min()) {
-        const double det = m.ll * m.w - m.l * m.l;
+        const double det = static_cast<double>(m.ll) * m.w - static_cast<double>(m.l) * m.l;
         if (det <= 0) break;
-        double na = (m.w * m.lx - m.l * m.x) / det, nb = (m.ll * m.x - m.l * m.lx) / det;
+        double na = (static_cast<double>(m.w) * m.lx - static_cast<double>(m.l) * m.x) / det;
+        double nb = (static_cast<double>(m.ll) * m.x - static_cast<double>(m.l) * m.lx) / det;
         if (!g.free_min && nb > 0) nb = 0, na = m.ll > 0 ? m.lx / m.ll : 0;
         if (na <= 0) break;
         a = static_cast<float>(na), b = static_cast<float>(nb);
@@ -145,11 +163,15 @@ float FitSuperScale(const float* v, const double* weight, int count, int lo, int
 double RoundBlock(const GgmlTypeTraits& t, const float* x, const float* w, GgmlBlock* b) {
   const GgmlGrid& g = t.grid;
   double err = 0;
-  for (int j = 0; j < t.block_size; ++j) {
-    float value;
-    b->q[j] = NearestGgmlCode(g, *b, j / g.sub_block, x[j], &value);
-    const double e = x[j] - value;
-    err += (w ? w[j] : 1.0) * e * e;
+  for (int s = 0; s < t.block_size / g.sub_block; ++s) {
+    const float a = b->step(s), offset = b->offset(s), inv = InverseOf(a);
+    float sub_err = 0;
+    for (int j = s * g.sub_block; j < (s + 1) * g.sub_block; ++j) {
+      b->q[j] = CodeOf(g, x[j], inv, -offset);
+      const float e = x[j] - (a * g.level(b->q[j]) - offset);
+      sub_err += (w ? w[j] : 1.0f) * e * e;
+    }
+    err += sub_err;
   }
   return err;
 }
@@ -158,7 +180,7 @@ double RoundBlock(const GgmlTypeTraits& t, const float* x, const float* w, GgmlB
 
 uint8_t NearestGgmlCode(const GgmlGrid& g, const GgmlBlock& block, int s, float x, float* value) {
   const float a = block.step(s), b = -block.offset(s);
-  const uint8_t q = CodeOf(g, x, a, b);
+  const uint8_t q = CodeOf(g, x, InverseOf(a), b);
   *value = a * g.level(q) - block.offset(s);
   return q;
 }

@@ -4,7 +4,7 @@
 // The search, per block of values x with weights w (importances; all 1 without calibration):
 //  1. per sub-block, the affine grid x ≈ a·level(q) + b minimising Σ w (x − a·level(q) − b)²: from a few
 //     candidate ranges (the extreme value mapped to either end of the levels, the range shrunk or widened
-//     by up to 20%), each refined by solving the 2x2 (1x1 without a minimum) normal equations for the
+//     by 5%), each refined by solving the 2x2 (1x1 without a minimum) normal equations for the
 //     codes it rounds to, then rounding again;
 //  2. for the two-level types, the sub-block a's (and −b's) as integers times one FP16 d (dmin): d chosen
 //     among candidates and by least squares to minimise Σ_s W_s (a_s − d·n_s)², W_s the sub-block's
