@@ -84,7 +84,7 @@ try:
     wall, user, system, faults = measured(["cp", os.path.join(f16, "model.safetensors"), os.path.join(work, "copy")])
     print("F16 checkpoint %.2f GB; cp: %.2f GB/s" % (gb, gb / wall))
     for name, args in [("GGUF Q4_0", ["--format", "gguf", "--gguf-type", "Q4_0", "--tokenizer",
-                                      os.path.join(root, "..", "shared", "data", "models", "stories260K", "tok512.bin")]),
+                                      os.path.join(root, "tools", "node_modules", "@lenml", "tokenizer-llama2", "models", "tokenizer.json")]),
                        ("GPTQ layout 4-bit g32 sym", ["--bits", "4", "--group-size", "32", "--sym"])]:
         wall, user, system, faults = measured([lowbit, "quantize", "--input", f16, "--output", os.path.join(work, name[:4]),
                                                "--threads", "2", "--overwrite"] + args)

