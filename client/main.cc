@@ -74,7 +74,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!status.ok()) {
-    std::fprintf(stderr, "lowbit %s: %s\n", command.c_str(), status.ToString().c_str());
+    // Code and message; the payloads (field violations, reasons) are for RPC clients.
+    std::fprintf(stderr, "lowbit %s: %s: %s\n", command.c_str(), absl::StatusCodeToString(status.code()).c_str(),
+                 std::string(status.message()).c_str());
     return 1;
   }
   return 0;

@@ -167,11 +167,15 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
     absl::Status s = ValidateJobSpec(spec);
     if (!s.ok()) {
       const absl::string_view message = s.message();
-      const std::string field = absl::StartsWith(message, "calibration")     ? "calibration"
-                                : absl::StartsWith(message, "evaluation")    ? "evaluation"
-                                : absl::StartsWith(message, "output_format") ? "output_format"
-                                : absl::StartsWith(message, "overrides")     ? "layers.overrides"
-                                                                             : MethodField(request);
+      // Core messages start with the field they are about ("destination_uri: ..."); a method option's
+      // ("bits: ...") belongs to the method's parameters.
+      const size_t colon = message.find(": ");
+      std::string field = colon == absl::string_view::npos ? "" : std::string(message.substr(0, colon));
+      if (field == "overrides") field = "layers.overrides";
+      if (field == "quantize_lm_head") field = "layers.quantize_lm_head";
+      const bool request_field = field == "layers.overrides" || field == "layers.quantize_lm_head" ||
+                                 (!field.empty() && request.GetDescriptor()->FindFieldByName(field) != nullptr);
+      if (!request_field) field = MethodField(request);
       // Core messages start with the field they are about; the violation names it already.
       violations.push_back({field, std::string(absl::StripPrefix(message, field + ": "))});
     }

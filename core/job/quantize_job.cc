@@ -616,6 +616,13 @@ bool Calibrates(const QuantizeJobSpec& spec) {
 absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   if (spec.source_uri.empty()) return absl::InvalidArgumentError("source_uri: must not be empty");
   if (spec.destination_uri.empty()) return absl::InvalidArgumentError("destination_uri: must not be empty");
+  // However spelled ("models/./x", "models//x"), the output is never the source's directory (its files
+  // would replace the source's) nor around it (an overwrite clears the destination first).
+  const std::string source_dir = CheckpointDirectory(spec.source_uri);
+  if (UriWithin(source_dir, spec.destination_uri)) {
+    return absl::InvalidArgumentError(absl::StrCat("destination_uri: ", spec.destination_uri, " is or holds the source checkpoint's directory ",
+                                                   NormalizedUri(source_dir), "; write the output elsewhere"));
+  }
   const CalibrationUse calibration = CalibrationUseOf(spec.quant);
   if (calibration == CalibrationUse::kRequired && spec.calibration.text_uri.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("calibration: ", MethodName(spec.quant.method),

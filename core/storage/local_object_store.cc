@@ -120,6 +120,11 @@ absl::StatusOr<std::string> LocalObjectStore::ResolvePath(absl::string_view uri)
     return absl::InvalidArgumentError(absl::StrCat("not a file:// URI: ", uri));
   }
   if (path.empty()) return absl::InvalidArgumentError("empty path");
+  // Longer paths cannot be opened (PATH_MAX), and checking them would cost time in their length.
+  constexpr size_t kPathMax = 4096;
+  if (path.size() > kPathMax) {
+    return absl::InvalidArgumentError(absl::StrCat("path of ", path.size(), " bytes: longer than PATH_MAX (", kPathMax, ")"));
+  }
   // Every path lives under the root: ".." may move up inside it, never past it.
   std::vector<absl::string_view> parts;
   for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {

@@ -60,6 +60,11 @@ class ObjectStore {
 std::string JoinUri(absl::string_view dir, absl::string_view name);
 // The URI up to (not including) the last '/'.
 std::string ParentUri(absl::string_view uri);
+// `uri` with repeated slashes, "." and ".." segments collapsed (never above its root), so that two
+// spellings of one place compare equal: "file:///m/./x//y/../z" -> "file:///m/x/z".
+std::string NormalizedUri(absl::string_view uri);
+// Whether `inner` is `outer` or lies under it, both normalized.
+bool UriWithin(absl::string_view inner, absl::string_view outer);
 
 }  // namespace lowbit
 

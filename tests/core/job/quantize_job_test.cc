@@ -262,6 +262,20 @@ TEST_F(QuantizeJobTest, GgufRtnWeighsItsSearchByTheCalibration) {
   EXPECT_NE(plain, weighted);
 }
 
+// However the destination is spelled, it can never be the source's directory or around it.
+TEST_F(QuantizeJobTest, DestinationsAtTheSourceAreRefusedHoweverSpelled) {
+  for (const std::string& source : {std::string("file:///models/x/model.safetensors"), std::string("file:///models/x")}) {
+    for (const char* destination : {"file:///models/./x", "file:///models//x/", "file:///models", "file:///models/y/../x", "file:///"}) {
+      QuantizeJobSpec spec = Spec(source, destination);
+      const absl::Status s = ValidateJobSpec(spec);
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << source << " -> " << destination;
+      EXPECT_THAT(s.message(), HasSubstr("destination_uri")) << s;
+    }
+    EXPECT_TRUE(ValidateJobSpec(Spec(source, "file:///models/x-out")).ok()) << "a sibling is fine";
+    EXPECT_TRUE(ValidateJobSpec(Spec(source, "file:///models/x/out")).ok()) << "a folder of its own beside the source's files";
+  }
+}
+
 TEST_F(QuantizeJobTest, BytesInFlightStayUnderTheBound) {
   auto reader = *OpenCheckpoint(store_.get(), kModel);
   InFlightRecorder recorder(reader.get());

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "gtest/gtest.h"
+#include "absl/strings/match.h"
 #include "tests/test_util/temp_dir.h"
 
 namespace lowbit {
@@ -70,6 +71,29 @@ TEST(LocalObjectStoreTest, DeleteRemovesDirectoriesItLeftEmpty) {
   EXPECT_FALSE(std::filesystem::exists(dir.File("a")));
   EXPECT_TRUE(std::filesystem::exists(dir.path()));
   EXPECT_TRUE(store->Delete("a/b/c.txt").ok()) << "deleting an absent object is not an error";
+}
+
+
+TEST(UriTest, SpellingsOfOnePlaceNormalizeAlike) {
+  EXPECT_EQ(NormalizedUri("file:///m/./x//y/../z"), "file:///m/x/z");
+  EXPECT_EQ(NormalizedUri("models/./x/"), "models/x");
+  EXPECT_EQ(NormalizedUri("s3://bucket//a/../b"), "s3://bucket/b");
+  EXPECT_EQ(NormalizedUri("/../../etc"), "/etc") << "never above the root";
+  EXPECT_TRUE(UriWithin("models/./x/out", "models/x"));
+  EXPECT_TRUE(UriWithin("models/x", "models//x/"));
+  EXPECT_FALSE(UriWithin("models/xy", "models/x")) << "a sibling sharing a prefix";
+  EXPECT_FALSE(UriWithin("models/x", "models/x/y"));
+}
+
+// A path longer than PATH_MAX is refused at once (resolving it used to take time quadratic in its length).
+TEST(LocalObjectStoreTest, PathsLongerThanPathMaxAreRefused) {
+  testing::TempDir dir;
+  auto store = *LocalObjectStore::Create({dir.path()});
+  std::string path = "file://" + dir.path();
+  for (int i = 0; i < 20000; ++i) path += "/a";
+  const absl::Status s = store->Stat(path).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "longer than PATH_MAX")) << s;
 }
 
 }  // namespace
