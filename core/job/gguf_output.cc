@@ -43,6 +43,14 @@ std::string PreTokenizerName(const nlohmann::json& pre) {
   return "";
 }
 
+// A tokenizer.json merge ("a b", or ["a", "b"] in newer files) as its two pieces.
+std::pair<std::string, std::string> MergePieces(const nlohmann::json& merge) {
+  if (merge.is_array()) return {merge[0].get<std::string>(), merge[1].get<std::string>()};
+  const std::string text = merge.get<std::string>();
+  const size_t space = text.find(' ');
+  return {text.substr(0, space), space == std::string::npos ? "" : text.substr(space + 1)};
+}
+
 // A byte-level BPE tokenizer.json as llama.cpp's "gpt2" vocabulary, as convert_hf_to_gguf.py's
 // get_vocab_base and gguf-py's SpecialVocab write it: tokens in id order padded to the model's vocabulary
 // with [PADi] (UNUSED); added tokens CONTROL when special or shaped like <|...|>, else USER_DEFINED;
@@ -79,7 +87,8 @@ absl::StatusOr<GgufMetadata> HfBpeTokenizerMetadata(const GgufTokenizerSource& s
   }
   std::vector<std::string> merges;
   for (const nlohmann::json& merge : j["model"].value("merges", nlohmann::json::array())) {
-    merges.push_back(merge.is_array() ? absl::StrCat(merge[0].get<std::string>(), " ", merge[1].get<std::string>()) : merge.get<std::string>());
+    const auto [left, right] = MergePieces(merge);
+    merges.push_back(absl::StrCat(left, " ", right));
   }
   GgufMetadata m = {
       {"tokenizer.ggml.model", GgufValue::String("gpt2")},
@@ -181,8 +190,8 @@ std::vector<Tokenizer::ScoredPiece> SentencePieceStylePieces(const GgufTokenizer
   const std::map<std::string, int64_t> ids = IdsOf(pieces);
   int64_t rank = 0;
   for (const nlohmann::json& merge : j["model"].value("merges", nlohmann::json::array())) {
-    const std::string merged = merge.is_array() ? merge[0].get<std::string>() + merge[1].get<std::string>()
-                                                : absl::StrReplaceAll(merge.get<std::string>(), {{" ", ""}});
+    const auto [left, right] = MergePieces(merge);
+    const std::string merged = left + right;
     const auto it = ids.find(merged);
     if (it != ids.end() && pieces[static_cast<size_t>(it->second)].score == -1e9f) {
       pieces[static_cast<size_t>(it->second)].score = -static_cast<float>(rank);

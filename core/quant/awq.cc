@@ -94,9 +94,7 @@ absl::StatusOr<QuantizedLayer> QuantizeAwqLayer(const Matrix& w, const Calibrati
   // The final rounding, of the (clipped) scaled weights.
   const auto quantize = [&](const Matrix& m) -> absl::StatusOr<QuantizedLayer> {
     if (o.ggml == nullptr) return QuantizeRtn(m, Rtn(o));
-    std::vector<float> importance(static_cast<size_t>(m.cols));
-    for (int64_t c = 0; c < m.cols; ++c) importance[c] = std::max(stats.hessian[c * m.cols + c], 1e-12f);
-    return QuantizeGgmlRtn(m, *o.ggml, importance.data());
+    return QuantizeGgmlRtn(m, *o.ggml, HessianDiagonal(stats).data());
   };
   if (stats.cols != w.cols || stats.hessian.size() != static_cast<size_t>(w.cols * w.cols)) {
     return absl::InvalidArgumentError(absl::StrCat("the Hessian is for ", stats.cols, " inputs, the layer has ", w.cols));

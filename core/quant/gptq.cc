@@ -71,6 +71,12 @@ absl::StatusOr<InverseHessianFactor> FactorInverseHessian(const std::vector<floa
   return factor;
 }
 
+std::vector<float> HessianDiagonal(const CalibrationStats& stats) {
+  std::vector<float> diagonal(static_cast<size_t>(stats.cols));
+  for (int64_t c = 0; c < stats.cols; ++c) diagonal[c] = std::max(stats.hessian[c * stats.cols + c], 1e-12f);
+  return diagonal;
+}
+
 void AccumulateHessian(const float* x, int64_t n, CalibrationStats* stats) {
   const int64_t c = stats->cols;
   if (stats->hessian.empty()) stats->hessian.assign(static_cast<size_t>(c * c), 0.0f);

@@ -31,6 +31,10 @@ struct CalibrationStats {
 // Adds `n` input rows x (n x cols, row-major) to H with one BLAS syrk, keeping H = 2/n Σ x xᵀ.
 void AccumulateHessian(const float* x, int64_t n, CalibrationStats* stats);
 
+// H's diagonal, floored at 1e-12: each input column's second moment, the importance a block search weighs
+// values by (an imatrix's entries up to the factor 2).
+std::vector<float> HessianDiagonal(const CalibrationStats& stats);
+
 // The upper Cholesky factor U of H⁻¹ (row-major, lower triangle zero) for H damped by damp_percent of its
 // mean diagonal; the damping is raised 4x, up to 5 times, while H is not positive definite. `context` (may be
 // null) is checked between the O(cols³) LAPACK steps.

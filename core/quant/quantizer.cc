@@ -154,8 +154,7 @@ absl::StatusOr<std::unique_ptr<Quantizer>> CreateQuantizer(const QuantConfig& co
         // Given statistics, the block search weighs each column by its inputs' second moment (H's diagonal).
         std::vector<float> importance;
         if (stats != nullptr && stats->cols == w.cols && stats->hessian.size() == static_cast<size_t>(w.cols * w.cols)) {
-          importance.resize(static_cast<size_t>(w.cols));
-          for (int64_t c = 0; c < w.cols; ++c) importance[c] = std::max(stats->hessian[c * w.cols + c], 1e-12f);
+          importance = HessianDiagonal(*stats);
         }
         return QuantizeGgmlRtn(w, *ggml, importance.empty() ? nullptr : importance.data());
       };
