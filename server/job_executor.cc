@@ -18,15 +18,15 @@ using google::protobuf::util::TimeUtil;
 // Publishes a job's progress as it streams.
 class ProgressObserver final : public JobObserver {
  public:
-  ProgressObserver(const std::string& id, JobRegistry* registry, Metrics* metrics, const std::atomic<bool>* preempt)
-      : id_(id), registry_(registry), metrics_(metrics), preempt_(preempt), started_(std::chrono::steady_clock::now()) {}
+  ProgressObserver(const std::string& id, JobManager* manager, Metrics* metrics, const std::atomic<bool>* preempt)
+      : id_(id), manager_(manager), metrics_(metrics), preempt_(preempt), started_(std::chrono::steady_clock::now()) {}
 
   void OnStart(int64_t layers_total, uint64_t bytes_total) override {
     bytes_total_ = bytes_total;
-    registry_->Update(id_, [&](v1::Job& job) {
+    manager_->Progress(id_, [&](v1::Job& job) {
       job.set_layers_total(static_cast<int32_t>(layers_total));
       job.set_bytes_total(static_cast<int64_t>(bytes_total));
-    }).IgnoreError();
+    });
   }
 
   void OnTensorDone(const std::string& name, const LayerReport* layer, uint64_t bytes_read,
@@ -37,7 +37,7 @@ class ProgressObserver final : public JobObserver {
     last_written_ = bytes_written;
     if (layer != nullptr) metrics_->LayerQuantized(layer->method, layer->seconds, layer->relative_error);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    registry_->Update(id_, [&](v1::Job& job) {
+    manager_->Progress(id_, [&](v1::Job& job) {
       job.set_current_layer(name);
       job.set_bytes_read(static_cast<int64_t>(bytes_read));
       job.set_bytes_written(static_cast<int64_t>(bytes_written));
@@ -50,13 +50,13 @@ class ProgressObserver final : public JobObserver {
         const double remaining = elapsed * static_cast<double>(bytes_total_ - bytes_read) / static_cast<double>(bytes_read);
         *job.mutable_eta() = TimeUtil::NanosecondsToDuration(static_cast<int64_t>(remaining * 1e9));
       }
-    }).IgnoreError();
+    });
   }
 
   // Called from the job's thread and from workers.
   absl::Status CheckCancelled() const override {
     if (preempt_->load()) return absl::CancelledError("job preempted: the server is shutting down");
-    if (registry_->CancelRequested(id_)) return absl::CancelledError("job cancelled");
+    if (manager_->CancelRequested(id_)) return absl::CancelledError("job cancelled");
     return absl::OkStatus();
   }
 
@@ -68,7 +68,7 @@ class ProgressObserver final : public JobObserver {
     }
     phase_done_ = p.done;
     const double in_phase = std::chrono::duration<double>(now - phase_started_).count();
-    registry_->Update(id_, [&](v1::Job& job) {
+    manager_->Progress(id_, [&](v1::Job& job) {
       job.set_phase(ToProto(p.phase));
       job.set_phase_done(p.done);
       job.set_phase_total(p.total);
@@ -78,12 +78,12 @@ class ProgressObserver final : public JobObserver {
         const double remaining = in_phase * static_cast<double>(p.total - p.done) / static_cast<double>(p.done);
         *job.mutable_eta() = TimeUtil::NanosecondsToDuration(static_cast<int64_t>(remaining * 1e9));
       }
-    }).IgnoreError();
+    });
   }
 
  private:
   const std::string id_;
-  JobRegistry* const registry_;
+  JobManager* const manager_;
   Metrics* const metrics_;
   const std::atomic<bool>* const preempt_;
   const std::chrono::steady_clock::time_point started_;
@@ -96,33 +96,16 @@ class ProgressObserver final : public JobObserver {
 }  // namespace
 
 void JobExecutor::Run(const std::string& id) {
-  std::optional<v1::Job> job = registry_->Get(id);
-  if (!job) return;
   const auto started = std::chrono::steady_clock::now();
-  if (registry_->CancelRequested(id)) {
-    registry_->Update(id, [](v1::Job& j) {
-      j.set_state(v1::Job::CANCELLED);
-      *j.mutable_error() = ToRpcStatus(absl::CancelledError("job cancelled before it started"));
-      *j.mutable_end_time() = NowTimestamp();
-    }).IgnoreError();
-    metrics_->JobFinished("cancelled", 0);
-    return;
-  }
-  registry_->Update(id, [](v1::Job& j) {
-    j.set_state(v1::Job::RUNNING);
-    *j.mutable_start_time() = NowTimestamp();
-    j.set_layers_done(0);
-    j.clear_layers();
-    j.set_phase(v1::Job::PLANNING);
-  }).IgnoreError();
-
+  absl::StatusOr<JobRecord> record = manager_->Start(id);
+  if (!record.ok()) return;  // cancelled before it started, or gone
   absl::StatusOr<JobReport> report;
   try {
-    absl::StatusOr<QuantizeJobSpec> spec = JobSpecFromRequest(job->request());
+    absl::StatusOr<QuantizeJobSpec> spec = JobSpecFromRequest(record->job().request());
     if (!spec.ok()) {
       report = spec.status();
     } else {
-      ProgressObserver observer(id, registry_, metrics_, &preempt_);
+      ProgressObserver observer(id, manager_, metrics_, &preempt_);
       JobOptions job_options = options_.job;
       job_options.pool = pool_;
       report = RunQuantizeJob(*spec, store_, store_, job_options, &observer);
@@ -132,35 +115,7 @@ void JobExecutor::Run(const std::string& id) {
     report = absl::InternalError(absl::StrCat("job aborted: ", e.what()));
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-
-  if (!report.ok() && absl::IsCancelled(report.status()) && preempt_ && !registry_->CancelRequested(id)) {
-    // Shutdown, not the user: the output was rolled back, so the job can run again after a restart.
-    registry_->Update(id, [](v1::Job& j) {
-      j.set_state(v1::Job::QUEUED);
-      j.clear_start_time();
-      j.clear_eta();
-      j.clear_current_layer();
-      j.clear_phase();
-      j.clear_phase_done();
-      j.clear_phase_total();
-    }).IgnoreError();
-    return;
-  }
-  std::string outcome;
-  registry_->Update(id, [&](v1::Job& j) {
-    *j.mutable_end_time() = NowTimestamp();
-    j.clear_eta();
-    if (report.ok()) {
-      j.set_state(v1::Job::SUCCEEDED);
-      *j.mutable_result() = ToProto(*report);
-      outcome = "succeeded";
-    } else {
-      j.set_state(absl::IsCancelled(report.status()) ? v1::Job::CANCELLED : v1::Job::FAILED);
-      *j.mutable_error() = ToRpcStatus(report.status());
-      outcome = absl::IsCancelled(report.status()) ? "cancelled" : "failed";
-    }
-  }).IgnoreError();
-  metrics_->JobFinished(outcome, seconds);
+  manager_->Finish(id, report, preempt_, seconds);
 }
 
 }  // namespace lowbit::server

@@ -1,5 +1,5 @@
-// JobExecutor: runs one queued job (the Scheduler's RunFn): moves it to RUNNING, runs core/job with an
-// observer that publishes progress to the registry and metrics, and records the outcome. A failing job
+// JobExecutor: runs one queued job (the Scheduler's RunFn): has the JobManager start it, runs core/job with
+// an observer that publishes progress to the manager and metrics, and hands the outcome back. A failing job
 // only ever fails itself: errors (and exceptions) end up in its record, never in the process.
 #ifndef LOWBIT_SERVER_JOB_EXECUTOR_H_
 #define LOWBIT_SERVER_JOB_EXECUTOR_H_
@@ -10,7 +10,7 @@
 #include "core/job/quantize_job.h"
 #include "core/storage/object_store.h"
 #include "core/util/thread_pool.h"
-#include "server/job_registry.h"
+#include "server/job_manager.h"
 #include "server/metrics.h"
 
 namespace lowbit::server {
@@ -21,8 +21,8 @@ class JobExecutor {
     JobOptions job;  ///< every job's options (the pool is the executor's)
   };
   // Nothing is owned; all must outlive the executor.
-  JobExecutor(const Options& options, JobRegistry* registry, ObjectStore* store, ThreadPool* pool, Metrics* metrics)
-      : options_(options), registry_(registry), store_(store), pool_(pool), metrics_(metrics) {}
+  JobExecutor(const Options& options, JobManager* manager, ObjectStore* store, ThreadPool* pool, Metrics* metrics)
+      : options_(options), manager_(manager), store_(store), pool_(pool), metrics_(metrics) {}
 
   void Run(const std::string& job_id);
   // Makes running jobs stop at their next cancellation check and go back to QUEUED (server shutdown).
@@ -30,7 +30,7 @@ class JobExecutor {
 
  private:
   const Options options_;
-  JobRegistry* const registry_;
+  JobManager* const manager_;
   ObjectStore* const store_;
   ThreadPool* const pool_;
   Metrics* const metrics_;

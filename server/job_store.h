@@ -1,7 +1,9 @@
 // JobStore: durable job records, so jobs survive a restart of lowbitd.
 //
-// FileJobStore keeps one JSON file per job (protobuf's JSON mapping of lowbit.v1.Job) in a directory,
-// replaced atomically on each save. Thread-safe.
+// FileJobStore keeps one JSON file per job (protobuf's JSON mapping of lowbit.internal.JobRecord) in a
+// directory. A save is durable when it returns OK: the file is written beside its final name, fsynced,
+// renamed over it, and the directory fsynced, so a crash leaves either the old record or the new one.
+// Thread-safe.
 #ifndef LOWBIT_SERVER_JOB_STORE_H_
 #define LOWBIT_SERVER_JOB_STORE_H_
 
@@ -10,25 +12,27 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "lowbit/v1/quantizer.pb.h"
+#include "lowbit/internal/job_record.pb.h"
 
 namespace lowbit::server {
+
+using internal::JobRecord;
 
 class JobStore {
  public:
   virtual ~JobStore() = default;
-  virtual absl::Status Save(const v1::Job& job) = 0;
+  virtual absl::Status Save(const JobRecord& record) = 0;
   virtual absl::Status Delete(const std::string& job_id) = 0;
-  virtual absl::StatusOr<std::vector<v1::Job>> LoadAll() = 0;
+  virtual absl::StatusOr<std::vector<JobRecord>> LoadAll() = 0;
 };
 
 class FileJobStore final : public JobStore {
  public:
   // Creates `dir` if needed.
   static absl::StatusOr<std::unique_ptr<FileJobStore>> Create(const std::string& dir);
-  absl::Status Save(const v1::Job& job) override;
+  absl::Status Save(const JobRecord& record) override;
   absl::Status Delete(const std::string& job_id) override;
-  absl::StatusOr<std::vector<v1::Job>> LoadAll() override;
+  absl::StatusOr<std::vector<JobRecord>> LoadAll() override;
 
  private:
   explicit FileJobStore(std::string dir) : dir_(std::move(dir)) {}

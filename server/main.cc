@@ -28,7 +28,7 @@
 #include "core/util/thread_pool.h"
 #include "server/health_service.h"
 #include "server/job_executor.h"
-#include "server/job_registry.h"
+#include "server/job_manager.h"
 #include "server/job_store.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
@@ -49,6 +49,8 @@ ABSL_FLAG(std::string, memory_limit, "",
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30), "on SIGTERM, how long running jobs may take to finish");
 ABSL_FLAG(std::string, s3_endpoint, "", "S3-compatible endpoint for s3:// URIs (default: AWS_ENDPOINT_URL, or AWS)");
 ABSL_FLAG(std::string, s3_region, "", "S3 region (default: AWS_REGION, the profile's region, or us-east-1)");
+ABSL_FLAG(absl::Duration, job_retention, absl::Hours(24 * 7),
+          "records of finished jobs are pruned this long after they ended (their reports stay with the outputs)");
 ABSL_FLAG(std::string, ready_file, "", "if set, written with '<grpc port> <metrics port>' once serving");
 
 namespace lowbit::server {
@@ -90,13 +92,6 @@ int Serve() {
     std::fprintf(stderr, "lowbitd: %s\n", job_store.status().ToString().c_str());
     return 1;
   }
-  JobRegistry registry(job_store->get());
-  absl::StatusOr<std::vector<std::string>> restored = registry.Restore();
-  if (!restored.ok()) {
-    std::fprintf(stderr, "lowbitd: %s\n", restored.status().ToString().c_str());
-    return 1;
-  }
-
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> metrics_http =
       MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_address), metrics.registry());
   if (!metrics_http.ok()) {
@@ -117,22 +112,20 @@ int Serve() {
     std::fprintf(stderr, "lowbitd: --memory_limit: %s\n", limit.status().ToString().c_str());
     return 1;
   }
-  JobExecutor executor({job_options}, &registry, store->get(), &pool, &metrics);
+  JobManager jobs({job_options, absl::GetFlag(FLAGS_job_retention)}, job_store->get(), store->get(), &metrics);
+  if (absl::Status restored = jobs.Restore(); !restored.ok()) {
+    std::fprintf(stderr, "lowbitd: %s\n", restored.ToString().c_str());
+    return 1;
+  }
+  JobExecutor executor({job_options}, &jobs, store->get(), &pool, &metrics);
   Scheduler scheduler({absl::GetFlag(FLAGS_max_concurrent_jobs), absl::GetFlag(FLAGS_max_queued_jobs),
                        job_options.memory_limit_bytes},
                       [&executor](const std::string& id) { executor.Run(id); },
                       [&metrics](int queued, int running) { metrics.QueueChanged(queued, running); });
-  for (const std::string& id : *restored) {
-    const std::optional<v1::Job> job = registry.Get(id);
-    const uint64_t planned = job ? static_cast<uint64_t>(job->plan().total_bytes()) : 0;
-    if (absl::Status s = scheduler.Enqueue(id, planned); !s.ok()) {
-      std::fprintf(stderr, "lowbitd: cannot requeue %s: %s\n", id.c_str(), s.ToString().c_str());
-    }
-  }
+  jobs.StartScheduling(&scheduler);
 
-  JobServices jobs{&registry, &scheduler, store->get(), &metrics, job_options};
-  QuantizerService quantizer_service(jobs);
-  OperationsService operations_service(jobs);
+  QuantizerService quantizer_service(&jobs);
+  OperationsService operations_service(&jobs);
   HealthService health_service;
   // Called explicitly: with --as-needed the reflection library is otherwise dropped at link time.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -43,88 +43,88 @@ absl::Status CheckPageSize(int page_size) {
 
 }  // namespace
 
-absl::StatusOr<std::string> JobServices::ParseName(const std::string& name) {
+absl::StatusOr<std::string> ParseJobName(const std::string& name) {
   absl::string_view id = name;
   if (!absl::ConsumePrefix(&id, "jobs/") && !absl::ConsumePrefix(&id, "operations/")) {
-    return InvalidRequest({{"name", absl::StrCat("expected jobs/{id} or operations/{id}, got '", name, "'")}});
+    return InvalidRequest({{"name", absl::StrCat("expected jobs/{id} or operations/{id}, got '", name.substr(0, 200), "'")}});
   }
-  if (id.empty() || absl::StrContains(id, "/")) return InvalidRequest({{"name", "malformed job id"}});
+  if (id.empty() || id.size() > 64 || absl::StrContains(id, "/")) return InvalidRequest({{"name", "malformed job id"}});
   return std::string(id);
 }
 
-absl::StatusOr<v1::Job> JobServices::Find(const std::string& name) const {
-  ASSIGN_OR_RETURN(std::string id, ParseName(name));
-  std::optional<v1::Job> job = registry->Get(id);
+namespace {
+
+absl::StatusOr<v1::Job> FindJob(const JobManager& jobs, const std::string& name) {
+  ASSIGN_OR_RETURN(std::string id, ParseJobName(name));
+  std::optional<v1::Job> job = jobs.Get(id);
   if (!job) return WithReason(absl::NotFoundError(absl::StrCat("no job ", name)), "JOB_NOT_FOUND");
   return *job;
 }
 
-absl::StatusOr<v1::Job> JobServices::Submit(const v1::QuantizeModelRequest& request) {
-  ASSIGN_OR_RETURN(QuantizeJobSpec spec, JobSpecFromRequest(request));
-  // A retry with a known request id gets the same operation, whatever the store says now.
-  if (std::optional<v1::Job> known = registry->GetByRequestId(request.request_id())) return *known;
-  // Check what the store can tell before the job is queued: a missing or corrupt source, an occupied
-  // destination. Only headers are read.
-  absl::StatusOr<std::unique_ptr<CheckpointReader>> reader = OpenCheckpoint(store, spec.source_uri);
-  if (!reader.ok()) {
-    return WithReason(reader.status(), absl::IsNotFound(reader.status()) ? "SOURCE_NOT_FOUND" : "SOURCE_UNREADABLE");
-  }
-  // The plan from the headers alone: a job that cannot fit is refused now, not after it was accepted.
-  absl::StatusOr<ResourceEstimate> estimate =
-      EstimateResources((*reader)->descriptor(), (*reader)->tensors(), spec, job_options);
-  if (!estimate.ok()) {
-    return WithReason(estimate.status(),
-                      absl::IsUnimplemented(estimate.status()) ? "ARCHITECTURE_UNSUPPORTED" : "SOURCE_UNREADABLE");
-  }
-  const v1::ResourcePlan plan = ToProto(*estimate, job_options.memory_limit_bytes);
-  RETURN_IF_ERROR(WithReason(CheckMemoryLimit(*estimate, job_options.memory_limit_bytes), "MEMORY_LIMIT"));
-  if (request.validate_only()) {
-    v1::Job job;
-    *job.mutable_request() = request;
-    *job.mutable_plan() = plan;
-    return job;
-  }
-  bool created = false;
-  v1::Job job = registry->Create(request, &created);
-  if (!created) return job;
-  registry->Update(JobId(job), [&](v1::Job& j) { *j.mutable_plan() = plan; }).IgnoreError();
-  *job.mutable_plan() = plan;
-  ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, store->List(JoinUri(spec.destination_uri, "")));
-  absl::Status admitted = absl::OkStatus();
-  if (!existing.empty() && !spec.overwrite) {
-    admitted = WithReason(absl::AlreadyExistsError(absl::StrCat("destination ", spec.destination_uri, " already holds ",
-                                                                existing.size(), " object(s); set overwrite to replace them")),
-                          "DESTINATION_EXISTS");
-  } else {
-    admitted = scheduler->Enqueue(JobId(job), estimate->total);
-  }
-  if (!admitted.ok()) {
-    registry->Discard(JobId(job));
-    return admitted;
-  }
-  metrics->JobSubmitted();
-  return job;
+absl::StatusOr<v1::Job> CancelJobNamed(JobManager& jobs, const std::string& name) {
+  ASSIGN_OR_RETURN(std::string id, ParseJobName(name));
+  return jobs.Cancel(id);
 }
 
-absl::StatusOr<v1::Job> JobServices::Cancel(const std::string& name) {
-  ASSIGN_OR_RETURN(v1::Job job, Find(name));
-  const std::string id = JobId(job);
-  if (IsTerminal(job.state())) {
-    return WithReason(absl::FailedPreconditionError(absl::StrCat("job ", job.name(), " already ended as ",
-                                                                 v1::Job::State_Name(job.state()))),
-                      "JOB_ALREADY_ENDED");
+// One WatchJob stream: writes the job whenever it changed since the last write, one write in flight at a
+// time (intermediate versions coalesce), and finishes after a terminal state.
+class WatchReactor final : public grpc::ServerWriteReactor<v1::Job> {
+ public:
+  WatchReactor(JobManager* jobs, std::string id) : jobs_(jobs), id_(std::move(id)) {
+    subscription_ = jobs_->Subscribe(id_, [this] { OnJobChanged(); });
+    OnJobChanged();  // the current state first
   }
-  registry->RequestCancel(id);
-  if (scheduler->RemoveQueued(id)) {
-    registry->Update(id, [](v1::Job& j) {
-      j.set_state(v1::Job::CANCELLED);
-      *j.mutable_error() = ToRpcStatus(absl::CancelledError("job cancelled before it started"));
-      *j.mutable_end_time() = NowTimestamp();
-    }).IgnoreError();
-    metrics->JobFinished("cancelled", 0);
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) return End(grpc::Status::OK);  // the client went away
+    if (IsTerminal(current_.state())) return End(grpc::Status::OK);
+    WriteIfChanged();
   }
-  return *registry->Get(id);
-}
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    End(grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled by the client"));
+  }
+  void OnDone() override {
+    jobs_->Unsubscribe(subscription_);
+    delete this;
+  }
+
+ private:
+  void OnJobChanged() {
+    absl::MutexLock lock(&mu_);
+    changed_ = true;
+    WriteIfChanged();
+  }
+  void WriteIfChanged() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || ended_ || !changed_) return;
+    changed_ = false;
+    std::optional<v1::Job> job = jobs_->Get(id_);
+    if (!job) {
+      return End(ToGrpcStatus(WithReason(absl::NotFoundError(absl::StrCat("no job jobs/", id_)), "JOB_NOT_FOUND")));
+    }
+    current_ = *std::move(job);
+    writing_ = true;
+    StartWrite(&current_);
+  }
+  void End(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ended_) return;
+    ended_ = true;
+    Finish(status);
+  }
+
+  JobManager* const jobs_;
+  const std::string id_;
+  int64_t subscription_ = 0;
+  absl::Mutex mu_;
+  v1::Job current_ ABSL_GUARDED_BY(mu_);  // the message being written; stays put until OnWriteDone
+  bool changed_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
 
 google::longrunning::Operation ToOperation(const v1::Job& job) {
   google::longrunning::Operation op;
@@ -141,7 +141,7 @@ google::longrunning::Operation ToOperation(const v1::Job& job) {
 
 grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext*, const v1::QuantizeModelRequest* request,
                                              google::longrunning::Operation* response) {
-  absl::StatusOr<v1::Job> job = jobs_.Submit(*request);
+  absl::StatusOr<v1::Job> job = jobs_->Submit(*request);
   if (!job.ok()) return ToGrpcStatus(job.status());
   if (request->validate_only()) {  // AIP-163: nothing was created; the plan is the answer
     response->mutable_metadata()->PackFrom(*job);
@@ -153,7 +153,7 @@ grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext*, const v1::Qua
 }
 
 grpc::Status QuantizerService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request, v1::Job* response) {
-  absl::StatusOr<v1::Job> job = jobs_.Find(request->name());
+  absl::StatusOr<v1::Job> job = FindJob(*jobs_, request->name());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
   return grpc::Status::OK;
@@ -165,34 +165,31 @@ grpc::Status QuantizerService::ListJobs(grpc::ServerContext*, const v1::ListJobs
   absl::StatusOr<v1::Job::State> state = ParseStateFilter(request->filter());
   if (!state.ok()) return ToGrpcStatus(state.status());
   const int size = request->page_size() == 0 ? kDefaultPageSize : std::min(request->page_size(), kMaxPageSize);
-  JobRegistry::Page page = jobs_.registry->List(size, request->page_token(), *state);
+  JobManager::Page page = jobs_->List(size, request->page_token(), *state);
   for (v1::Job& job : page.jobs) *response->add_jobs() = std::move(job);
   response->set_next_page_token(page.next_page_token);
   return grpc::Status::OK;
 }
 
 grpc::Status QuantizerService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request, v1::Job* response) {
-  absl::StatusOr<v1::Job> job = jobs_.Cancel(request->name());
+  absl::StatusOr<v1::Job> job = CancelJobNamed(*jobs_, request->name());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::Status QuantizerService::WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
-                                        grpc::ServerWriter<v1::Job>* writer) {
-  absl::StatusOr<std::string> id = JobServices::ParseName(request->name());
-  if (!id.ok()) return ToGrpcStatus(id.status());
-  int64_t seen = 0;
-  while (!context->IsCancelled()) {
-    // Wake at least every half second to notice a client that went away.
-    auto change = jobs_.registry->WaitForChange(*id, seen, absl::Now() + absl::Milliseconds(500));
-    if (!change) return ToGrpcStatus(WithReason(absl::NotFoundError(absl::StrCat("no job ", request->name())), "JOB_NOT_FOUND"));
-    if (change->second == seen) continue;
-    seen = change->second;
-    if (!writer->Write(change->first)) return grpc::Status::OK;  // client gone
-    if (IsTerminal(change->first.state())) return grpc::Status::OK;
+grpc::ServerWriteReactor<v1::Job>* QuantizerService::WatchJob(grpc::CallbackServerContext*,
+                                                               const v1::WatchJobRequest* request) {
+  absl::StatusOr<std::string> id = ParseJobName(request->name());
+  if (!id.ok()) {
+    class Refused final : public grpc::ServerWriteReactor<v1::Job> {
+     public:
+      explicit Refused(const grpc::Status& status) { Finish(status); }
+      void OnDone() override { delete this; }
+    };
+    return new Refused(ToGrpcStatus(id.status()));
   }
-  return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled by the client");
+  return new WatchReactor(jobs_, *id);
 }
 
 grpc::Status OperationsService::ListOperations(grpc::ServerContext*, const google::longrunning::ListOperationsRequest* request,
@@ -201,7 +198,7 @@ grpc::Status OperationsService::ListOperations(grpc::ServerContext*, const googl
   absl::StatusOr<v1::Job::State> state = ParseStateFilter(request->filter());
   if (!state.ok()) return ToGrpcStatus(state.status());
   const int size = request->page_size() == 0 ? kDefaultPageSize : std::min(request->page_size(), kMaxPageSize);
-  JobRegistry::Page page = jobs_.registry->List(size, request->page_token(), *state);
+  JobManager::Page page = jobs_->List(size, request->page_token(), *state);
   for (const v1::Job& job : page.jobs) *response->add_operations() = ToOperation(job);
   response->set_next_page_token(page.next_page_token);
   return grpc::Status::OK;
@@ -209,7 +206,7 @@ grpc::Status OperationsService::ListOperations(grpc::ServerContext*, const googl
 
 grpc::Status OperationsService::GetOperation(grpc::ServerContext*, const google::longrunning::GetOperationRequest* request,
                                              google::longrunning::Operation* response) {
-  absl::StatusOr<v1::Job> job = jobs_.Find(request->name());
+  absl::StatusOr<v1::Job> job = FindJob(*jobs_, request->name());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = ToOperation(*job);
   return grpc::Status::OK;
@@ -217,19 +214,19 @@ grpc::Status OperationsService::GetOperation(grpc::ServerContext*, const google:
 
 grpc::Status OperationsService::DeleteOperation(grpc::ServerContext*, const google::longrunning::DeleteOperationRequest* request,
                                                 google::protobuf::Empty*) {
-  absl::StatusOr<std::string> id = JobServices::ParseName(request->name());
+  absl::StatusOr<std::string> id = ParseJobName(request->name());
   if (!id.ok()) return ToGrpcStatus(id.status());
-  return ToGrpcStatus(jobs_.registry->Delete(*id));
+  return ToGrpcStatus(jobs_->Delete(*id));
 }
 
 grpc::Status OperationsService::CancelOperation(grpc::ServerContext*, const google::longrunning::CancelOperationRequest* request,
                                                 google::protobuf::Empty*) {
-  return ToGrpcStatus(jobs_.Cancel(request->name()).status());
+  return ToGrpcStatus(CancelJobNamed(*jobs_, request->name()).status());
 }
 
 grpc::Status OperationsService::WaitOperation(grpc::ServerContext* context, const google::longrunning::WaitOperationRequest* request,
                                               google::longrunning::Operation* response) {
-  absl::StatusOr<std::string> id = JobServices::ParseName(request->name());
+  absl::StatusOr<std::string> id = ParseJobName(request->name());
   if (!id.ok()) return ToGrpcStatus(id.status());
   // AIP-151: wait until done or the timeout; without a timeout, until the call's own deadline.
   absl::Time deadline = absl::Now() + absl::Minutes(10);
@@ -239,7 +236,7 @@ grpc::Status OperationsService::WaitOperation(grpc::ServerContext* context, cons
   deadline = std::min(deadline, absl::FromChrono(context->deadline()));
   int64_t seen = 0;
   while (true) {
-    auto change = jobs_.registry->WaitForChange(*id, seen, std::min(deadline, absl::Now() + absl::Milliseconds(500)));
+    auto change = jobs_->WaitForChange(*id, seen, std::min(deadline, absl::Now() + absl::Milliseconds(500)));
     if (!change) return ToGrpcStatus(WithReason(absl::NotFoundError(absl::StrCat("no job ", request->name())), "JOB_NOT_FOUND"));
     seen = change->second;
     if (IsTerminal(change->first.state()) || absl::Now() >= deadline || context->IsCancelled()) {

@@ -18,13 +18,23 @@ void Scheduler::NotifyChange() {
   if (on_change_) on_change_(static_cast<int>(queue_.size()), running_);
 }
 
-absl::Status Scheduler::Enqueue(const std::string& job_id, uint64_t memory_bytes) {
-  absl::MutexLock lock(&mu_);
+absl::Status Scheduler::Refusal() const {
   if (!accepting_) return absl::UnavailableError("the server is shutting down and accepts no new jobs");
   if (static_cast<int>(queue_.size()) >= options_.max_queued_jobs) {
     return absl::ResourceExhaustedError(absl::StrCat("the job queue is full (", options_.max_queued_jobs,
                                                      " jobs waiting); retry later"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::CanEnqueue() const {
+  absl::MutexLock lock(&mu_);
+  return Refusal();
+}
+
+absl::Status Scheduler::Enqueue(const std::string& job_id, uint64_t memory_bytes) {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status refused = Refusal(); !refused.ok()) return refused;
   queue_.push_back({job_id, memory_bytes});
   NotifyChange();
   return absl::OkStatus();

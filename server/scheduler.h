@@ -39,6 +39,8 @@ class Scheduler {
   // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE after StopAccepting().
   // `memory_bytes`: the job's estimated peak memory.
   absl::Status Enqueue(const std::string& job_id, uint64_t memory_bytes = 0);
+  // What Enqueue would answer now (OK, RESOURCE_EXHAUSTED or UNAVAILABLE), without enqueueing.
+  absl::Status CanEnqueue() const;
   // Removes a job that has not started; false if it is not in the queue.
   bool RemoveQueued(const std::string& job_id);
   // Refuses new jobs and starts no queued ones; running jobs go on.
@@ -56,6 +58,7 @@ class Scheduler {
   // The queue position of the first job that may start now, or -1.
   int Admissible() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NotifyChange() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Refusal() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   const RunFn run_;

@@ -1,0 +1,428 @@
+#include "server/job_manager.h"
+
+#include <cstdio>
+#include <random>
+
+#include <google/protobuf/util/message_differencer.h>
+#include <google/protobuf/util/time_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/checkpoint/checkpoint_reader.h"
+#include "core/job/job_plan.h"
+#include "core/util/status_macros.h"
+#include "server/grpc_status.h"
+#include "server/proto_convert.h"
+
+namespace lowbit::server {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+// The moves a job may make; anything else is a bug in the caller and is refused.
+struct Move {
+  v1::Job::State from, to;
+};
+constexpr Move kLegalMoves[] = {
+    {v1::Job::QUEUED, v1::Job::RUNNING},      // the scheduler starts it
+    {v1::Job::QUEUED, v1::Job::CANCELLED},    // cancelled before it started
+    {v1::Job::RUNNING, v1::Job::SUCCEEDED},   // committed
+    {v1::Job::RUNNING, v1::Job::FAILED},      //
+    {v1::Job::RUNNING, v1::Job::CANCELLED},   // cancelled by a user
+    {v1::Job::RUNNING, v1::Job::QUEUED},      // preempted by a shutdown, or interrupted by a crash
+};
+
+bool Legal(v1::Job::State from, v1::Job::State to) {
+  for (const Move& m : kLegalMoves) {
+    if (m.from == from && m.to == to) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool IsTerminal(v1::Job::State state) {
+  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED || state == v1::Job::CANCELLED;
+}
+
+std::string JobManager::NewId() {
+  // Sortable by creation time (so listing in id order is listing in creation order), unique per process
+  // by the sequence number, and across restarts by the random tail.
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  return absl::StrFormat("%s-%04d-%04x", absl::FormatTime("%Y%m%d%H%M%S", absl::Now(), absl::UTCTimeZone()),
+                         ++sequence_ % 10000, rng() & 0xffff);
+}
+
+absl::Status JobManager::Persist(const JobRecord& record) {
+  if (store_ == nullptr) return absl::OkStatus();
+  absl::MutexLock lock(&persist_mu_);
+  int64_t& persisted = persisted_version_[JobId(record.job())];
+  if (record.version() <= persisted) return absl::OkStatus();  // a newer save won the race
+  RETURN_IF_ERROR(store_->Save(record));
+  persisted = record.version();
+  return absl::OkStatus();
+}
+
+void JobManager::Notify(const std::string& id) {
+  absl::MutexLock lock(&listeners_mu_);
+  for (auto [it, end] = listeners_.equal_range(id); it != end; ++it) it->second.second();
+}
+
+int64_t JobManager::Subscribe(const std::string& id, Listener on_change) {
+  absl::MutexLock lock(&listeners_mu_);
+  const int64_t subscription = ++next_subscription_;
+  listeners_.emplace(id, std::make_pair(subscription, std::move(on_change)));
+  return subscription;
+}
+
+void JobManager::Unsubscribe(int64_t subscription) {
+  absl::MutexLock lock(&listeners_mu_);
+  for (auto it = listeners_.begin(); it != listeners_.end(); ++it) {
+    if (it->second.first == subscription) {
+      listeners_.erase(it);
+      return;
+    }
+  }
+}
+
+absl::Status JobManager::Restore() {
+  if (store_ == nullptr) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::vector<JobRecord> records, store_->LoadAll());
+  std::vector<JobRecord> interrupted;
+  {
+    absl::MutexLock lock(&mu_);
+    for (JobRecord& record : records) {
+      const std::string id = JobId(record.job());
+      if (record.job().state() == v1::Job::RUNNING) {  // the server died under it: RUNNING -> QUEUED
+        record.set_last_interruption(absl::StrCat("the server stopped while attempt ", record.attempts(), " was running"));
+        v1::Job& job = *record.mutable_job();
+        job.set_state(v1::Job::QUEUED);
+        job.clear_start_time();
+        job.clear_eta();
+        job.clear_phase();
+        record.set_version(record.version() + 1);
+        interrupted.push_back(record);
+      }
+      if (!record.job().request().request_id().empty()) by_request_id_[record.job().request().request_id()] = id;
+      jobs_[id] = Entry{std::move(record), false};
+    }
+  }
+  for (const JobRecord& record : interrupted) RETURN_IF_ERROR(Persist(record));
+  const int pruned = PruneExpired(absl::Now());
+  if (pruned > 0) std::fprintf(stderr, "lowbitd: pruned %d finished job(s) past the retention period\n", pruned);
+  return absl::OkStatus();
+}
+
+void JobManager::StartScheduling(Scheduler* scheduler) {
+  std::vector<std::pair<std::string, uint64_t>> queued;
+  {
+    absl::MutexLock lock(&mu_);
+    scheduler_ = scheduler;
+    for (const auto& [id, entry] : jobs_) {
+      if (entry.record.job().state() == v1::Job::QUEUED) {
+        queued.emplace_back(id, static_cast<uint64_t>(entry.record.job().plan().total_bytes()));
+      }
+    }
+  }
+  for (const auto& [id, bytes] : queued) {
+    if (absl::Status s = scheduler->Enqueue(id, bytes); !s.ok()) {
+      std::fprintf(stderr, "lowbitd: cannot requeue %s: %s\n", id.c_str(), s.ToString().c_str());
+    }
+  }
+}
+
+absl::StatusOr<v1::ResourcePlan> JobManager::Admit(const v1::QuantizeModelRequest& request,
+                                                   const QuantizeJobSpec& spec) const {
+  (void)request;
+  // Check what the store can tell before the job is queued: a missing or corrupt source, an occupied
+  // destination. Only headers are read.
+  absl::StatusOr<std::unique_ptr<CheckpointReader>> reader = OpenCheckpoint(objects_, spec.source_uri);
+  if (!reader.ok()) {
+    return WithReason(reader.status(), absl::IsNotFound(reader.status()) ? "SOURCE_NOT_FOUND" : "SOURCE_UNREADABLE");
+  }
+  // The plan from the headers alone: a job that cannot fit is refused now, not after it was accepted.
+  absl::StatusOr<ResourceEstimate> estimate =
+      EstimateResources((*reader)->descriptor(), (*reader)->tensors(), spec, options_.job);
+  if (!estimate.ok()) {
+    return WithReason(estimate.status(),
+                      absl::IsUnimplemented(estimate.status()) ? "ARCHITECTURE_UNSUPPORTED" : "SOURCE_UNREADABLE");
+  }
+  RETURN_IF_ERROR(WithReason(CheckMemoryLimit(*estimate, options_.job.memory_limit_bytes), "MEMORY_LIMIT"));
+  if (!request.validate_only()) {
+    ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, objects_->List(JoinUri(spec.destination_uri, "")));
+    if (!existing.empty() && !spec.overwrite) {
+      return WithReason(absl::AlreadyExistsError(absl::StrCat("destination ", spec.destination_uri, " already holds ",
+                                                              existing.size(), " object(s); set overwrite to replace them")),
+                        "DESTINATION_EXISTS");
+    }
+  }
+  return ToProto(*estimate, options_.job.memory_limit_bytes);
+}
+
+absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& request) {
+  ASSIGN_OR_RETURN(QuantizeJobSpec spec, JobSpecFromRequest(request));
+  absl::MutexLock submitting(&submit_mu_);
+  // AIP-155: a retry with a known request id gets the same operation, whatever the store says now; the
+  // same id with different parameters is a client error, not a retry.
+  if (!request.request_id().empty()) {
+    absl::ReaderMutexLock lock(&mu_);
+    if (auto it = by_request_id_.find(request.request_id()); it != by_request_id_.end()) {
+      const v1::Job& known = jobs_.at(it->second).record.job();
+      if (!google::protobuf::util::MessageDifferencer::Equals(known.request(), request)) {
+        return WithReason(absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(), "' was used by ",
+                                                                known.name(), " with different parameters")),
+                          "REQUEST_ID_REUSED");
+      }
+      return known;
+    }
+  }
+  ASSIGN_OR_RETURN(const v1::ResourcePlan plan, Admit(request, spec));
+  if (request.validate_only()) {
+    v1::Job job;
+    *job.mutable_request() = request;
+    *job.mutable_plan() = plan;
+    return job;
+  }
+  if (scheduler_ == nullptr) return absl::UnavailableError("the server is not scheduling jobs yet");
+  RETURN_IF_ERROR(scheduler_->CanEnqueue());
+
+  JobRecord record;
+  v1::Job& job = *record.mutable_job();
+  {
+    absl::MutexLock lock(&mu_);
+    job.set_name(absl::StrCat("jobs/", NewId()));
+  }
+  const std::string id = JobId(job);
+  job.set_state(v1::Job::QUEUED);
+  *job.mutable_request() = request;
+  *job.mutable_create_time() = NowTimestamp();
+  *job.mutable_plan() = plan;
+  record.set_version(1);
+  // Durable before visible: a record that could not be written is no job at all.
+  if (absl::Status saved = Persist(record); !saved.ok()) {
+    return WithReason(absl::UnavailableError(absl::StrCat("the job could not be recorded, so it was not accepted: ",
+                                                          saved.message())),
+                      "JOB_STORE_UNAVAILABLE");
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (!request.request_id().empty()) by_request_id_[request.request_id()] = id;
+    jobs_[id] = Entry{record, false};
+  }
+  if (absl::Status queued = scheduler_->Enqueue(id, static_cast<uint64_t>(plan.total_bytes())); !queued.ok()) {
+    {
+      absl::MutexLock lock(&mu_);
+      by_request_id_.erase(request.request_id());
+      jobs_.erase(id);
+    }
+    if (store_ != nullptr) store_->Delete(id).IgnoreError();
+    return queued;
+  }
+  if (metrics_ != nullptr) metrics_->JobSubmitted();
+  return job;
+}
+
+absl::Status JobManager::Transition(const std::string& id, v1::Job::State to,
+                                    const std::function<void(JobRecord&)>& mutate) {
+  JobRecord snapshot;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", id));
+    JobRecord& record = it->second.record;
+    const v1::Job::State from = record.job().state();
+    if (!Legal(from, to)) {
+      return absl::FailedPreconditionError(absl::StrCat("job ", id, " cannot move from ", v1::Job::State_Name(from),
+                                                        " to ", v1::Job::State_Name(to)));
+    }
+    record.mutable_job()->set_state(to);
+    if (mutate) mutate(record);
+    record.set_version(record.version() + 1);
+    snapshot = record;
+  }
+  // A state reached in memory stands even if the disk refuses it; the next save carries it.
+  if (absl::Status s = Persist(snapshot); !s.ok()) {
+    std::fprintf(stderr, "lowbitd: cannot persist %s: %s\n", id.c_str(), s.ToString().c_str());
+  }
+  Notify(id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return WithReason(absl::NotFoundError(absl::StrCat("no job jobs/", id)), "JOB_NOT_FOUND");
+    const v1::Job& job = it->second.record.job();
+    if (IsTerminal(job.state())) {
+      return WithReason(absl::FailedPreconditionError(absl::StrCat("job ", job.name(), " already ended as ",
+                                                                   v1::Job::State_Name(job.state()))),
+                        "JOB_ALREADY_ENDED");
+    }
+    it->second.cancel_requested = true;  // a running job sees it at its next check
+  }
+  if (scheduler_ != nullptr && scheduler_->RemoveQueued(id)) {
+    Transition(id, v1::Job::CANCELLED, [](JobRecord& r) {
+      *r.mutable_job()->mutable_error() = ToRpcStatus(absl::CancelledError("job cancelled before it started"));
+      *r.mutable_job()->mutable_end_time() = NowTimestamp();
+    }).IgnoreError();
+    if (metrics_ != nullptr) metrics_->JobFinished("cancelled", 0);
+  }
+  return *Get(id);
+}
+
+absl::StatusOr<JobRecord> JobManager::Start(const std::string& id) {
+  if (CancelRequested(id)) {
+    RETURN_IF_ERROR(Transition(id, v1::Job::CANCELLED, [](JobRecord& r) {
+      *r.mutable_job()->mutable_error() = ToRpcStatus(absl::CancelledError("job cancelled before it started"));
+      *r.mutable_job()->mutable_end_time() = NowTimestamp();
+    }));
+    if (metrics_ != nullptr) metrics_->JobFinished("cancelled", 0);
+    return absl::CancelledError("job cancelled before it started");
+  }
+  JobRecord started;
+  RETURN_IF_ERROR(Transition(id, v1::Job::RUNNING, [&started](JobRecord& r) {
+    r.set_attempts(r.attempts() + 1);
+    v1::Job& j = *r.mutable_job();
+    *j.mutable_start_time() = NowTimestamp();
+    j.set_layers_done(0);
+    j.clear_layers();
+    j.set_phase(v1::Job::PLANNING);
+    started = r;
+  }));
+  return started;
+}
+
+void JobManager::Progress(const std::string& id, const std::function<void(v1::Job&)>& mutate) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    v1::Job& job = *it->second.record.mutable_job();
+    const v1::Job::State state = job.state();
+    mutate(job);
+    job.set_state(state);  // progress never moves a job; Transition does
+    it->second.record.set_version(it->second.record.version() + 1);
+  }
+  Notify(id);
+}
+
+void JobManager::Finish(const std::string& id, const absl::StatusOr<JobReport>& report, bool preempted,
+                        double seconds) {
+  if (!report.ok() && absl::IsCancelled(report.status()) && preempted && !CancelRequested(id)) {
+    // Shutdown, not the user: the output was rolled back, so the job can run again after a restart.
+    Transition(id, v1::Job::QUEUED, [](JobRecord& r) {
+      r.set_last_interruption("the server shut down while the job was running");
+      v1::Job& j = *r.mutable_job();
+      j.clear_start_time();
+      j.clear_eta();
+      j.clear_current_layer();
+      j.clear_phase();
+      j.clear_phase_done();
+      j.clear_phase_total();
+    }).IgnoreError();
+    return;
+  }
+  v1::Job::State to = v1::Job::SUCCEEDED;
+  std::string outcome = "succeeded";
+  if (!report.ok()) {
+    to = absl::IsCancelled(report.status()) ? v1::Job::CANCELLED : v1::Job::FAILED;
+    outcome = absl::IsCancelled(report.status()) ? "cancelled" : "failed";
+  }
+  Transition(id, to, [&](JobRecord& r) {
+    v1::Job& j = *r.mutable_job();
+    *j.mutable_end_time() = NowTimestamp();
+    j.clear_eta();
+    if (report.ok()) {
+      *j.mutable_result() = ToProto(*report);
+    } else {
+      *j.mutable_error() = ToRpcStatus(report.status());
+    }
+  }).IgnoreError();
+  if (metrics_ != nullptr) metrics_->JobFinished(outcome, seconds);
+}
+
+std::optional<v1::Job> JobManager::Get(const std::string& id) const {
+  absl::ReaderMutexLock lock(&mu_);  // pollers read concurrently
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return std::nullopt;
+  return it->second.record.job();
+}
+
+JobManager::Page JobManager::List(int page_size, const std::string& page_token, v1::Job::State state) const {
+  Page page;
+  size_t bytes = 0;
+  absl::ReaderMutexLock lock(&mu_);  // pollers read concurrently
+  // The token is the last id returned; ids sort by creation, so the next page starts after it.
+  for (auto it = page_token.empty() ? jobs_.begin() : jobs_.upper_bound(page_token); it != jobs_.end(); ++it) {
+    const v1::Job& job = it->second.record.job();
+    if (state != v1::Job::STATE_UNSPECIFIED && job.state() != state) continue;
+    bytes += job.ByteSizeLong();
+    if (static_cast<int>(page.jobs.size()) == page_size || (!page.jobs.empty() && bytes > options_.max_list_bytes)) {
+      page.next_page_token = JobId(page.jobs.back());
+      break;
+    }
+    page.jobs.push_back(job);
+  }
+  return page;
+}
+
+std::optional<std::pair<v1::Job, int64_t>> JobManager::WaitForChange(const std::string& id, int64_t seen_version,
+                                                                     absl::Time deadline) const {
+  absl::MutexLock lock(&mu_);
+  auto changed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = jobs_.find(id);
+    return it == jobs_.end() || it->second.record.version() > seen_version;
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&changed), deadline);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return std::nullopt;
+  return std::make_pair(it->second.record.job(), it->second.record.version());
+}
+
+bool JobManager::CancelRequested(const std::string& id) const {
+  absl::ReaderMutexLock lock(&mu_);  // pollers read concurrently
+  auto it = jobs_.find(id);
+  return it != jobs_.end() && it->second.cancel_requested;
+}
+
+absl::Status JobManager::Delete(const std::string& id) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return WithReason(absl::NotFoundError(absl::StrCat("no job jobs/", id)), "JOB_NOT_FOUND");
+    if (!IsTerminal(it->second.record.job().state())) {
+      return absl::FailedPreconditionError(absl::StrCat("job ", id, " has not finished; cancel it first"));
+    }
+  }
+  if (store_ != nullptr) RETURN_IF_ERROR(store_->Delete(id));
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it != jobs_.end()) {
+      by_request_id_.erase(it->second.record.job().request().request_id());
+      jobs_.erase(it);
+    }
+  }
+  Notify(id);
+  return absl::OkStatus();
+}
+
+int JobManager::PruneExpired(absl::Time now) {
+  std::vector<std::string> expired;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const auto& [id, entry] : jobs_) {
+      const v1::Job& job = entry.record.job();
+      if (IsTerminal(job.state()) && job.has_end_time() &&
+          absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(job.end_time())) + options_.retention < now) {
+        expired.push_back(id);
+      }
+    }
+  }
+  int pruned = 0;
+  for (const std::string& id : expired) pruned += Delete(id).ok() ? 1 : 0;
+  return pruned;
+}
+
+}  // namespace lowbit::server

@@ -1,0 +1,128 @@
+// JobManager: every job the server knows, and the one place that changes them.
+//
+// The services (quantizer_service.h) are stateless and go through it; the executor reports through it.
+// A job moves between states only through Transition(), which refuses a move the table kLegalMoves does
+// not list. Every change bumps the job's version and wakes its watchers; state changes are persisted to the
+// JobStore outside the registry's lock, never an older version over a newer one. Submit() owns admission: a
+// job exists (and its operation is handed out) only once its record is durably stored and the scheduler
+// has taken it; a refused request leaves nothing behind. Thread-safe.
+#ifndef LOWBIT_SERVER_JOB_MANAGER_H_
+#define LOWBIT_SERVER_JOB_MANAGER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "core/job/quantize_job.h"
+#include "core/storage/object_store.h"
+#include "lowbit/v1/quantizer.pb.h"
+#include "server/job_store.h"
+#include "server/metrics.h"
+#include "server/scheduler.h"
+
+namespace lowbit::server {
+
+bool IsTerminal(v1::Job::State state);
+
+class JobManager {
+ public:
+  struct Options {
+    JobOptions job;  ///< what jobs run with: planning at submit uses the same bounds and memory limit
+    absl::Duration retention = absl::Hours(24 * 7);  ///< finished jobs' records are pruned after this
+    size_t max_list_bytes = 2 << 20;  ///< a List page stops growing past this many encoded bytes
+  };
+  // `store` may be null (jobs then live in memory only); `objects` and `metrics` may be null in tests.
+  // Nothing is owned.
+  JobManager(const Options& options, JobStore* store, ObjectStore* objects, Metrics* metrics)
+      : options_(options), store_(store), objects_(objects), metrics_(metrics) {}
+
+  // Loads persisted jobs and prunes expired ones. A job that was RUNNING when the server stopped goes back
+  // to QUEUED (its uncommitted output is rolled back when it runs again).
+  absl::Status Restore();
+  // Hands the QUEUED jobs to `scheduler`, which new submits also go to. Not owned.
+  void StartScheduling(Scheduler* scheduler);
+
+  // --- For the services ---
+  // The new job, or the job an earlier request with the same request_id created (ALREADY_EXISTS if that
+  // request differs). With request.validate_only(), the job as it would be queued, and nothing stored.
+  absl::StatusOr<v1::Job> Submit(const v1::QuantizeModelRequest& request);
+  absl::StatusOr<v1::Job> Cancel(const std::string& id);
+  // Forgets a finished job. FAILED_PRECONDITION while it is queued or running.
+  absl::Status Delete(const std::string& id);
+  std::optional<v1::Job> Get(const std::string& id) const;
+
+  struct Page {
+    std::vector<v1::Job> jobs;
+    std::string next_page_token;
+  };
+  // Jobs in creation order, optionally only those in `state` (STATE_UNSPECIFIED: all); at most
+  // `page_size` jobs and, beyond the first, options.max_list_bytes encoded bytes.
+  Page List(int page_size, const std::string& page_token, v1::Job::State state) const;
+
+  // The job once its version passes `seen_version` (or at `deadline`, whichever comes first), with
+  // its version. nullopt for an unknown id.
+  std::optional<std::pair<v1::Job, int64_t>> WaitForChange(const std::string& id, int64_t seen_version,
+                                                           absl::Time deadline) const;
+  // Calls `on_change` (from the changing thread, without the registry's lock) after every change of job
+  // `id`. Unsubscribe returns once no call is running, so the listener may be freed afterwards.
+  using Listener = std::function<void()>;
+  int64_t Subscribe(const std::string& id, Listener on_change);
+  void Unsubscribe(int64_t subscription);
+
+  // --- For the executor ---
+  // QUEUED -> RUNNING; the job's record (with its attempt counted). CANCELLED if a cancel came first.
+  absl::StatusOr<JobRecord> Start(const std::string& id);
+  // Progress of a running job: `mutate` may not change its state.
+  void Progress(const std::string& id, const std::function<void(v1::Job&)>& mutate);
+  // RUNNING -> SUCCEEDED, FAILED or CANCELLED from the job's outcome; back to QUEUED if it was preempted
+  // by a shutdown (not cancelled by a user).
+  void Finish(const std::string& id, const absl::StatusOr<JobReport>& report, bool preempted, double seconds);
+  bool CancelRequested(const std::string& id) const;
+
+  // Forgets finished jobs that ended before `now - retention`. Returns how many.
+  int PruneExpired(absl::Time now);
+
+ private:
+  struct Entry {
+    JobRecord record;
+    bool cancel_requested = false;
+  };
+  // Moves job `id` to `to` and applies `mutate`, or FAILED_PRECONDITION for a move kLegalMoves does not
+  // allow. Persists and notifies outside the lock.
+  absl::Status Transition(const std::string& id, v1::Job::State to, const std::function<void(JobRecord&)>& mutate);
+  absl::Status Persist(const JobRecord& record);
+  void Notify(const std::string& id);
+  // The checks of a submit that read the store: the source's headers, the plan, the destination.
+  absl::StatusOr<v1::ResourcePlan> Admit(const v1::QuantizeModelRequest& request, const QuantizeJobSpec& spec) const;
+  std::string NewId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  JobStore* const store_;
+  ObjectStore* const objects_;
+  Metrics* const metrics_;
+  Scheduler* scheduler_ = nullptr;  // set once by StartScheduling
+
+  absl::Mutex submit_mu_;  // serializes submits: one request_id, one job, however many race
+  mutable absl::Mutex mu_;
+  std::map<std::string, Entry> jobs_ ABSL_GUARDED_BY(mu_);                  // id -> job; ids sort by creation
+  std::map<std::string, std::string> by_request_id_ ABSL_GUARDED_BY(mu_);  // request_id -> id
+  uint64_t sequence_ ABSL_GUARDED_BY(mu_) = 0;
+
+  absl::Mutex persist_mu_;  // orders saves: never an older version over a newer one
+  std::map<std::string, int64_t> persisted_version_ ABSL_GUARDED_BY(persist_mu_);
+
+  absl::Mutex listeners_mu_;
+  std::multimap<std::string, std::pair<int64_t, Listener>> listeners_ ABSL_GUARDED_BY(listeners_mu_);
+  int64_t next_subscription_ ABSL_GUARDED_BY(listeners_mu_) = 0;
+};
+
+}  // namespace lowbit::server
+
+#endif  // LOWBIT_SERVER_JOB_MANAGER_H_
