@@ -105,6 +105,7 @@ void JobExecutor::Run(const std::string& id) {
     if (!spec.ok()) {
       report = spec.status();
     } else {
+      spec->lock_owner = record->job().name();  // the lock taken at submit, held across attempts
       ProgressObserver observer(id, manager_, metrics_, &preempt_);
       JobOptions job_options = options_.job;
       job_options.pool = pool_;

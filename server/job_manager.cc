@@ -8,7 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/cleanup/cleanup.h"
 #include "core/checkpoint/checkpoint_reader.h"
+#include "core/job/output_transaction.h"
 #include "core/job/job_plan.h"
 #include "core/util/status_macros.h"
 #include "server/grpc_status.h"
@@ -133,7 +135,6 @@ void JobManager::StartScheduling(Scheduler* scheduler) {
 
 absl::StatusOr<v1::ResourcePlan> JobManager::Admit(const v1::QuantizeModelRequest& request,
                                                    const QuantizeJobSpec& spec) const {
-  (void)request;
   // Check what the store can tell before the job is queued: a missing or corrupt source, an occupied
   // destination. Only headers are read.
   absl::StatusOr<std::unique_ptr<CheckpointReader>> reader = OpenCheckpoint(objects_, spec.source_uri);
@@ -148,14 +149,6 @@ absl::StatusOr<v1::ResourcePlan> JobManager::Admit(const v1::QuantizeModelReques
                       absl::IsUnimplemented(estimate.status()) ? "ARCHITECTURE_UNSUPPORTED" : "SOURCE_UNREADABLE");
   }
   RETURN_IF_ERROR(WithReason(CheckMemoryLimit(*estimate, options_.job.memory_limit_bytes), "MEMORY_LIMIT"));
-  if (!request.validate_only()) {
-    ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, objects_->List(JoinUri(spec.destination_uri, "")));
-    if (!existing.empty() && !spec.overwrite) {
-      return WithReason(absl::AlreadyExistsError(absl::StrCat("destination ", spec.destination_uri, " already holds ",
-                                                              existing.size(), " object(s); set overwrite to replace them")),
-                        "DESTINATION_EXISTS");
-    }
-  }
   return ToProto(*estimate, options_.job.memory_limit_bytes);
 }
 
@@ -193,6 +186,13 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
     job.set_name(absl::StrCat("jobs/", NewId()));
   }
   const std::string id = JobId(job);
+  // The job holds its destination from now to its end (core/job/output_transaction.h): a second job for
+  // it, from this server or another, is refused here.
+  bool held_before = false;
+  RETURN_IF_ERROR(WithReason(LockDestination(objects_, spec.destination_uri, job.name(), &held_before),
+                             "DESTINATION_LOCKED"));
+  absl::Cleanup unlock = [&] { UnlockDestination(objects_, spec.destination_uri, job.name()).IgnoreError(); };
+  RETURN_IF_ERROR(WithReason(CheckDestination(objects_, spec.destination_uri, spec.overwrite), "DESTINATION_EXISTS"));
   job.set_state(v1::Job::QUEUED);
   *job.mutable_request() = request;
   *job.mutable_create_time() = NowTimestamp();
@@ -218,6 +218,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
     if (store_ != nullptr) store_->Delete(id).IgnoreError();
     return queued;
   }
+  std::move(unlock).Cancel();  // the job has it now
   if (metrics_ != nullptr) metrics_->JobSubmitted();
   return job;
 }
@@ -243,6 +244,14 @@ absl::Status JobManager::Transition(const std::string& id, v1::Job::State to,
   // A state reached in memory stands even if the disk refuses it; the next save carries it.
   if (absl::Status s = Persist(snapshot); !s.ok()) {
     std::fprintf(stderr, "lowbitd: cannot persist %s: %s\n", id.c_str(), s.ToString().c_str());
+  }
+  // A finished job gives its destination back (after its end is recorded: a crash between the two leaves
+  // a lock naming a finished job, never a running job without its lock).
+  if (IsTerminal(to) && objects_ != nullptr) {
+    const JobRecord& r = snapshot;
+    if (absl::Status s = UnlockDestination(objects_, r.job().request().destination_uri(), r.job().name()); !s.ok()) {
+      std::fprintf(stderr, "lowbitd: cannot release the destination of %s: %s\n", id.c_str(), s.ToString().c_str());
+    }
   }
   Notify(id);
   return absl::OkStatus();

@@ -132,6 +132,7 @@ int Serve() {
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_address), grpc::InsecureServerCredentials(), &grpc_port);
+  builder.SetMaxReceiveMessageSize(1 << 20);  // every request field is bounded far below this (proto_convert.cc)
   builder.RegisterService(&quantizer_service);
   builder.RegisterService(&operations_service);
   builder.RegisterService(&health_service);

@@ -112,10 +112,50 @@ std::string MethodField(const v1::QuantizeModelRequest& request) {
   }
 }
 
+// What a client may send: generous for any real job, small enough that job records, listings and logs
+// stay bounded whatever a client sends. Label limits follow Google Cloud's (64 labels, keys of 63 bytes).
+constexpr size_t kMaxUriBytes = 4096;  // PATH_MAX; an S3 key is at most 1024 bytes
+constexpr size_t kMaxRequestIdBytes = 128;
+constexpr int kMaxLabels = 64;
+constexpr size_t kMaxLabelKeyBytes = 63, kMaxLabelValueBytes = 256;
+constexpr int kMaxPatterns = 256;
+constexpr size_t kMaxPatternBytes = 256;
+
+void CheckLimits(const v1::QuantizeModelRequest& request, std::vector<FieldViolation>* violations) {
+  auto at_most = [&](const std::string& field, size_t size, size_t limit, absl::string_view unit) {
+    if (size > limit) violations->push_back({field, absl::StrCat("at most ", limit, " ", unit, " (got ", size, ")")});
+  };
+  at_most("source_uri", request.source_uri().size(), kMaxUriBytes, "bytes");
+  at_most("destination_uri", request.destination_uri().size(), kMaxUriBytes, "bytes");
+  at_most("tokenizer_uri", request.tokenizer_uri().size(), kMaxUriBytes, "bytes");
+  at_most("calibration.text_uri", request.calibration().text_uri().size(), kMaxUriBytes, "bytes");
+  at_most("evaluation.text_uri", request.evaluation().text_uri().size(), kMaxUriBytes, "bytes");
+  at_most("request_id", request.request_id().size(), kMaxRequestIdBytes, "bytes");
+  at_most("gguf_type", request.gguf_type().size(), 32, "bytes");
+  at_most("labels", request.labels_size(), kMaxLabels, "labels");
+  for (const auto& [key, value] : request.labels()) {
+    at_most(absl::StrCat("labels[", key.substr(0, 64), "]"), key.size(), kMaxLabelKeyBytes, "bytes of key");
+    at_most(absl::StrCat("labels[", key.substr(0, 64), "]"), value.size(), kMaxLabelValueBytes, "bytes of value");
+  }
+  const v1::LayerSelection& layers = request.layers();
+  for (const auto& [name, patterns] : {std::pair{"layers.include", &layers.include()}, {"layers.exclude", &layers.exclude()}}) {
+    at_most(name, patterns->size(), kMaxPatterns, "patterns");
+    for (int i = 0; i < patterns->size(); ++i) {
+      at_most(absl::StrCat(name, "[", i, "]"), patterns->Get(i).size(), kMaxPatternBytes, "bytes");
+    }
+  }
+  at_most("layers.overrides", layers.overrides_size(), kMaxPatterns, "overrides");
+  for (int i = 0; i < layers.overrides_size(); ++i) {
+    at_most(absl::StrCat("layers.overrides[", i, "].pattern"), layers.overrides(i).pattern().size(), kMaxPatternBytes, "bytes");
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelRequest& request) {
   std::vector<FieldViolation> violations;
+  CheckLimits(request, &violations);
+  if (!violations.empty()) return InvalidRequest(violations);  // nothing oversized goes further, not even in messages
   QuantizeJobSpec spec;
   spec.source_uri = request.source_uri();
   spec.destination_uri = request.destination_uri();

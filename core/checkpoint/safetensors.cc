@@ -14,6 +14,8 @@ namespace {
 
 // The reference implementation refuses headers above 100 MB; so do we, before allocating.
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;
+// A 70B checkpoint has under a thousand tensors per file; a header declaring more than this is forged.
+constexpr size_t kMaxTensors = 1u << 16;
 
 absl::Status Corrupt(absl::string_view uri, absl::string_view detail) {
   return absl::DataLossError(absl::StrCat("corrupt safetensors file ", uri, ": ", detail));
@@ -55,6 +57,9 @@ absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(ObjectStore* store
   ASSIGN_OR_RETURN(std::string header_text, store->ReadRange(uri, 8, header_len));
   const nlohmann::json header = nlohmann::json::parse(header_text, nullptr, /*allow_exceptions=*/false);
   if (!header.is_object()) return Corrupt(uri, "header is not a valid JSON object");
+  if (header.size() > kMaxTensors + 1) {
+    return Corrupt(uri, absl::StrCat("header declares ", header.size(), " entries; at most ", kMaxTensors, " tensors are read"));
+  }
 
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = object.size - data_start;

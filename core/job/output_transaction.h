@@ -1,7 +1,12 @@
-// OutputTransaction: the objects one job writes, deleted again unless the job commits.
+// The destination of a job, from its lock to its commit.
 //
-// Every output of lowbit appears whole or not at all: a failed or cancelled job leaves nothing
-// behind. Not thread-safe; owned by the job's thread.
+// A job owns its destination directory from the moment it takes the lock object there (kLockObject,
+// created with CreateExclusive and naming the job) until it ends: no other job can write the same
+// directory, even from another server. Everything a job writes goes to the staging directory inside it
+// (kStagingDir) and moves into place only at Commit, the report last. The report is the commit marker:
+// until it is there nothing looks like a finished model, and an `overwrite` job that fails or is
+// cancelled leaves the old output whole. A job that died keeps its lock; when it runs again it finds the
+// lock its own and Begin() discards what the dead attempt left (partial files, open uploads, staging).
 #ifndef LOWBIT_CORE_JOB_OUTPUT_TRANSACTION_H_
 #define LOWBIT_CORE_JOB_OUTPUT_TRANSACTION_H_
 
@@ -9,54 +14,49 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
+#include "absl/status/statusor.h"
 #include "core/job/report.h"
 #include "core/storage/object_store.h"
-#include "core/util/status_macros.h"
 
 namespace lowbit {
 
-// OK if the output directory `dir` holds no objects. Otherwise ALREADY_EXISTS, unless `overwrite`: then
-// the old commit marker `report_name` is deleted first, so a crash mid-job never leaves an old report
-// beside new files.
-inline absl::Status CheckDestination(ObjectStore* store, const std::string& dir, bool overwrite,
-                                     absl::string_view report_name) {
-  ASSIGN_OR_RETURN(std::vector<ObjectInfo> existing, store->List(JoinUri(dir, "")));
-  if (existing.empty()) return absl::OkStatus();
-  if (!overwrite) {
-    return absl::AlreadyExistsError(absl::StrCat("destination ", dir, " already holds ", existing.size(),
-                                                 " object(s); set overwrite to replace them"));
-  }
-  return report_name.empty() ? absl::OkStatus() : store->Delete(JoinUri(dir, report_name));
-}
+inline constexpr char kLockObject[] = ".lowbit-lock";
+inline constexpr char kStagingDir[] = ".lowbit-staging";
+
+// A lock owner for a run that no server names (the local CLI): host, process and a random tail.
+std::string NewLockOwner();
+
+// Takes the lock at `dir` for `owner`: OK when taken now (*held_before false) or already held by
+// `owner` (true, a run after an interruption); FAILED_PRECONDITION naming the holder otherwise.
+absl::Status LockDestination(ObjectStore* store, const std::string& dir, const std::string& owner, bool* held_before);
+// Deletes the lock at `dir` if `owner` holds it.
+absl::Status UnlockDestination(ObjectStore* store, const std::string& dir, const std::string& owner);
+// The output at `dir`: its objects but the lock and the staging directory.
+absl::StatusOr<std::vector<ObjectInfo>> OutputObjects(ObjectStore* store, const std::string& dir);
+// OK if the output at `dir` is empty or `overwrite` is set; ALREADY_EXISTS otherwise.
+absl::Status CheckDestination(ObjectStore* store, const std::string& dir, bool overwrite);
 
 class OutputTransaction {
  public:
-  OutputTransaction(ObjectStore* store, std::string dir) : store_(store), dir_(std::move(dir)) {}
-  ~OutputTransaction() {
-    if (committed_) return;
-    for (const std::string& uri : written_) store_->Delete(uri).IgnoreError();
-  }
-  std::string Uri(absl::string_view name) const { return JoinUri(dir_, name); }
-  absl::StatusOr<std::unique_ptr<ObjectWriter>> NewWriter(absl::string_view name) {
-    written_.push_back(Uri(name));
-    return store_->NewWriter(written_.back());
-  }
-  absl::Status WriteAll(absl::string_view name, absl::string_view data, JobReport* report) {
-    written_.push_back(Uri(name));
-    RETURN_IF_ERROR(store_->WriteAll(written_.back(), data));
-    if (report != nullptr) {
-      report->files.push_back({std::string(name), data.size()});
-      report->summary.bytes_written += data.size();
-    }
-    return absl::OkStatus();
-  }
-  void Commit() { committed_ = true; }
+  OutputTransaction(ObjectStore* store, std::string dir);
+  // Rolls back unless committed: the staged objects are deleted, the old output stays.
+  ~OutputTransaction();
+
+  // Discards what an earlier attempt of the same job left: incomplete writes under the destination and the
+  // staging directory. Call once, with the lock held, before writing.
+  absl::Status Begin();
+  // Where objects are staged; readers of the output before Commit (the job's evaluation) read here.
+  const std::string& staging() const { return staging_; }
+  absl::StatusOr<std::unique_ptr<ObjectWriter>> NewWriter(absl::string_view name);
+  absl::Status WriteAll(absl::string_view name, absl::string_view data, JobReport* report);
+  // Replaces the old output by the staged one: the old report (the old commit marker) goes first, then the
+  // rest of the old output, then the staged objects move into place, `report_name` last.
+  absl::Status Commit(absl::string_view report_name);
 
  private:
   ObjectStore* const store_;
-  const std::string dir_;
-  std::vector<std::string> written_;
+  const std::string dir_, staging_;
+  std::vector<std::string> staged_;  // names relative to the staging directory, in write order
   bool committed_ = false;
 };
 

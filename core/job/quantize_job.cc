@@ -482,12 +482,12 @@ absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const Checkpoi
   return BlockCalibrator::Create(reader, windows, std::move(o));
 }
 
-// Perplexity and KL of the model as written (read back through the dequantizing reader) against the
-// source model, both advanced block by block.
+// Perplexity and KL of the model as written to `output_dir` (read back through the dequantizing reader)
+// against the source model, both advanced block by block.
 absl::StatusOr<Evaluation> EvaluateOutput(const CheckpointReader& source_reader, ObjectStore* source,
-                                          ObjectStore* destination, const QuantizeJobSpec& spec, JobContext* context,
-                                          const JobOptions& options) {
-  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> written, OpenDequantized(destination, spec.destination_uri));
+                                          ObjectStore* destination, const std::string& output_dir,
+                                          const QuantizeJobSpec& spec, JobContext* context, const JobOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> written, OpenDequantized(destination, output_dir));
   std::unique_ptr<Tokenizer> tokenizer;
   ASSIGN_OR_RETURN(const TokenSource tokens,
                    OpenTokenSource(source, TokenizerFor(source, spec.tokenizer_uri, spec.source_uri, spec.evaluation.text_uri),
@@ -695,7 +695,16 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
     }
   }
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
-  RETURN_IF_ERROR(CheckDestination(destination, spec.destination_uri, spec.overwrite, kReportFile));
+  const std::string lock_owner = spec.lock_owner.empty() ? NewLockOwner() : spec.lock_owner;
+  bool held_before = false;
+  RETURN_IF_ERROR(LockDestination(destination, spec.destination_uri, lock_owner, &held_before));
+  // A lock of this run's own goes on every way out; a caller's lock stays for the job's next attempt.
+  absl::Cleanup unlock = [&] {
+    if (spec.lock_owner.empty()) UnlockDestination(destination, spec.destination_uri, lock_owner).IgnoreError();
+  };
+  // Taken now: the destination must be free. Held before: it was checked when taken, and what is there
+  // beside the old output is this job's own.
+  if (!held_before) RETURN_IF_ERROR(CheckDestination(destination, spec.destination_uri, spec.overwrite));
   ASSIGN_OR_RETURN(const ResourceEstimate estimate,
                    EstimateResources(reader->descriptor(), reader->tensors(), spec, options));
   RETURN_IF_ERROR(CheckMemoryLimit(estimate, options.memory_limit_bytes));
@@ -736,6 +745,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   }
   report.kept.insert(report.kept.end(), dropped.begin(), dropped.end());
   OutputTransaction output(destination, spec.destination_uri);
+  RETURN_IF_ERROR(output.Begin());
   ASSIGN_OR_RETURN(std::unique_ptr<ModelSink> model, OpenSink(spec, *reader, source, plan, specs, metadata, &output));
 
   // The window of tensors read and not yet written; the front is always the next to write.
@@ -844,13 +854,14 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   }
   RETURN_IF_ERROR(CopyServingFiles(source, spec, &output, &report));
   if (!spec.evaluation.text_uri.empty()) {
-    ASSIGN_OR_RETURN(report.evaluation, EvaluateOutput(*reader, source, destination, spec, observer, options));
+    ASSIGN_OR_RETURN(report.evaluation,
+                     EvaluateOutput(*reader, source, destination, output.staging(), spec, observer, options));
   }
   Summarize(&report);
   RETURN_IF_ERROR(output.WriteAll("README.md", ModelCard(spec, report, quantize_config), &report));
   report.summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   RETURN_IF_ERROR(output.WriteAll(kReportFile, ToJson(report).dump(2), &report));
-  output.Commit();
+  RETURN_IF_ERROR(output.Commit(kReportFile));
   return report;
 }
 

@@ -64,6 +64,9 @@ struct QuantizeJobSpec {
   std::vector<std::string> exclude;  ///< glob patterns of linear layers to keep in high precision
   std::vector<LayerOverride> overrides;  ///< the first matching pattern wins over `quant`
   bool overwrite = false;            ///< replace an existing output instead of ALREADY_EXISTS
+  // Who holds the destination's lock (core/job/output_transaction.h) for the job's whole life, across
+  // attempts: the server's job name. Empty: the run takes a lock of its own and releases it at its end.
+  std::string lock_owner;
   std::string tokenizer_uri;         ///< for plain-text calibration and evaluation; default: the one beside the checkpoint
   uint64_t shard_bytes = 5'000'000'000;  ///< tensor data per output file (save_pretrained's default "5GB")
   std::string gguf_type = "Q8_0";    ///< kGguf: the ggml type of the linear layers (core/quant/ggml_types.h)
@@ -95,7 +98,8 @@ struct JobOptions {
 
 // Reads from `source`, writes to `destination` (may be the same store). INVALID_ARGUMENT for a bad
 // config or bad weights (naming the tensor), NOT_FOUND for a missing source, ALREADY_EXISTS for an
-// existing output without `overwrite`, DATA_LOSS for corrupt checkpoints, CANCELLED if cancelled.
+// existing output without `overwrite`, FAILED_PRECONDITION for a destination another job holds,
+// DATA_LOSS for corrupt checkpoints, CANCELLED if cancelled.
 absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStore* source, ObjectStore* destination,
                                          const JobOptions& options, JobObserver* observer = nullptr);
 

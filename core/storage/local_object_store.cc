@@ -53,6 +53,15 @@ class LocalObjectWriter final : public ObjectWriter {
     return absl::OkStatus();
   }
 
+  // Flushes to disk and closes, without the rename (for a file created in place).
+  absl::Status Sync() {
+    if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
+    const int fd = fd_;
+    fd_ = -1;
+    if (::fsync(fd) != 0 || ::close(fd) != 0) return ErrnoError(errno, "flush", target_);
+    return absl::OkStatus();
+  }
+
   absl::Status Commit() override {
     if (fd_ < 0) return absl::FailedPreconditionError("writer is closed");
     const int fd = fd_;
@@ -247,17 +256,68 @@ absl::StatusOr<std::unique_ptr<ObjectWriter>> LocalObjectStore::NewWriter(absl::
   return std::unique_ptr<ObjectWriter>(new LocalObjectWriter(path, partial, fd));
 }
 
-absl::Status LocalObjectStore::Delete(absl::string_view uri) {
-  ASSIGN_OR_RETURN(std::string path, ResolvePath(uri));
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoError(errno, "delete", uri);
-  // Remove directories the write created and left empty, never the root itself.
+void LocalObjectStore::PruneEmptyParents(const std::string& path) const {
+  // Remove directories a write created and a delete or move left empty, never the root itself.
   fs::path dir = fs::path(path).parent_path();
   std::error_code ec;
   while (IsWithin(dir.string(), root_) && dir.string() != root_ && fs::is_empty(dir, ec) && !ec) {
     if (!fs::remove(dir, ec)) break;
     dir = dir.parent_path();
   }
+}
+
+absl::Status LocalObjectStore::Delete(absl::string_view uri) {
+  ASSIGN_OR_RETURN(std::string path, ResolvePath(uri));
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoError(errno, "delete", uri);
+  PruneEmptyParents(path);
   return absl::OkStatus();
+}
+
+absl::Status LocalObjectStore::CreateExclusive(absl::string_view uri, absl::string_view data) {
+  ASSIGN_OR_RETURN(std::string path, ResolvePath(uri));
+  std::error_code ec;
+  fs::create_directories(fs::path(path).parent_path(), ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create directory for ", uri, ": ", ec.message()));
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    if (errno == EEXIST) return absl::AlreadyExistsError(absl::StrCat(uri, " already exists"));
+    return ErrnoError(errno, "create", uri);
+  }
+  LocalObjectWriter writer(path, path, fd);  // writes in place: the name is already taken by us
+  absl::Status written = writer.Append(data);
+  if (written.ok()) written = writer.Sync();
+  if (!written.ok()) ::unlink(path.c_str());
+  return written;
+}
+
+absl::Status LocalObjectStore::Rename(absl::string_view from, absl::string_view to) {
+  ASSIGN_OR_RETURN(std::string source, ResolvePath(from));
+  ASSIGN_OR_RETURN(std::string target, ResolvePath(to));
+  std::error_code ec;
+  fs::create_directories(fs::path(target).parent_path(), ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create directory for ", to, ": ", ec.message()));
+  if (::rename(source.c_str(), target.c_str()) != 0) return ErrnoError(errno, "move", from);
+  PruneEmptyParents(source);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> LocalObjectStore::DiscardIncomplete(absl::string_view prefix) {
+  ASSIGN_OR_RETURN(std::string path, ResolvePath(prefix));
+  const fs::path dir = prefix.empty() || prefix.back() == '/' ? fs::path(path) : fs::path(path).parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return 0;
+  std::vector<std::string> partial;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (it->is_regular_file() && absl::StrContains(it->path().filename().string(), ".partial-")) {
+      partial.push_back(it->path().string());
+    }
+  }
+  for (const std::string& p : partial) {
+    ::unlink(p.c_str());
+    PruneEmptyParents(p);
+  }
+  return static_cast<int>(partial.size());
 }
 
 }  // namespace lowbit

@@ -30,6 +30,9 @@ class LocalObjectStore final : public ObjectStore {
   absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix) override;
   absl::StatusOr<std::unique_ptr<ObjectWriter>> NewWriter(absl::string_view uri) override;
   absl::Status Delete(absl::string_view uri) override;
+  absl::Status CreateExclusive(absl::string_view uri, absl::string_view data) override;
+  absl::Status Rename(absl::string_view from, absl::string_view to) override;
+  absl::StatusOr<int> DiscardIncomplete(absl::string_view prefix) override;
 
   // Maps a URI ("file:///a/b", "/a/b" or "a/b" relative to the root) to a path inside the root.
   absl::StatusOr<std::string> ResolvePath(absl::string_view uri) const;
@@ -39,6 +42,8 @@ class LocalObjectStore final : public ObjectStore {
   struct Mapping;
   explicit LocalObjectStore(std::string root) : root_(std::move(root)) {}
   absl::StatusOr<std::shared_ptr<const Mapping>> Map(const std::string& path);
+  // Removes the directories above `path` that are now empty, up to (not including) the root.
+  void PruneEmptyParents(const std::string& path) const;
 
   const std::string root_;
   absl::Mutex mu_;

@@ -49,6 +49,13 @@ class ObjectStore {
   virtual absl::StatusOr<std::unique_ptr<ObjectWriter>> NewWriter(absl::string_view uri) = 0;
   // Deletes an object; OK if it is already absent.
   virtual absl::Status Delete(absl::string_view uri) = 0;
+  // Writes a whole (small) object only if none is at `uri`, atomically against every other writer (an
+  // exclusive create locally, a conditional PUT with If-None-Match: * on S3); ALREADY_EXISTS otherwise.
+  virtual absl::Status CreateExclusive(absl::string_view uri, absl::string_view data) = 0;
+  // Moves an object to `to` in the same store, replacing what is there.
+  virtual absl::Status Rename(absl::string_view from, absl::string_view to) = 0;
+  // Removes what dead writers left under `prefix` (partial files, open multipart uploads); how many.
+  virtual absl::StatusOr<int> DiscardIncomplete(absl::string_view prefix) = 0;
 
   // Reads a whole (small) object such as config.json.
   absl::StatusOr<std::string> ReadAll(absl::string_view uri);

@@ -54,4 +54,21 @@ absl::StatusOr<std::unique_ptr<RoutingObjectStore>> CreateObjectStore(const Stor
   return std::make_unique<RoutingObjectStore>(std::move(local), *std::move(s3));
 }
 
+absl::Status RoutingObjectStore::CreateExclusive(absl::string_view uri, absl::string_view data) {
+  ASSIGN_OR_RETURN(ObjectStore * store, For(uri));
+  return store->CreateExclusive(uri, data);
+}
+
+absl::Status RoutingObjectStore::Rename(absl::string_view from, absl::string_view to) {
+  ASSIGN_OR_RETURN(ObjectStore * store, For(from));
+  ASSIGN_OR_RETURN(ObjectStore * target, For(to));
+  if (store != target) return absl::InvalidArgumentError(absl::StrCat("cannot move ", from, " to another store: ", to));
+  return store->Rename(from, to);
+}
+
+absl::StatusOr<int> RoutingObjectStore::DiscardIncomplete(absl::string_view prefix) {
+  ASSIGN_OR_RETURN(ObjectStore * store, For(prefix));
+  return store->DiscardIncomplete(prefix);
+}
+
 }  // namespace lowbit

@@ -23,6 +23,9 @@ class RoutingObjectStore final : public ObjectStore {
   absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix) override;
   absl::StatusOr<std::unique_ptr<ObjectWriter>> NewWriter(absl::string_view uri) override;
   absl::Status Delete(absl::string_view uri) override;
+  absl::Status CreateExclusive(absl::string_view uri, absl::string_view data) override;
+  absl::Status Rename(absl::string_view from, absl::string_view to) override;
+  absl::StatusOr<int> DiscardIncomplete(absl::string_view prefix) override;
 
  private:
   absl::StatusOr<ObjectStore*> For(absl::string_view uri);

@@ -4,6 +4,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -32,7 +33,8 @@ std::string XmlValue(absl::string_view xml, absl::string_view tag, size_t* pos =
                              {{"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&apos;", "'"}, {"&amp;", "&"}});
 }
 
-bool Retryable(long status) { return status >= 500 || status == 429; }
+// 501 Not Implemented is a server that lacks the call, not a failing one.
+bool Retryable(long status) { return (status >= 500 && status != 501) || status == 429; }
 
 // The status a non-2xx S3 response maps to, with S3's own error code in the message.
 absl::Status ErrorFor(const HttpResponse& r, const std::string& what) {
@@ -218,13 +220,49 @@ class S3ObjectWriter final : public ObjectWriter {
 
 }  // namespace
 
+absl::Status ValidateBucketName(absl::string_view bucket) {
+  // The general-purpose bucket naming rules:
+  // https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+  // Checked before any request, because the name becomes part of the host name in virtual-hosted style.
+  auto refuse = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid S3 bucket name '", bucket.substr(0, 80), "': ", why));
+  };
+  if (bucket.size() < 3 || bucket.size() > 63) return refuse("must be 3 to 63 characters long");
+  for (char c : bucket) {
+    if (!absl::ascii_islower(c) && !absl::ascii_isdigit(c) && c != '.' && c != '-') {
+      return refuse("only lowercase letters, digits, '.' and '-' are allowed");
+    }
+  }
+  auto alnum = [](char c) { return absl::ascii_islower(c) || absl::ascii_isdigit(c); };
+  if (!alnum(bucket.front()) || !alnum(bucket.back())) return refuse("must begin and end with a letter or digit");
+  if (absl::StrContains(bucket, "..")) return refuse("must not contain two adjacent periods");
+  int dots = 0;
+  bool digits_and_dots = true;
+  for (char c : bucket) {
+    dots += c == '.';
+    digits_and_dots = digits_and_dots && (absl::ascii_isdigit(c) || c == '.');
+  }
+  if (digits_and_dots && dots == 3) return refuse("must not be formatted as an IP address");
+  for (absl::string_view prefix : {"xn--", "sthree-", "amzn-s3-demo-"}) {
+    if (absl::StartsWith(bucket, prefix)) return refuse(absl::StrCat("must not start with ", prefix));
+  }
+  for (absl::string_view suffix : {"-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"}) {
+    if (absl::EndsWith(bucket, suffix)) return refuse(absl::StrCat("must not end with ", suffix));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseS3Uri(absl::string_view uri, std::string* bucket, std::string* key) {
   absl::string_view rest = uri;
-  if (!absl::ConsumePrefix(&rest, "s3://")) return absl::InvalidArgumentError(absl::StrCat("not an s3:// URI: ", uri));
+  if (!absl::ConsumePrefix(&rest, "s3://")) return absl::InvalidArgumentError(absl::StrCat("not an s3:// URI: ", uri.substr(0, 200)));
   const size_t slash = rest.find('/');
   *bucket = std::string(rest.substr(0, slash));
   *key = slash == absl::string_view::npos ? "" : std::string(rest.substr(slash + 1));
-  if (bucket->empty()) return absl::InvalidArgumentError(absl::StrCat("no bucket in ", uri));
+  if (bucket->empty()) return absl::InvalidArgumentError(absl::StrCat("no bucket in ", uri.substr(0, 200)));
+  RETURN_IF_ERROR(ValidateBucketName(*bucket));
+  if (key->size() > 1024) {  // S3's limit on a key's UTF-8 length
+    return absl::InvalidArgumentError(absl::StrCat("S3 object keys are at most 1024 bytes; this one is ", key->size()));
+  }
   return absl::OkStatus();
 }
 
@@ -355,6 +393,86 @@ absl::Status S3ObjectStore::Delete(absl::string_view uri) {
   absl::StatusOr<HttpResponse> r = Send({"delete", "DELETE", bucket, key, {}, {}, {}, std::string(uri)});
   if (!r.ok() && !absl::IsNotFound(r.status())) return r.status();
   return absl::OkStatus();
+}
+
+absl::Status S3ObjectStore::CreateExclusive(absl::string_view uri, absl::string_view data) {
+  std::string bucket, key;
+  RETURN_IF_ERROR(ParseS3Uri(uri, &bucket, &key));
+  // Conditional writes: https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html
+  absl::StatusOr<HttpResponse> r = Send({"put", "PUT", bucket, key, {},
+                                         {{"if-none-match", "*"}, {"content-md5", ContentMd5(data)}}, data,
+                                         std::string(uri)});
+  if (absl::IsFailedPrecondition(r.status())) return absl::AlreadyExistsError(absl::StrCat(uri, " already exists"));
+  return r.status();
+}
+
+absl::Status S3ObjectStore::Rename(absl::string_view from, absl::string_view to) {
+  std::string bucket, key, to_bucket, to_key;
+  RETURN_IF_ERROR(ParseS3Uri(from, &bucket, &key));
+  RETURN_IF_ERROR(ParseS3Uri(to, &to_bucket, &to_key));
+  ASSIGN_OR_RETURN(const ObjectInfo info, Stat(from));
+  const std::string source = absl::StrCat("/", bucket, "/", UriEncode(key, /*keep_slash=*/true));
+  // A server-side copy, then the delete. CopyObject takes objects up to 5 GiB; larger ones are copied
+  // as a multipart upload of UploadPartCopy ranges.
+  constexpr uint64_t kMaxCopy = 5ull << 30, kCopyPart = 1ull << 30;
+  auto failed_in_body = [&](const HttpResponse& r) -> absl::Status {  // S3 may answer 200 and fail in the body
+    if (!absl::StrContains(r.body, "<Error>")) return absl::OkStatus();
+    return absl::UnavailableError(absl::StrCat("copying ", from, " failed: ", XmlValue(r.body, "Code")));
+  };
+  if (info.size <= kMaxCopy) {
+    ASSIGN_OR_RETURN(HttpResponse r, Send({"copy", "PUT", to_bucket, to_key, {}, {{"x-amz-copy-source", source}}, {},
+                                           std::string(to)}));
+    RETURN_IF_ERROR(failed_in_body(r));
+  } else {
+    ASSIGN_OR_RETURN(HttpResponse started, Send({"create_multipart", "POST", to_bucket, to_key, {{"uploads", ""}}, {}, {},
+                                                 std::string(to)}));
+    const std::string upload_id = XmlValue(started.body, "UploadId");
+    if (upload_id.empty()) return absl::UnavailableError(absl::StrCat("no UploadId in the answer for ", to));
+    std::string xml = "<CompleteMultipartUpload>";
+    absl::Status copied = absl::OkStatus();
+    for (uint64_t offset = 0, part = 1; offset < info.size && copied.ok(); offset += kCopyPart, ++part) {
+      const uint64_t last = std::min(info.size, offset + kCopyPart) - 1;
+      absl::StatusOr<HttpResponse> r =
+          Send({"upload_part_copy", "PUT", to_bucket, to_key, {{"partNumber", absl::StrCat(part)}, {"uploadId", upload_id}},
+                {{"x-amz-copy-source", source}, {"x-amz-copy-source-range", absl::StrCat("bytes=", offset, "-", last)}},
+                {}, std::string(to)});
+      copied = r.ok() ? failed_in_body(*r) : r.status();
+      if (copied.ok()) absl::StrAppend(&xml, "<Part><PartNumber>", part, "</PartNumber><ETag>", XmlValue(r->body, "ETag"), "</ETag></Part>");
+    }
+    absl::StrAppend(&xml, "</CompleteMultipartUpload>");
+    if (copied.ok()) {
+      absl::StatusOr<HttpResponse> r = Send({"complete_multipart", "POST", to_bucket, to_key, {{"uploadId", upload_id}},
+                                             {{"content-type", "application/xml"}}, xml, std::string(to)});
+      copied = r.ok() ? failed_in_body(*r) : r.status();
+    }
+    if (!copied.ok()) {
+      Send({"abort_multipart", "DELETE", to_bucket, to_key, {{"uploadId", upload_id}}, {}, {}, std::string(to)}).IgnoreError();
+      return copied;
+    }
+  }
+  return Delete(from);
+}
+
+absl::StatusOr<int> S3ObjectStore::DiscardIncomplete(absl::string_view prefix) {
+  std::string bucket, key_prefix;
+  RETURN_IF_ERROR(ParseS3Uri(prefix, &bucket, &key_prefix));
+  absl::StatusOr<HttpResponse> r =
+      Send({"list_multipart", "GET", bucket, "", {{"uploads", ""}, {"prefix", key_prefix}}, {}, {}, std::string(prefix)});
+  if (!r.ok()) {
+    // A server without ListMultipartUploads (s3rver answers 501) has no uploads to leak.
+    if (r.status().message().find("NotImplemented") != absl::string_view::npos) return 0;
+    return r.status();
+  }
+  int aborted = 0;
+  for (size_t pos = r->body.find("<Upload>"); pos != std::string::npos; pos = r->body.find("<Upload>", pos + 1)) {
+    const absl::string_view upload = absl::string_view(r->body).substr(pos, r->body.find("</Upload>", pos) - pos);
+    const std::string key = XmlValue(upload, "Key"), upload_id = XmlValue(upload, "UploadId");
+    if (key.empty() || upload_id.empty()) continue;
+    RETURN_IF_ERROR(Send({"abort_multipart", "DELETE", bucket, key, {{"uploadId", upload_id}}, {}, {},
+                          absl::StrCat("s3://", bucket, "/", key)}).status());
+    ++aborted;
+  }
+  return aborted;
 }
 
 }  // namespace lowbit

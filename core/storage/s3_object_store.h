@@ -57,6 +57,9 @@ class S3ObjectStore final : public ObjectStore {
   absl::StatusOr<std::vector<ObjectInfo>> List(absl::string_view prefix) override;
   absl::StatusOr<std::unique_ptr<ObjectWriter>> NewWriter(absl::string_view uri) override;
   absl::Status Delete(absl::string_view uri) override;
+  absl::Status CreateExclusive(absl::string_view uri, absl::string_view data) override;
+  absl::Status Rename(absl::string_view from, absl::string_view to) override;
+  absl::StatusOr<int> DiscardIncomplete(absl::string_view prefix) override;
 
   // One signed request with retries. `key` may be empty (bucket-level requests). Public for the writer.
   struct Call {
@@ -78,7 +81,10 @@ class S3ObjectStore final : public ObjectStore {
   const Options options_;
 };
 
-// Splits "s3://bucket/key" into bucket and key. INVALID_ARGUMENT for anything else.
+// INVALID_ARGUMENT unless `bucket` follows AWS's naming rules for general-purpose buckets.
+absl::Status ValidateBucketName(absl::string_view bucket);
+// Splits "s3://bucket/key" into bucket and key. INVALID_ARGUMENT for anything else, for a bucket name
+// ValidateBucketName refuses, and for a key over 1024 bytes.
 absl::Status ParseS3Uri(absl::string_view uri, std::string* bucket, std::string* key);
 
 }  // namespace lowbit

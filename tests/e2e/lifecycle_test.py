@@ -59,10 +59,16 @@ with server:
     # and after a restart the job runs again to the end.
     survivor = client.submit("--input", "synth", "--output", "out/survivor", "--mse-clip", "--bits", "3")
     client.wait_for(survivor, lambda j: j["state"] == "RUNNING")
+    # A second job for the same destination, even with overwrite, is refused while the first holds it.
+    code, out, err = client.run("submit", "--input", "synth", "--output", "out/survivor", "--overwrite")
+    check(code != 0 and "FAILED_PRECONDITION" in err and survivor in err,
+          "a second job for a held destination is refused: " + err.strip()[:200])
     check(server.stop() == 0, "SIGTERM with a running job: lowbitd exits 0")
     leftover = os.path.join(server.store, "out/survivor")
-    check(not os.path.exists(leftover), "the preempted job rolled its output back %s" % (
-        os.listdir(leftover) if os.path.exists(leftover) else ""))
+    left = sorted(os.listdir(leftover)) if os.path.exists(leftover) else []
+    check(left == [".lowbit-lock"], "the preempted job rolled its output back and kept only its lock: %s" % left)
+    lock = json.load(open(os.path.join(leftover, ".lowbit-lock")))
+    check(lock["owner"] == survivor, "the lock names the job: %s" % lock["owner"])
     server.start()
     done = client.wait_for(survivor, lambda j: j["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=300)
     check(done["state"] == "SUCCEEDED", "after the restart the job ran to SUCCEEDED")

@@ -89,6 +89,17 @@ for kind in ["moto", "s3rver"]:
         check(same_as_local(s3, "out/stories/", "stories"), "[%s] stories260K output byte-identical to the local run" % kind)
         check("lowbit_report.json" in objects(s3, "out/stories/"), "[%s] the report (commit marker) is there" % kind)
 
+        if kind == "moto":
+            # A destination another job holds (its lock object, as a server elsewhere would have made it) is
+            # refused and left alone; moto honours If-None-Match: * as S3 does (s3rver ignores it).
+            s3.put_object(Bucket="models", Key="out/held/.lowbit-lock", Body=b'{"owner": "jobs/elsewhere"}')
+            r = lowbit(server, server.endpoint, "quantize", "--input", "s3://models/stories260K/stories260K.bin",
+                       "--output", "s3://models/out/held", "--overwrite")
+            check(r.returncode != 0 and "jobs/elsewhere" in r.stderr, "[moto] a held destination is refused: %s" % r.stderr.strip()[-200:])
+            check(list(objects(s3, "out/held/")) == [".lowbit-lock"], "[moto] and nothing was written there")
+            # An upload a killed writer left open under the destination is aborted by the next job there.
+            s3.create_multipart_upload(Bucket="models", Key="out/synth/.lowbit-staging/model.safetensors")
+
         # Through a pass-through proxy, to see on the wire that the large output went up in parts.
         tap = FaultProxy(server.port, rate=0.0)
         r = lowbit(server, tap.endpoint, "quantize", "--input", "s3://models/synth", "--output", "s3://models/out/synth",
@@ -100,9 +111,13 @@ for kind in ["moto", "s3rver"]:
         size = s3.head_object(Bucket="models", Key="out/synth/model.safetensors")["ContentLength"]
         check(len(parts) >= 2 and any(m == "POST" and "uploadId=" in p for m, p in tap.paths),
               "[%s] the %d-byte model.safetensors went up as a %d-part multipart upload" % (kind, size, len(parts)))
-        if kind == "moto":
-            etag = s3.head_object(Bucket="models", Key="out/synth/model.safetensors")["ETag"].strip('"')
-            check(etag.endswith("-%d" % len(parts)), "[moto] and S3 says so too: ETag %s" % etag)
+        staged = [p for m, p in tap.paths if m == "PUT" and ".lowbit-staging/model.safetensors" in p and "partNumber=" in p]
+        check(len(staged) == len(parts), "[%s] every part went to the staging prefix, the model moved in at the commit" % kind)
+        check(not [k for k in objects(s3, "out/synth/") if k.startswith(".lowbit")],
+              "[%s] neither the lock nor staging remains after the commit" % kind)
+        if kind == "moto":  # s3rver has no ListMultipartUploads
+            open_uploads = s3.list_multipart_uploads(Bucket="models").get("Uploads", [])
+            check(not open_uploads, "[moto] no multipart upload is left open: %s" % open_uploads)
 
         # --s3-endpoint instead of AWS_ENDPOINT_URL.
         env = env_for(server)

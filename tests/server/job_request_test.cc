@@ -6,6 +6,7 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/text_format.h>
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -154,6 +155,50 @@ TEST(JobRequestTest, OutputFormatsMapBothWays) {
   v1::QuantizeModelRequest r = Base("lut");
   r.set_output_format(server::ToProto(OutputFormat::kNative));
   EXPECT_EQ(server::JobSpecFromRequest(r)->format, OutputFormat::kNative);
+}
+
+}  // namespace
+}  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// Everything a client controls is bounded, and the refusal names the field and the limit.
+TEST(JobRequestTest, OversizedFieldsAreRefusedNamingTheFieldAndTheLimit) {
+  auto refusal = [](const std::function<void(v1::QuantizeModelRequest&)>& change) {
+    v1::QuantizeModelRequest r;
+    r.set_source_uri("m.bin");
+    r.set_destination_uri("out");
+    r.mutable_rtn()->set_bits(4);
+    EXPECT_TRUE(server::JobSpecFromRequest(r).ok());
+    change(r);
+    return server::JobSpecFromRequest(r).status();
+  };
+  const std::string huge(5000, 'x');
+  struct Case {
+    const char* field;
+    std::function<void(v1::QuantizeModelRequest&)> change;
+  };
+  const Case cases[] = {
+      {"source_uri", [&](auto& r) { r.set_source_uri(huge); }},
+      {"destination_uri", [&](auto& r) { r.set_destination_uri(huge); }},
+      {"tokenizer_uri", [&](auto& r) { r.set_tokenizer_uri(huge); }},
+      {"calibration.text_uri", [&](auto& r) { r.mutable_calibration()->set_text_uri(huge); }},
+      {"evaluation.text_uri", [&](auto& r) { r.mutable_evaluation()->set_text_uri(huge); }},
+      {"request_id", [&](auto& r) { r.set_request_id(std::string(129, 'r')); }},
+      {"labels", [&](auto& r) { for (int i = 0; i < 65; ++i) (*r.mutable_labels())[absl::StrCat("k", i)] = "v"; }},
+      {"labels[team]", [&](auto& r) { (*r.mutable_labels())["team"] = std::string(1 << 20, 'v'); }},
+      {"layers.include", [&](auto& r) { for (int i = 0; i < 257; ++i) r.mutable_layers()->add_include("*"); }},
+      {"layers.exclude[0]", [&](auto& r) { r.mutable_layers()->add_exclude(huge); }},
+      {"layers.overrides[0].pattern", [&](auto& r) { r.mutable_layers()->add_overrides()->set_pattern(huge); }},
+  };
+  for (const Case& c : cases) {
+    const absl::Status s = refusal(c.change);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.field;
+    EXPECT_NE(s.message().find(c.field), absl::string_view::npos) << c.field << ": " << s.message();
+    EXPECT_NE(s.message().find("at most"), absl::string_view::npos) << s.message();
+    EXPECT_LT(s.message().size(), 600u) << "the refusal does not echo the oversized value";
+  }
 }
 
 }  // namespace

@@ -146,6 +146,15 @@ TEST_F(SafetensorsTest, NegativeShapeIsDataLoss) {
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
 }
 
+TEST_F(SafetensorsTest, AHeaderDeclaringMoreTensorsThanAnyModelHasIsDataLoss) {
+  std::string header = "{";
+  for (int i = 0; i < 70000; ++i) absl::StrAppend(&header, i ? "," : "", "\"t", i, "\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]}");
+  header += "}";
+  absl::Status s = OpenRaw(header, 0);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("70000 entries"), absl::string_view::npos) << s.message();
+}
+
 TEST_F(SafetensorsTest, MissingFileIsNotFound) {
   EXPECT_EQ(OpenCheckpoint(store_.get(), "nothing/here.safetensors").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(OpenCheckpoint(store_.get(), "empty-dir").status().code(), absl::StatusCode::kNotFound);

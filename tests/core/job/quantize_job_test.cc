@@ -6,7 +6,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
+#include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -14,6 +16,7 @@
 #include "core/runtime/token_windows.h"
 #include "core/checkpoint/gguf.h"
 #include "core/job/convert_job.h"
+#include "core/job/output_transaction.h"
 #include "core/pack/gptq.h"
 #include "core/quant/error_metrics.h"
 #include "core/storage/local_object_store.h"
@@ -301,6 +304,116 @@ TEST_F(QuantizeJobTest, ExistingDestinationNeedsOverwrite) {
   EXPECT_TRUE(fs::exists(dir_.File("out/keep.txt")));
   spec.overwrite = true;
   EXPECT_TRUE(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}).ok());
+}
+
+// Every file of a directory (relative path -> bytes).
+std::map<std::string, std::string> Files(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  if (!fs::exists(dir)) return files;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    files[fs::relative(e.path(), dir).string()] = std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  return files;
+}
+
+// Looks at the destination while the job runs: nothing there may look like a model before the commit.
+class DestinationWatcher final : public JobObserver {
+ public:
+  explicit DestinationWatcher(std::string dir) : dir_(std::move(dir)) {}
+  void OnTensorDone(const std::string&, const LayerReport*, uint64_t, uint64_t) override {
+    for (const auto& [name, bytes] : Files(dir_)) {
+      if (!absl::StartsWith(name, kStagingDir) && name != kLockObject) visible_.insert(name);
+    }
+    ++looks_;
+  }
+  std::set<std::string> visible_;
+  int looks_ = 0;
+
+ private:
+  const std::string dir_;
+};
+
+TEST_F(QuantizeJobTest, TwoJobsNeverShareADestination) {
+  const std::string out = dir_.File("out");
+  bool held_before = true;
+  ASSERT_TRUE(LockDestination(store_.get(), out, "jobs/a", &held_before).ok());
+  EXPECT_FALSE(held_before);
+  absl::Status other = LockDestination(store_.get(), out, "jobs/b", &held_before);
+  EXPECT_EQ(other.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(other.message(), HasSubstr("jobs/a"));
+  ASSERT_TRUE(LockDestination(store_.get(), out, "jobs/a", &held_before).ok());
+  EXPECT_TRUE(held_before) << "the holder finds its own lock again";
+  // A job run for the destination, even with overwrite, is refused while another holds it.
+  QuantizeJobSpec spec = Spec(kModel, out);
+  spec.overwrite = true;
+  EXPECT_EQ(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(UnlockDestination(store_.get(), out, "jobs/b").ok());
+  EXPECT_TRUE(fs::exists(dir_.File("out/.lowbit-lock"))) << "only the holder releases a lock";
+  ASSERT_TRUE(UnlockDestination(store_.get(), out, "jobs/a").ok());
+  EXPECT_TRUE(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}).ok());
+  EXPECT_FALSE(fs::exists(dir_.File("out/.lowbit-lock"))) << "a run's own lock goes with it";
+
+  // Racing for one lock: exactly one of many wins.
+  std::atomic<int> winners{0};
+  std::vector<std::thread> racers;
+  for (int i = 0; i < 8; ++i) {
+    racers.emplace_back([&, i] {
+      bool before;
+      if (LockDestination(store_.get(), dir_.File("raced"), "jobs/" + std::to_string(i), &before).ok()) ++winners;
+    });
+  }
+  for (std::thread& t : racers) t.join();
+  EXPECT_EQ(winners.load(), 1);
+}
+
+TEST_F(QuantizeJobTest, NothingLooksLikeAModelBeforeTheCommitAndAFailedOverwriteKeepsTheOldOutput) {
+  const std::string out = dir_.File("out");
+  DestinationWatcher watcher(out);
+  ASSERT_TRUE(RunQuantizeJob(Spec(kModel, out), store_.get(), store_.get(), {&pool_, 2}, &watcher).ok());
+  EXPECT_GT(watcher.looks_, 10);
+  EXPECT_TRUE(watcher.visible_.empty()) << "seen mid-job: " << *watcher.visible_.begin();
+  const auto committed = Files(out);
+  ASSERT_TRUE(committed.count("lowbit_report.json"));
+  ASSERT_TRUE(committed.count("model.safetensors"));
+
+  // An overwrite with other settings, cancelled midway: the old output stays whole, byte for byte.
+  QuantizeJobSpec spec = Spec(kModel, out);
+  spec.overwrite = true;
+  spec.quant.bits = 8;
+  CancelAfter cancel(10);
+  EXPECT_EQ(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}, &cancel).status().code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_EQ(Files(out), committed);
+  // Done to the end, it replaces the old output.
+  ASSERT_TRUE(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}).ok());
+  const auto replaced = Files(out);
+  EXPECT_NE(replaced.at("model.safetensors"), committed.at("model.safetensors"));
+  for (const auto& [name, bytes] : replaced) EXPECT_FALSE(absl::StartsWith(name, ".lowbit")) << name;
+}
+
+TEST_F(QuantizeJobTest, AJobRunAgainAfterItDiedDiscardsItsLeftoversAndWritesTheSameBytes) {
+  const std::string clean = dir_.File("clean"), out = dir_.File("out");
+  ASSERT_TRUE(RunQuantizeJob(Spec(kModel, clean), store_.get(), store_.get(), {&pool_, 2}).ok());
+  // What a process killed mid-job leaves: its lock, staged files, a partial file, an uncommitted
+  // half-moved object beside them.
+  bool held_before;
+  ASSERT_TRUE(LockDestination(store_.get(), out, "jobs/dead", &held_before).ok());
+  fs::create_directories(dir_.File("out/.lowbit-staging"));
+  std::ofstream(dir_.File("out/.lowbit-staging/model.safetensors")) << "half a model";
+  std::ofstream(dir_.File("out/.lowbit-staging/config.json.partial-123")) << "{";
+  std::ofstream(dir_.File("out/quantize_config.json")) << "{\"from\": \"the dead attempt's commit\"}";
+  QuantizeJobSpec spec = Spec(kModel, out);
+  spec.lock_owner = "jobs/dead";
+  ASSERT_TRUE(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}).ok());
+  auto files = Files(out);
+  EXPECT_EQ(files.count(".lowbit-lock"), 1u) << "the caller's lock stays until the caller ends the job";
+  files.erase(".lowbit-lock");
+  auto expected = Files(clean);
+  for (auto* f : {&files, &expected}) f->erase("lowbit_report.json");  // it names its destination and times
+  EXPECT_EQ(files, expected);
 }
 
 TEST_F(QuantizeJobTest, LayerSelectionAndInt8) {
