@@ -26,6 +26,7 @@
 #include "core/storage/routing_object_store.h"
 #include "core/util/memory.h"
 #include "core/util/thread_pool.h"
+#include "server/auth.h"
 #include "server/health_service.h"
 #include "server/job_executor.h"
 #include "server/job_manager.h"
@@ -35,8 +36,22 @@
 #include "server/quantizer_service.h"
 #include "server/scheduler.h"
 
-ABSL_FLAG(std::string, grpc_address, "0.0.0.0:50051", "gRPC listen address (port 0 picks a free port)");
-ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9464", "Prometheus /metrics listen address (port 0 picks a free port)");
+ABSL_FLAG(std::string, grpc_address, "",
+          "gRPC listen address (port 0 picks a free port); default 127.0.0.1:50051, or 0.0.0.0:50051 once TLS or "
+          "tokens are configured: an open port is never the default");
+ABSL_FLAG(std::string, metrics_address, "",
+          "Prometheus /metrics listen address; default 127.0.0.1:9464, or 0.0.0.0:9464 once TLS or tokens are configured");
+ABSL_FLAG(std::string, health_address, "",
+          "if set, also serve only grpc.health.v1 here in plaintext, for probes that cannot speak TLS (Kubernetes' "
+          "grpc probes); the health service on --grpc_address stays");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve gRPC and /metrics over TLS (re-read when it changes)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA bundle: clients must present a certificate it signed (mutual TLS)");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "file of bearer tokens, one per line: every RPC but health, and /metrics, needs one (re-read when it changes)");
+ABSL_FLAG(std::string, auth_jwks, "", "JWKS file: bearer JWTs signed RS256/ES256 by one of its keys are accepted");
+ABSL_FLAG(std::string, auth_issuer, "", "with --auth_jwks: the required iss claim");
+ABSL_FLAG(std::string, auth_audience, "", "with --auth_jwks: the required aud claim");
 ABSL_FLAG(std::string, store_root, ".", "directory that file:// URIs resolve under; nothing outside it is reachable");
 ABSL_FLAG(std::string, state_dir, "lowbit-state", "directory of the on-disk job store (jobs survive restarts)");
 ABSL_FLAG(int, max_concurrent_jobs, 1, "jobs running at once");
@@ -92,8 +107,28 @@ int Serve() {
     std::fprintf(stderr, "lowbitd: %s\n", job_store.status().ToString().c_str());
     return 1;
   }
+  const TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
+  absl::StatusOr<std::unique_ptr<Authenticator>> auth =
+      Authenticator::Create({absl::GetFlag(FLAGS_auth_token_file), absl::GetFlag(FLAGS_auth_jwks),
+                             absl::GetFlag(FLAGS_auth_issuer), absl::GetFlag(FLAGS_auth_audience)});
+  if (!auth.ok()) {
+    std::fprintf(stderr, "lowbitd: %s\n", auth.status().ToString().c_str());
+    return 1;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = GrpcServerCredentials(tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "lowbitd: %s\n", credentials.status().ToString().c_str());
+    return 1;
+  }
+  // Only a secured server listens beyond loopback unless told to.
+  const bool secured = tls.enabled() || (*auth)->enabled();
+  const std::string any_or_loopback = secured ? "0.0.0.0" : "127.0.0.1";
+  std::string grpc_address = absl::GetFlag(FLAGS_grpc_address), metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  if (grpc_address.empty()) grpc_address = any_or_loopback + ":50051";
+  if (metrics_address.empty()) metrics_address = any_or_loopback + ":9464";
+
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> metrics_http =
-      MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_address), metrics.registry());
+      MetricsHttpServer::Start(metrics_address, metrics.registry(), {tls, auth->get()});
   if (!metrics_http.ok()) {
     std::fprintf(stderr, "lowbitd: %s\n", metrics_http.status().ToString().c_str());
     return 1;
@@ -124,26 +159,44 @@ int Serve() {
                       [&metrics](int queued, int running) { metrics.QueueChanged(queued, running); });
   jobs.StartScheduling(&scheduler);
 
-  QuantizerService quantizer_service(&jobs);
-  OperationsService operations_service(&jobs);
-  HealthService health_service;
+  QuantizerService quantizer_service(&jobs, auth->get());
+  OperationsService operations_service(&jobs, auth->get());
+  HealthService health_service, probe_health_service;
   // Called explicitly: with --as-needed the reflection library is otherwise dropped at link time.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_address), grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(grpc_address, *credentials, &grpc_port);
   builder.SetMaxReceiveMessageSize(1 << 20);  // every request field is bounded far below this (proto_convert.cc)
   builder.RegisterService(&quantizer_service);
   builder.RegisterService(&operations_service);
   builder.RegisterService(&health_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
-    std::fprintf(stderr, "lowbitd: cannot listen on %s\n", absl::GetFlag(FLAGS_grpc_address).c_str());
+    std::fprintf(stderr, "lowbitd: cannot listen on %s\n", grpc_address.c_str());
     return 1;
   }
+  // Health alone, in plaintext, for probes: it tells nothing but SERVING or NOT_SERVING.
+  std::unique_ptr<grpc::Server> probe_server;
+  if (const std::string address = absl::GetFlag(FLAGS_health_address); !address.empty()) {
+    grpc::ServerBuilder probe_builder;
+    int probe_port = 0;
+    probe_builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &probe_port);
+    probe_builder.RegisterService(&probe_health_service);
+    probe_server = probe_builder.BuildAndStart();
+    if (probe_server == nullptr || probe_port == 0) {
+      std::fprintf(stderr, "lowbitd: cannot listen on %s\n", address.c_str());
+      return 1;
+    }
+  }
   const int metrics_port = (*metrics_http)->port();
-  std::fprintf(stderr, "lowbitd: serving gRPC on port %d, metrics on port %d; store root %s; %d worker threads\n",
-               grpc_port, metrics_port, absl::GetFlag(FLAGS_store_root).c_str(), workers);
+  std::fprintf(stderr, "lowbitd: serving gRPC on %s (port %d, %s), metrics on port %d; store root %s; %d worker threads\n",
+               grpc_address.c_str(), grpc_port,
+               tls.enabled() ? (tls.client_ca.empty() ? "TLS" : "mutual TLS") : "plaintext", metrics_port,
+               absl::GetFlag(FLAGS_store_root).c_str(), workers);
+  if ((*auth)->enabled() && !tls.enabled()) {
+    std::fprintf(stderr, "lowbitd: warning: bearer tokens without --tls_cert cross the network in the clear\n");
+  }
   if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
     std::ofstream(ready + ".tmp") << grpc_port << " " << metrics_port << "\n";
     std::rename((ready + ".tmp").c_str(), ready.c_str());
@@ -157,6 +210,7 @@ int Serve() {
     std::fprintf(stderr, "lowbitd: signal %d: draining (grace %s)\n", signal,
                  absl::FormatDuration(absl::GetFlag(FLAGS_grace_period)).c_str());
     health_service.SetServing(false);
+    probe_health_service.SetServing(false);
     scheduler.StopAccepting();
     if (!scheduler.WaitUntilIdle(absl::GetFlag(FLAGS_grace_period))) {
       std::fprintf(stderr, "lowbitd: grace period over: preempting running jobs\n");
@@ -164,6 +218,7 @@ int Serve() {
       scheduler.WaitUntilIdle(absl::Seconds(30));
     }
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (probe_server != nullptr) probe_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   });
   server->Wait();
   watcher.join();

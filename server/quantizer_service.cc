@@ -124,6 +124,13 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Job> {
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// UNAUTHENTICATED unless the call carries credentials `auth` accepts (or `auth` is null).
+grpc::Status Authenticate(const Authenticator* auth, const grpc::ServerContextBase& context) {
+  if (auth == nullptr) return grpc::Status::OK;
+  absl::Status s = auth->Check(context);
+  return s.ok() ? grpc::Status::OK : ToGrpcStatus(WithReason(s, "UNAUTHENTICATED"));
+}
+
 }  // namespace
 
 google::longrunning::Operation ToOperation(const v1::Job& job) {
@@ -139,8 +146,9 @@ google::longrunning::Operation ToOperation(const v1::Job& job) {
   return op;
 }
 
-grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext*, const v1::QuantizeModelRequest* request,
+grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext* context, const v1::QuantizeModelRequest* request,
                                              google::longrunning::Operation* response) {
+  if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
   absl::StatusOr<v1::Job> job = jobs_->Submit(*request);
   if (!job.ok()) return ToGrpcStatus(job.status());
   if (request->validate_only()) {  // AIP-163: nothing was created; the plan is the answer
@@ -152,15 +160,17 @@ grpc::Status QuantizerService::QuantizeModel(grpc::ServerContext*, const v1::Qua
   return grpc::Status::OK;
 }
 
-grpc::Status QuantizerService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request, v1::Job* response) {
+grpc::Status QuantizerService::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request, v1::Job* response) {
+  if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
   absl::StatusOr<v1::Job> job = FindJob(*jobs_, request->name());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::Status QuantizerService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+grpc::Status QuantizerService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                                         v1::ListJobsResponse* response) {
+  if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
   if (absl::Status s = CheckPageSize(request->page_size()); !s.ok()) return ToGrpcStatus(s);
   absl::StatusOr<v1::Job::State> state = ParseStateFilter(request->filter());
   if (!state.ok()) return ToGrpcStatus(state.status());
@@ -171,29 +181,30 @@ grpc::Status QuantizerService::ListJobs(grpc::ServerContext*, const v1::ListJobs
   return grpc::Status::OK;
 }
 
-grpc::Status QuantizerService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request, v1::Job* response) {
+grpc::Status QuantizerService::CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request, v1::Job* response) {
+  if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
   absl::StatusOr<v1::Job> job = CancelJobNamed(*jobs_, request->name());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::ServerWriteReactor<v1::Job>* QuantizerService::WatchJob(grpc::CallbackServerContext*,
+grpc::ServerWriteReactor<v1::Job>* QuantizerService::WatchJob(grpc::CallbackServerContext* context,
                                                                const v1::WatchJobRequest* request) {
+  class Refused final : public grpc::ServerWriteReactor<v1::Job> {
+   public:
+    explicit Refused(const grpc::Status& status) { Finish(status); }
+    void OnDone() override { delete this; }
+  };
+  if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return new Refused(denied);
   absl::StatusOr<std::string> id = ParseJobName(request->name());
-  if (!id.ok()) {
-    class Refused final : public grpc::ServerWriteReactor<v1::Job> {
-     public:
-      explicit Refused(const grpc::Status& status) { Finish(status); }
-      void OnDone() override { delete this; }
-    };
-    return new Refused(ToGrpcStatus(id.status()));
-  }
+  if (!id.ok()) return new Refused(ToGrpcStatus(id.status()));
   return new WatchReactor(jobs_, *id);
 }
 
-grpc::Status OperationsService::ListOperations(grpc::ServerContext*, const google::longrunning::ListOperationsRequest* request,
+grpc::Status OperationsService::ListOperations(grpc::ServerContext* context, const google::longrunning::ListOperationsRequest* request,
                                                google::longrunning::ListOperationsResponse* response) {
+  if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
   if (absl::Status s = CheckPageSize(request->page_size()); !s.ok()) return ToGrpcStatus(s);
   absl::StatusOr<v1::Job::State> state = ParseStateFilter(request->filter());
   if (!state.ok()) return ToGrpcStatus(state.status());
@@ -204,28 +215,32 @@ grpc::Status OperationsService::ListOperations(grpc::ServerContext*, const googl
   return grpc::Status::OK;
 }
 
-grpc::Status OperationsService::GetOperation(grpc::ServerContext*, const google::longrunning::GetOperationRequest* request,
+grpc::Status OperationsService::GetOperation(grpc::ServerContext* context, const google::longrunning::GetOperationRequest* request,
                                              google::longrunning::Operation* response) {
+  if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
   absl::StatusOr<v1::Job> job = FindJob(*jobs_, request->name());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = ToOperation(*job);
   return grpc::Status::OK;
 }
 
-grpc::Status OperationsService::DeleteOperation(grpc::ServerContext*, const google::longrunning::DeleteOperationRequest* request,
+grpc::Status OperationsService::DeleteOperation(grpc::ServerContext* context, const google::longrunning::DeleteOperationRequest* request,
                                                 google::protobuf::Empty*) {
+  if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
   absl::StatusOr<std::string> id = ParseJobName(request->name());
   if (!id.ok()) return ToGrpcStatus(id.status());
   return ToGrpcStatus(jobs_->Delete(*id));
 }
 
-grpc::Status OperationsService::CancelOperation(grpc::ServerContext*, const google::longrunning::CancelOperationRequest* request,
+grpc::Status OperationsService::CancelOperation(grpc::ServerContext* context, const google::longrunning::CancelOperationRequest* request,
                                                 google::protobuf::Empty*) {
+  if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
   return ToGrpcStatus(CancelJobNamed(*jobs_, request->name()).status());
 }
 
 grpc::Status OperationsService::WaitOperation(grpc::ServerContext* context, const google::longrunning::WaitOperationRequest* request,
                                               google::longrunning::Operation* response) {
+  if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
   absl::StatusOr<std::string> id = ParseJobName(request->name());
   if (!id.ok()) return ToGrpcStatus(id.status());
   // AIP-151: wait until done or the timeout; without a timeout, until the call's own deadline.

@@ -1,6 +1,7 @@
 // The gRPC services over the JobManager: lowbit.v1.Quantizer and google.longrunning.Operations.
 // Stateless and thin by design: parse, call the manager, map statuses in one place (grpc_status.h).
-// WatchJob is a callback reactor per stream, woken by the job's changes (no thread waits for it).
+// WatchJob is a callback reactor per stream, woken by the job's changes (no thread waits for it). Every
+// call is authenticated first (server/auth.h).
 #ifndef LOWBIT_SERVER_QUANTIZER_SERVICE_H_
 #define LOWBIT_SERVER_QUANTIZER_SERVICE_H_
 
@@ -9,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "google/longrunning/operations.grpc.pb.h"
 #include "lowbit/v1/quantizer.grpc.pb.h"
+#include "server/auth.h"
 #include "server/job_manager.h"
 
 namespace lowbit::server {
@@ -20,7 +22,8 @@ google::longrunning::Operation ToOperation(const v1::Job& job);
 
 class QuantizerService final : public v1::Quantizer::WithCallbackMethod_WatchJob<v1::Quantizer::Service> {
  public:
-  explicit QuantizerService(JobManager* jobs) : jobs_(jobs) {}
+  // `auth` may be null (every call allowed); neither is owned.
+  QuantizerService(JobManager* jobs, const Authenticator* auth) : jobs_(jobs), auth_(auth) {}
   grpc::Status QuantizeModel(grpc::ServerContext* context, const v1::QuantizeModelRequest* request,
                              google::longrunning::Operation* response) override;
   grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request, v1::Job* response) override;
@@ -32,11 +35,12 @@ class QuantizerService final : public v1::Quantizer::WithCallbackMethod_WatchJob
 
  private:
   JobManager* const jobs_;
+  const Authenticator* const auth_;
 };
 
 class OperationsService final : public google::longrunning::Operations::Service {
  public:
-  explicit OperationsService(JobManager* jobs) : jobs_(jobs) {}
+  OperationsService(JobManager* jobs, const Authenticator* auth) : jobs_(jobs), auth_(auth) {}
   grpc::Status ListOperations(grpc::ServerContext* context, const google::longrunning::ListOperationsRequest* request,
                               google::longrunning::ListOperationsResponse* response) override;
   grpc::Status GetOperation(grpc::ServerContext* context, const google::longrunning::GetOperationRequest* request,
@@ -50,6 +54,7 @@ class OperationsService final : public google::longrunning::Operations::Service 
 
  private:
   JobManager* const jobs_;
+  const Authenticator* const auth_;
 };
 
 }  // namespace lowbit::server

@@ -76,7 +76,8 @@ with server:
     stopped = time.time() - stop_at
     check(stopped < GRACE + 5, "it stopped %.2f s after SIGTERM (grace %.0f s)" % (stopped, GRACE))
     state = json.load(open(os.path.join(server.dir, "state", survivor.split("/")[-1] + ".json")))
-    check(state.get("state") == "QUEUED", "the preempted job was persisted as QUEUED")
+    check(state["job"].get("state") == "QUEUED" and "shut down" in state.get("lastInterruption", ""),
+          "the preempted job was persisted as QUEUED, with why: " + state.get("lastInterruption", ""))
     server.start()
     done = client.wait_for(survivor, lambda j: j["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=600)
     check(done["state"] == "SUCCEEDED", "after the restart the job ran to SUCCEEDED: " + json.dumps(done.get("error", {})))
