@@ -36,7 +36,15 @@ with Lowbitd(LOWBITD, SHARED) as server:
                              "--output", "out/metrics", "--watch"], capture_output=True, text=True)
     check(failed.returncode != 0, "a rejected submission exits non-zero")
 
-    text = urllib.request.urlopen(server.metrics_url).read().decode()
+    # Slow clients (connected, sending nothing) do not hold up a scrape.
+    import socket
+    slow = [socket.create_connection(("127.0.0.1", server.metrics_port)) for _ in range(4)]
+    began = time.time()
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    waited = time.time() - began
+    check(waited < 1.0, "a scrape beside 4 silent connections took %.3f s" % waited)
+    for sock in slow:
+        sock.close()
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     check(lint.returncode == 0, "promtool check metrics: clean " + lint.stdout + lint.stderr)
     for name in ["lowbit_jobs_submitted_total", "lowbit_jobs_finished_total", "lowbit_jobs_running", "lowbit_jobs_queued",
