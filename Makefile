@@ -1,5 +1,6 @@
 # The two entry points of README.md. Each installs what is missing, configures and builds first.
 BUILD ?= build
+FUZZ_BUILD ?= build-fuzz
 JOBS ?= $(shell nproc)
 
 # OpenBLAS falls back to its slow generic kernels on CPUs it does not recognise (VMs that report
@@ -10,7 +11,7 @@ ifeq ($(OPENBLAS_CORETYPE),)
   endif
 endif
 
-.PHONY: setup build run test bench calib-bench load-check stream-bench quality-table gguf-quality clean
+.PHONY: setup build run test fuzz bench calib-bench load-check stream-bench quality-table gguf-quality clean
 
 setup:
 	./scripts/setup.sh
@@ -22,8 +23,15 @@ build: setup
 run: build
 	./scripts/run_demo.sh $(BUILD)
 
+# Every test, then each libFuzzer target for 30 s from its seed corpus (AddressSanitizer + UBSan).
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
+	./scripts/fuzz.sh $(FUZZ_BUILD) 30 $(JOBS)
+
+# The fuzz targets for longer: FUZZ_SECONDS each (default 10 minutes).
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	./scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(JOBS)
 
 bench: build
 	./scripts/bench.sh $(BUILD)
@@ -44,4 +52,4 @@ gguf-quality: build
 	node scripts/gguf_quality.mjs $(BUILD)
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(FUZZ_BUILD)

@@ -9,7 +9,8 @@ APT_PACKAGES=(
   libopenblas-dev prometheus-cpp-dev libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev libicu-dev libsentencepiece-dev sentencepiece
-  python3-grpcio python3-numpy prometheus
+  python3-grpcio python3-numpy python3-cryptography openssl prometheus
+  clang libclang-rt-14-dev
 )
 # Node may come from Debian or from NodeSource (which bundles npm); only ask apt when the commands are absent.
 command -v node >/dev/null || APT_PACKAGES+=(nodejs)

@@ -82,7 +82,7 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenLlama2c(ObjectStore* store
   int32_t fields[7];
   std::memcpy(fields, raw.data(), sizeof fields);
   Llama2cHeader h{fields[0], fields[1], fields[2], fields[3], fields[4], fields[5], fields[6], true};
-  if (h.vocab_size < 0) {
+  if (h.vocab_size < 0 && h.vocab_size != INT32_MIN) {  // INT32_MIN has no negation (found by llama2c_fuzz)
     h.shared_classifier = false;
     h.vocab_size = -h.vocab_size;
   }

@@ -73,7 +73,8 @@ absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(ObjectStore* store
       }
       continue;
     }
-    const auto where = [&](absl::string_view detail) { return Corrupt(uri, absl::StrCat("tensor ", name, ": ", detail)); };
+    const std::string& tensor_name = name;  // a structured binding cannot be captured before C++20 in clang 14
+    const auto where = [&](absl::string_view detail) { return Corrupt(uri, absl::StrCat("tensor ", tensor_name, ": ", detail)); };
     if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets")) {
       return where("entry needs dtype, shape and data_offsets");
     }

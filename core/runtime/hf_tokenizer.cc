@@ -756,7 +756,13 @@ std::string ValidUtf8(absl::string_view s) {
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(absl::string_view json_text, absl::string_view config_json) {
-  return HfTokenizer::Load(json_text, config_json);
+  // The reader asks nlohmann for the types tokenizer.json's schema promises; a file that breaks the promise
+  // (found by tests/fuzz/tokenizer_fuzz.cc: "type": ["a b"]) throws, and is refused here as malformed.
+  try {
+    return HfTokenizer::Load(json_text, config_json);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat("malformed tokenizer.json: ", e.what()));
+  }
 }
 
 }  // namespace lowbit

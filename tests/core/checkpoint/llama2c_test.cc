@@ -142,6 +142,18 @@ TEST(Llama2cTest, TruncatedFileIsDataLossNamingTheFile) {
   EXPECT_THAT(s.message(), HasSubstr("the file has 500000"));
 }
 
+// Found by tests/fuzz/llama2c_fuzz.cc: a vocab_size of INT32_MIN (the "unshared classifier" sign) was
+// negated, which is undefined.
+TEST(Llama2cTest, MostNegativeVocabSizeIsDataLoss) {
+  testing::TempDir dir;
+  const int32_t header[7] = {8, 16, 1, 2, 1, INT32_MIN, 8};
+  std::ofstream(dir.File("min.bin"), std::ios::binary).write(reinterpret_cast<const char*>(header), sizeof header);
+  auto store = RootStore();
+  absl::Status s = OpenLlama2c(store.get(), dir.File("min.bin")).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr("implausible header"));
+}
+
 TEST(Llama2cTest, GarbageHeaderIsDataLoss) {
   testing::TempDir dir;
   std::ofstream(dir.File("junk.bin")) << std::string(64, '\xff');

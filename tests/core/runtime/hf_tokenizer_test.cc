@@ -57,6 +57,18 @@ TEST(HfTokenizerTest, BosAsTheFilesDeclareIt) {
   EXPECT_EQ(Load("llama3")->bos(), -1);    // this copy's post-processor is ByteLevel only, no add_bos_token
 }
 
+// Found by tests/fuzz/tokenizer_fuzz.cc: a member of the wrong JSON type threw out of the loader (and
+// terminated the CLI).
+TEST(HfTokenizerTest, MembersOfTheWrongTypeAreDataLossNotAThrow) {
+  for (const char* text : {R"({"model": {"type": ["a b"]}})", R"({"model": {"type": "BPE", "vocab": {"a": "zero"}, "merges": []}})",
+                           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [7]}})",
+                           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "added_tokens": [{"id": "x"}]})"}) {
+    absl::StatusOr<std::unique_ptr<Tokenizer>> t = LoadHfTokenizer(text, "");
+    EXPECT_FALSE(t.ok()) << text;
+  }
+  EXPECT_EQ(LoadHfTokenizer(R"({"model": {"type": ["a b"]}})", "").status().code(), absl::StatusCode::kDataLoss);
+}
+
 TEST(HfTokenizerTest, RefusesWhatItDoesNotImplement) {
   auto t = LoadHfTokenizer(R"({"model": {"type": "Unigram", "vocab": []}})", "");
   EXPECT_EQ(t.status().code(), absl::StatusCode::kUnimplemented);
