@@ -225,6 +225,32 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
 
 absl::Status JobManager::Transition(const std::string& id, v1::Job::State to,
                                     const std::function<void(JobRecord&)>& mutate) {
+  if (IsTerminal(to)) {
+    // A finished job gives its destination back, staging and lock, before anyone can see it finished. A
+    // crash in between leaves a RUNNING record that runs again from the start: never a lock or staging
+    // beside a finished job.
+    std::string destination, name;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      auto it = jobs_.find(id);
+      if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", id));
+      if (!Legal(it->second.record.job().state(), to)) {
+        return absl::FailedPreconditionError(absl::StrCat("job ", id, " cannot move from ",
+                                                          v1::Job::State_Name(it->second.record.job().state()), " to ",
+                                                          v1::Job::State_Name(to)));
+      }
+      destination = it->second.record.job().request().destination_uri();
+      name = it->second.record.job().name();
+    }
+    if (objects_ != nullptr) {
+      if (absl::Status s = DiscardStaging(objects_, destination); !s.ok()) {
+        std::fprintf(stderr, "lowbitd: cannot discard the staging of %s: %s\n", id.c_str(), s.ToString().c_str());
+      }
+      if (absl::Status s = UnlockDestination(objects_, destination, name); !s.ok()) {
+        std::fprintf(stderr, "lowbitd: cannot release the destination of %s: %s\n", id.c_str(), s.ToString().c_str());
+      }
+    }
+  }
   JobRecord snapshot;
   {
     absl::MutexLock lock(&mu_);
@@ -238,20 +264,17 @@ absl::Status JobManager::Transition(const std::string& id, v1::Job::State to,
     }
     record.mutable_job()->set_state(to);
     if (mutate) mutate(record);
+    if (IsTerminal(to)) {  // nothing to resume from any more; the shards go with the staging below
+      record.clear_committed_shards();
+      record.clear_tensors_done();
+      record.clear_committed_layers();
+    }
     record.set_version(record.version() + 1);
     snapshot = record;
   }
   // A state reached in memory stands even if the disk refuses it; the next save carries it.
   if (absl::Status s = Persist(snapshot); !s.ok()) {
     std::fprintf(stderr, "lowbitd: cannot persist %s: %s\n", id.c_str(), s.ToString().c_str());
-  }
-  // A finished job gives its destination back (after its end is recorded: a crash between the two leaves
-  // a lock naming a finished job, never a running job without its lock).
-  if (IsTerminal(to) && objects_ != nullptr) {
-    const JobRecord& r = snapshot;
-    if (absl::Status s = UnlockDestination(objects_, r.job().request().destination_uri(), r.job().name()); !s.ok()) {
-      std::fprintf(stderr, "lowbitd: cannot release the destination of %s: %s\n", id.c_str(), s.ToString().c_str());
-    }
   }
   Notify(id);
   return absl::OkStatus();
@@ -294,8 +317,9 @@ absl::StatusOr<JobRecord> JobManager::Start(const std::string& id) {
     r.set_attempts(r.attempts() + 1);
     v1::Job& j = *r.mutable_job();
     *j.mutable_start_time() = NowTimestamp();
-    j.set_layers_done(0);
     j.clear_layers();
+    for (const v1::LayerReport& layer : r.committed_layers()) *j.add_layers() = layer;  // kept by a resumed run
+    j.set_layers_done(j.layers_size());
     j.set_phase(v1::Job::PLANNING);
     started = r;
   }));
@@ -314,6 +338,32 @@ void JobManager::Progress(const std::string& id, const std::function<void(v1::Jo
     it->second.record.set_version(it->second.record.version() + 1);
   }
   Notify(id);
+}
+
+void JobManager::Checkpoint(const std::string& id, const ResumePoint& point) {
+  JobRecord snapshot;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second.record.job().state() != v1::Job::RUNNING) return;
+    JobRecord& r = it->second.record;
+    r.clear_committed_shards();
+    for (const OutputFile& f : point.shards) {
+      v1::OutputFile* file = r.add_committed_shards();
+      file->set_name(f.name);
+      file->set_bytes(static_cast<int64_t>(f.bytes));
+    }
+    r.set_tensors_done(point.tensors_done);
+    r.clear_committed_layers();
+    for (const LayerReport& layer : point.layers) *r.add_committed_layers() = ToProto(layer);
+    r.set_committed_by_attempt(r.attempts());
+    r.set_version(r.version() + 1);
+    snapshot = r;
+  }
+  // Not fatal if it fails: the next attempt then resumes from an earlier point, or from the start.
+  if (absl::Status s = Persist(snapshot); !s.ok()) {
+    std::fprintf(stderr, "lowbitd: cannot record the progress of %s: %s\n", id.c_str(), s.ToString().c_str());
+  }
 }
 
 void JobManager::Finish(const std::string& id, const absl::StatusOr<JobReport>& report, bool preempted,

@@ -81,6 +81,8 @@ class JobManager {
   absl::StatusOr<JobRecord> Start(const std::string& id);
   // Progress of a running job: `mutate` may not change its state.
   void Progress(const std::string& id, const std::function<void(v1::Job&)>& mutate);
+  // Records, durably, where the running attempt got to, for the next attempt after an interruption.
+  void Checkpoint(const std::string& id, const ResumePoint& point);
   // RUNNING -> SUCCEEDED, FAILED or CANCELLED from the job's outcome; back to QUEUED if it was preempted
   // by a shutdown (not cancelled by a user).
   void Finish(const std::string& id, const absl::StatusOr<JobReport>& report, bool preempted, double seconds);

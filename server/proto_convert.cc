@@ -247,6 +247,11 @@ v1::LayerReport ToProto(const LayerReport& layer) {
   return p;
 }
 
+LayerReport FromProto(const v1::LayerReport& p) {
+  return LayerReport{p.name(), p.method(), {p.shape().begin(), p.shape().end()}, p.bits_per_weight(),
+                     p.relative_error(), p.seconds(), p.note()};
+}
+
 v1::Job::Phase ToProto(JobPhase phase) {
   switch (phase) {
     case JobPhase::kPlanning: return v1::Job::PLANNING;
@@ -290,6 +295,7 @@ v1::QuantizeResult ToProto(const JobReport& report) {
   r.set_bytes_read(static_cast<int64_t>(s.bytes_read));
   r.set_bytes_written(static_cast<int64_t>(s.bytes_written));
   r.set_seconds(s.seconds);
+  r.set_resumed(report.resumed);
   if (report.evaluation) {
     v1::EvaluationResult* e = r.mutable_evaluation();
     e->set_perplexity(report.evaluation->perplexity);

@@ -218,7 +218,8 @@ absl::Status SafetensorsWriter::Finish() const {
 }
 
 absl::StatusOr<std::unique_ptr<ShardedSafetensorsWriter>> ShardedSafetensorsWriter::Create(
-    OpenFile open, std::vector<TensorSpec> specs, std::map<std::string, std::string> metadata, uint64_t shard_bytes) {
+    OpenFile open, std::vector<TensorSpec> specs, std::map<std::string, std::string> metadata, uint64_t shard_bytes,
+    std::vector<File> committed) {
   if (shard_bytes == 0) return absl::InvalidArgumentError("shard size must be positive");
   std::vector<Shard> shards;
   uint64_t filled = 0;
@@ -237,9 +238,28 @@ absl::StatusOr<std::unique_ptr<ShardedSafetensorsWriter>> ShardedSafetensorsWrit
     shards[i].name = shards.size() == 1 ? "model.safetensors"
                                         : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, shards.size());
   }
+  if (committed.size() >= shards.size() && !(committed.empty() && shards.size() == 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(committed.size(), " shards committed of ", shards.size(), ": nothing to resume"));
+  }
+  for (size_t i = 0; i < committed.size(); ++i) {
+    if (committed[i].name != shards[i].name) {
+      return absl::InvalidArgumentError(absl::StrCat("committed shard ", committed[i].name, " is not the plan's ", shards[i].name));
+    }
+  }
   std::unique_ptr<ShardedSafetensorsWriter> w(new ShardedSafetensorsWriter(std::move(open), std::move(shards), std::move(metadata)));
+  w->current_ = committed.size();
+  w->files_ = std::move(committed);
   RETURN_IF_ERROR(w->OpenNext());
   return w;
+}
+
+int ShardedSafetensorsWriter::ShardOf(absl::string_view name) const {
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    for (const TensorSpec& spec : shards_[i].specs) {
+      if (spec.name == name) return static_cast<int>(i);
+    }
+  }
+  return -1;
 }
 
 absl::Status ShardedSafetensorsWriter::OpenNext() {

@@ -72,10 +72,13 @@ class ShardedSafetensorsWriter {
     uint64_t bytes = 0;  ///< as written, header included
   };
 
-  // `metadata` goes into every shard's header.
+  // `metadata` goes into every shard's header. `committed`: the first shards, already written whole by an
+  // earlier attempt with the same specs (a resumed job); writing starts at the next. INVALID_ARGUMENT if
+  // they are not the plan's first shards by name.
   static absl::StatusOr<std::unique_ptr<ShardedSafetensorsWriter>> Create(OpenFile open, std::vector<TensorSpec> specs,
                                                                          std::map<std::string, std::string> metadata,
-                                                                         uint64_t shard_bytes);
+                                                                         uint64_t shard_bytes,
+                                                                         std::vector<File> committed = {});
   // The next tensor in spec order.
   absl::Status Append(absl::string_view name, absl::string_view bytes);
   // FAILED_PRECONDITION unless every tensor was appended; the last shard is committed.
@@ -84,6 +87,8 @@ class ShardedSafetensorsWriter {
   const std::vector<File>& files() const { return files_; }
   std::string IndexJson() const;
   int num_shards() const { return static_cast<int>(shards_.size()); }
+  // The shard tensor `name` goes to (its position in the plan), or -1.
+  int ShardOf(absl::string_view name) const;
   // Bytes written so far, over every shard.
   uint64_t bytes_written() const;
 

@@ -80,18 +80,29 @@ absl::Status CheckDestination(ObjectStore* store, const std::string& dir, bool o
                                                " object(s); set overwrite to replace them"));
 }
 
-OutputTransaction::OutputTransaction(ObjectStore* store, std::string dir)
-    : store_(store), dir_(std::move(dir)), staging_(JoinUri(dir_, kStagingDir)) {}
+absl::Status DiscardStaging(ObjectStore* store, const std::string& dir) {
+  RETURN_IF_ERROR(store->DiscardIncomplete(JoinUri(dir, "")).status());
+  ASSIGN_OR_RETURN(std::vector<ObjectInfo> staged, store->List(JoinUri(JoinUri(dir, kStagingDir), "")));
+  for (const ObjectInfo& o : staged) RETURN_IF_ERROR(store->Delete(o.uri));
+  return absl::OkStatus();
+}
+
+OutputTransaction::OutputTransaction(ObjectStore* store, std::string dir, bool keep_on_failure)
+    : store_(store), dir_(std::move(dir)), staging_(JoinUri(dir_, kStagingDir)), keep_on_failure_(keep_on_failure) {}
 
 OutputTransaction::~OutputTransaction() {
-  if (committed_) return;
+  if (committed_ || keep_on_failure_) return;
   for (const std::string& name : staged_) store_->Delete(JoinUri(staging_, name)).IgnoreError();
 }
 
-absl::Status OutputTransaction::Begin() {
+absl::Status OutputTransaction::Begin(const std::vector<std::string>& keep) {
   RETURN_IF_ERROR(store_->DiscardIncomplete(JoinUri(dir_, "")).status());
   ASSIGN_OR_RETURN(std::vector<ObjectInfo> leftovers, store_->List(JoinUri(staging_, "")));
-  for (const ObjectInfo& o : leftovers) RETURN_IF_ERROR(store_->Delete(o.uri));
+  for (const ObjectInfo& o : leftovers) {
+    const std::string name = o.uri.substr(JoinUri(staging_, "").size());
+    if (std::find(keep.begin(), keep.end(), name) == keep.end()) RETURN_IF_ERROR(store_->Delete(o.uri));
+  }
+  staged_ = keep;  // moved into place at the commit like everything this run writes
   return absl::OkStatus();
 }
 

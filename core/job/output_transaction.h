@@ -35,16 +35,21 @@ absl::Status UnlockDestination(ObjectStore* store, const std::string& dir, const
 absl::StatusOr<std::vector<ObjectInfo>> OutputObjects(ObjectStore* store, const std::string& dir);
 // OK if the output at `dir` is empty or `overwrite` is set; ALREADY_EXISTS otherwise.
 absl::Status CheckDestination(ObjectStore* store, const std::string& dir, bool overwrite);
+// Removes the staging directory at `dir` and any incomplete writes under it (a job's end, whatever it was).
+absl::Status DiscardStaging(ObjectStore* store, const std::string& dir);
 
 class OutputTransaction {
  public:
-  OutputTransaction(ObjectStore* store, std::string dir);
-  // Rolls back unless committed: the staged objects are deleted, the old output stays.
+  // `keep_on_failure`: an uncommitted transaction leaves what it staged for the job's next attempt (its
+  // caller holds the destination across attempts and calls DiscardStaging when the job ends).
+  OutputTransaction(ObjectStore* store, std::string dir, bool keep_on_failure = false);
+  // Rolls back unless committed: the staged objects are deleted (unless kept), the old output stays.
   ~OutputTransaction();
 
   // Discards what an earlier attempt of the same job left: incomplete writes under the destination and the
-  // staging directory. Call once, with the lock held, before writing.
-  absl::Status Begin();
+  // staging directory, but for `keep`, staged objects this run goes on from (a resumed job's shards).
+  // Call once, with the lock held, before writing.
+  absl::Status Begin(const std::vector<std::string>& keep = {});
   // Where objects are staged; readers of the output before Commit (the job's evaluation) read here.
   const std::string& staging() const { return staging_; }
   absl::StatusOr<std::unique_ptr<ObjectWriter>> NewWriter(absl::string_view name);
@@ -56,6 +61,7 @@ class OutputTransaction {
  private:
   ObjectStore* const store_;
   const std::string dir_, staging_;
+  const bool keep_on_failure_;
   std::vector<std::string> staged_;  // names relative to the staging directory, in write order
   bool committed_ = false;
 };

@@ -506,12 +506,21 @@ class ModelSink {
   virtual uint64_t bytes_written() const = 0;
   // Commits what is left and records the files written.
   virtual absl::Status Finish(OutputTransaction* output, JobReport* report) = 0;
+  // The shard writer when the output is shards a later attempt can resume from; null otherwise.
+  virtual const ShardedSafetensorsWriter* shards() const { return nullptr; }
 };
 
 class SafetensorsSink final : public ModelSink {
  public:
-  explicit SafetensorsSink(std::unique_ptr<ShardedSafetensorsWriter> writer) : writer_(std::move(writer)) {}
-  absl::Status Append(const std::string& name, absl::string_view bytes) override { return writer_->Append(name, bytes); }
+  explicit SafetensorsSink(std::unique_ptr<ShardedSafetensorsWriter> writer) : writer_(std::move(writer)) {
+    resumed_shards_ = static_cast<int>(writer_->files().size());
+  }
+  absl::Status Append(const std::string& name, absl::string_view bytes) override {
+    // A resumed run recomputes the tensor that straddles the last committed shard; what it holds is kept.
+    if (resumed_shards_ > 0 && writer_->ShardOf(name) < resumed_shards_) return absl::OkStatus();
+    return writer_->Append(name, bytes);
+  }
+  const ShardedSafetensorsWriter* shards() const override { return writer_.get(); }
   uint64_t bytes_written() const override { return writer_->bytes_written(); }
   absl::Status Finish(OutputTransaction* output, JobReport* report) override {
     RETURN_IF_ERROR(writer_->Finish());
@@ -525,6 +534,7 @@ class SafetensorsSink final : public ModelSink {
 
  private:
   std::unique_ptr<ShardedSafetensorsWriter> writer_;
+  int resumed_shards_ = 0;
 };
 
 class GgufSink final : public ModelSink {
@@ -564,11 +574,13 @@ absl::StatusOr<std::unique_ptr<ModelSink>> OpenSink(const QuantizeJobSpec& spec,
                                                     ObjectStore* source, const std::vector<PlannedTensor>& plan,
                                                     const std::vector<TensorSpec>& specs,
                                                     const std::map<std::string, std::string>& metadata,
-                                                    OutputTransaction* output) {
+                                                    const std::vector<OutputFile>& resumed_shards, OutputTransaction* output) {
   if (ResolveFormat(spec.format, spec.quant.method) != OutputFormat::kGguf) {
+    std::vector<ShardedSafetensorsWriter::File> committed;
+    for (const OutputFile& f : resumed_shards) committed.push_back({f.name, f.bytes});
     ASSIGN_OR_RETURN(std::unique_ptr<ShardedSafetensorsWriter> writer,
                      ShardedSafetensorsWriter::Create([output](const std::string& file) { return output->NewWriter(file); },
-                                                      specs, metadata, spec.shard_bytes));
+                                                      specs, metadata, spec.shard_bytes, std::move(committed)));
     return std::unique_ptr<ModelSink>(new SafetensorsSink(std::move(writer)));
   }
   ASSIGN_OR_RETURN(const Architecture* arch, ArchitectureOf(reader.descriptor()));
@@ -672,6 +684,23 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   return absl::OkStatus();
 }
 
+// The part of spec.resume this run can go on from: nothing for a calibrated job (its block-wise state is
+// not kept), for GGUF (one file), or when a recorded shard is no longer staged with its recorded size.
+ResumePoint ResumableFrom(const QuantizeJobSpec& spec, bool calibrated, ObjectStore* destination,
+                          const std::string& staging, size_t plan_size) {
+  const ResumePoint& r = spec.resume;
+  const bool shards_out = ResolveFormat(spec.format, spec.quant.method) != OutputFormat::kGguf;
+  if (spec.lock_owner.empty() || calibrated || !shards_out || r.shards.empty() || r.tensors_done < 0 ||
+      static_cast<size_t>(r.tensors_done) > plan_size) {
+    return {};
+  }
+  for (const OutputFile& f : r.shards) {
+    absl::StatusOr<ObjectInfo> staged = destination->Stat(JoinUri(staging, f.name));
+    if (!staged.ok() || staged->size != f.bytes) return {};
+  }
+  return r;
+}
+
 absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, ObjectStore* source, ObjectStore* destination,
                                          const JobOptions& options, JobObserver* observer) {
   const auto started = std::chrono::steady_clock::now();
@@ -744,9 +773,42 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
     if (!p.kept_reason.empty()) report.kept.push_back({p.info.name, p.kept_reason});
   }
   report.kept.insert(report.kept.end(), dropped.begin(), dropped.end());
-  OutputTransaction output(destination, spec.destination_uri);
-  RETURN_IF_ERROR(output.Begin());
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelSink> model, OpenSink(spec, *reader, source, plan, specs, metadata, &output));
+  // A caller that holds the destination across attempts keeps what this attempt staged if it fails.
+  OutputTransaction output(destination, spec.destination_uri, /*keep_on_failure=*/!spec.lock_owner.empty());
+  // Resume where the previous attempt got to, if it left whole shards that are still there as it wrote them.
+  const ResumePoint resume = ResumableFrom(spec, calibrator != nullptr, destination, output.staging(), plan.size());
+  std::vector<std::string> kept;
+  for (const OutputFile& f : resume.shards) kept.push_back(f.name);
+  RETURN_IF_ERROR(output.Begin(kept));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelSink> model,
+                   OpenSink(spec, *reader, source, plan, specs, metadata, resume.shards, &output));
+  report.layers = resume.layers;
+  if (!resume.shards.empty()) {
+    report.resumed = absl::StrCat("resumed from attempt ", resume.attempt, ": ", resume.shards.size(), " of ",
+                                  model->shards()->num_shards(), " shards (", resume.tensors_done, " of ", plan.size(),
+                                  " tensors) kept");
+  }
+  // For OnShardCommitted: the plan tensor of each layer report, and how many shards are committed.
+  std::vector<size_t> layer_tensor(report.layers.size(), 0);
+  size_t shards_seen = resume.shards.size();
+  auto note_commits = [&](size_t written_through) {
+    const ShardedSafetensorsWriter* shards = model->shards();
+    if (calibrator || shards == nullptr || shards->files().size() == shards_seen) return;
+    shards_seen = shards->files().size();
+    ResumePoint point;
+    for (const ShardedSafetensorsWriter::File& f : shards->files()) point.shards.push_back({f.name, f.bytes});
+    // The leading tensors whose outputs all lie in the committed shards.
+    for (size_t t = 0; t <= written_through && t < plan.size(); ++t) {
+      bool all_committed = true;
+      for (const TensorSpec& out : plan[t].outputs) all_committed &= shards->ShardOf(out.name) < static_cast<int>(shards_seen);
+      if (!all_committed) break;
+      point.tensors_done = static_cast<int64_t>(t + 1);
+    }
+    for (size_t l = 0; l < report.layers.size(); ++l) {
+      if (layer_tensor[l] < static_cast<size_t>(point.tensors_done)) point.layers.push_back(report.layers[l]);
+    }
+    observer->OnShardCommitted(point);
+  };
 
   // The window of tensors read and not yet written; the front is always the next to write.
   std::deque<std::pair<size_t, std::future<absl::StatusOr<ProcessedTensor>>>> window;
@@ -766,9 +828,13 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
                                                                   processed.status().message()));
     }
     for (const Tensor& t : processed->outputs) RETURN_IF_ERROR(model->Append(t.name, t.bytes));
-    if (processed->layer) report.layers.push_back(*processed->layer);
+    if (processed->layer) {
+      report.layers.push_back(*processed->layer);
+      layer_tensor.push_back(index);
+    }
     observer->OnTensorDone(info.name, processed->layer ? &report.layers.back() : nullptr,
                            report.summary.bytes_read, model->bytes_written());
+    note_commits(index);
     return absl::OkStatus();
   };
   // The calibrated block being written: its results and the tensors it read, handed to the stream.
@@ -777,7 +843,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   const Architecture* arch = FindArchitecture(reader->descriptor().architecture);
   std::map<std::string, Tensor*> block_tensors;
   const size_t max_in_flight = static_cast<size_t>(std::max(1, options.max_tensors_in_flight));
-  for (size_t i = 0; i < plan.size(); ++i) {
+  for (size_t i = static_cast<size_t>(resume.tensors_done); i < plan.size(); ++i) {
     PlannedTensor& p = plan[i];
     const int layer = LayerIndexOf(p.info.name);
     if (calibrator && layer >= calibrator->next_block()) {

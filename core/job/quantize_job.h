@@ -54,6 +54,18 @@ struct EvaluationSpec {
   int seqlen = 128;
 };
 
+// Where an interrupted attempt of a job got to: its first output shards were written whole to the
+// staging directory (core/job/output_transaction.h), holding the outputs of the plan's first
+// `tensors_done` tensors. A run given this point keeps them and starts with the next shard; the output is
+// byte-identical to a run from the start. Data-free jobs into safetensors shards only: calibrated jobs
+// and GGUF files start again from the beginning.
+struct ResumePoint {
+  std::vector<OutputFile> shards;   ///< committed shards in order, with their sizes
+  int64_t tensors_done = 0;         ///< leading plan tensors whose every output is in those shards
+  std::vector<LayerReport> layers;  ///< the reports of the quantized layers among those tensors
+  int attempt = 0;                  ///< which attempt wrote them (for the report)
+};
+
 struct QuantizeJobSpec {
   std::string source_uri;        ///< checkpoint file or directory
   std::string destination_uri;   ///< output directory
@@ -67,6 +79,7 @@ struct QuantizeJobSpec {
   // Who holds the destination's lock (core/job/output_transaction.h) for the job's whole life, across
   // attempts: the server's job name. Empty: the run takes a lock of its own and releases it at its end.
   std::string lock_owner;
+  ResumePoint resume;  ///< with lock_owner: where the previous attempt of this job got to
   std::string tokenizer_uri;         ///< for plain-text calibration and evaluation; default: the one beside the checkpoint
   uint64_t shard_bytes = 5'000'000'000;  ///< tensor data per output file (save_pretrained's default "5GB")
   std::string gguf_type = "Q8_0";    ///< kGguf: the ggml type of the linear layers (core/quant/ggml_types.h)
@@ -84,6 +97,8 @@ class JobObserver : public JobContext {
   // After each tensor is written; `layer` is null for tensors kept in high precision.
   virtual void OnTensorDone(const std::string& name, const LayerReport* layer, uint64_t bytes_read,
                             uint64_t bytes_written) {}
+  // After each output shard is written whole: where a later attempt could resume (resumable jobs only).
+  virtual void OnShardCommitted(const ResumePoint& point) {}
 };
 
 struct JobOptions {

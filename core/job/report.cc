@@ -41,6 +41,7 @@ nlohmann::json ToJson(const JobReport& report) {
   for (const KeptLayer& k : report.kept) kept.push_back({{"name", k.name}, {"reason", k.reason}});
   const JobSummary& s = report.summary;
   nlohmann::json j = {{"source", report.source},
+          {"resumed", report.resumed},
           {"destination", report.destination},
           {"config", report.config},
           {"layers", layers},

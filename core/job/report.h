@@ -63,6 +63,7 @@ struct JobReport {
   std::vector<OutputFile> files;
   JobSummary summary;
   std::optional<Evaluation> evaluation;
+  std::string resumed;  ///< how a resumed run continued an interrupted attempt ("" for a run from the start)
 };
 
 // Fills `report->summary` from its layers (all but bytes and seconds).

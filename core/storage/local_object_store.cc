@@ -317,6 +317,15 @@ absl::StatusOr<int> LocalObjectStore::DiscardIncomplete(absl::string_view prefix
     ::unlink(p.c_str());
     PruneEmptyParents(p);
   }
+  // Directories an aborted writer made and left empty (deepest first; the prefix's own stays).
+  std::vector<fs::path> dirs;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_directory()) dirs.push_back(it->path());
+  }
+  std::sort(dirs.begin(), dirs.end(), [](const fs::path& a, const fs::path& b) { return a.string().size() > b.string().size(); });
+  for (const fs::path& d : dirs) {
+    if (fs::is_empty(d, ec) && !ec) fs::remove(d, ec);
+  }
   return static_cast<int>(partial.size());
 }
 

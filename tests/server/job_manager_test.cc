@@ -157,7 +157,7 @@ TEST_F(JobManagerTest, ListPagesInCreationOrderWithinACountAndAByteBound) {
   std::vector<std::string> names;
   for (int i = 0; i < 7; ++i) {
     v1::QuantizeModelRequest r = Request();
-    (*r.mutable_labels())["note"] = std::string(300, 'a' + i);
+    (*r.mutable_labels())["note"] = std::string(250, 'a' + i);
     names.push_back(jobs->Submit(r)->name());
   }
   ASSERT_TRUE(jobs->Start(JobId(*jobs->Get(names[2].substr(5)))).ok());

@@ -416,6 +416,69 @@ TEST_F(QuantizeJobTest, AJobRunAgainAfterItDiedDiscardsItsLeftoversAndWritesTheS
   EXPECT_EQ(files, expected);
 }
 
+// Records every resume point and stops the job (as a kill would) after the `stop_after`-th.
+class Interrupter final : public JobObserver {
+ public:
+  explicit Interrupter(int stop_after) : stop_after_(stop_after) {}
+  void OnShardCommitted(const ResumePoint& point) override { points_.push_back(point); }
+  void OnTensorDone(const std::string&, const LayerReport*, uint64_t, uint64_t) override { ++tensors_; }
+  absl::Status CheckCancelled() const override {
+    return static_cast<int>(points_.size()) >= stop_after_ ? absl::CancelledError("killed by the test") : absl::OkStatus();
+  }
+  std::vector<ResumePoint> points_;
+  int tensors_ = 0;
+
+ private:
+  const int stop_after_;
+};
+
+TEST_F(QuantizeJobTest, AnInterruptedJobResumesFromItsCommittedShardsToTheSameBytes) {
+  const std::string clean = dir_.File("clean"), out = dir_.File("out");
+  QuantizeJobSpec spec = Spec(kModel, clean);
+  spec.shard_bytes = 60000;  // stories260K's ~1 MB output in a dozen shards
+  Interrupter whole(1 << 30);
+  auto reference = RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}, &whole);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  const int shards = static_cast<int>(whole.points_.size());
+  ASSERT_GE(shards, 5) << "enough shards to stop between";
+
+  spec.destination_uri = out;
+  spec.lock_owner = "jobs/resumable";
+  bool held_before;
+  ASSERT_TRUE(LockDestination(store_.get(), out, spec.lock_owner, &held_before).ok());
+  Interrupter first(3);
+  EXPECT_EQ(RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}, &first).status().code(), absl::StatusCode::kCancelled);
+  ASSERT_GE(first.points_.size(), 3u);
+  const ResumePoint& point = first.points_.back();
+  EXPECT_GT(point.tensors_done, 0);
+  for (const OutputFile& f : point.shards) EXPECT_TRUE(fs::exists(out + "/.lowbit-staging/" + f.name)) << f.name;
+
+  spec.resume = point;
+  spec.resume.attempt = 1;
+  Interrupter second(1 << 30);
+  auto resumed = RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}, &second);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_THAT(resumed->resumed, HasSubstr("resumed from attempt 1"));
+  EXPECT_LE(second.tensors_, 47 - point.tensors_done + 1) << "the kept tensors were not read or quantized again";
+  EXPECT_EQ(resumed->layers.size(), reference->layers.size());
+  for (size_t i = 0; i < resumed->layers.size(); ++i) EXPECT_EQ(resumed->layers[i].name, reference->layers[i].name);
+  auto files = Files(out), expected = Files(clean);
+  files.erase(".lowbit-lock");
+  for (auto* f : {&files, &expected}) f->erase("lowbit_report.json");
+  EXPECT_EQ(files, expected) << "byte-identical to the uninterrupted run";
+
+  // A resume point whose shards are gone (or changed) is not trusted: the run starts from the beginning.
+  fs::remove_all(out);
+  ASSERT_TRUE(LockDestination(store_.get(), out, spec.lock_owner, &held_before).ok());
+  auto fresh = RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2});
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_TRUE(fresh->resumed.empty());
+  files = Files(out);
+  files.erase(".lowbit-lock");
+  files.erase("lowbit_report.json");
+  EXPECT_EQ(files, expected);
+}
+
 TEST_F(QuantizeJobTest, LayerSelectionAndInt8) {
   auto spec = Spec(kModel, dir_.File("out"));
   spec.quant = {Method::kInt8, 8, -1, true, false};
