@@ -388,7 +388,8 @@ void JobManager::Finish(const std::string& id, const absl::StatusOr<JobReport>& 
     to = absl::IsCancelled(report.status()) ? v1::Job::CANCELLED : v1::Job::FAILED;
     outcome = absl::IsCancelled(report.status()) ? "cancelled" : "failed";
   }
-  Transition(id, to, [&](JobRecord& r) {
+  int attempts = 0;
+  const absl::Status moved = Transition(id, to, [&](JobRecord& r) {
     v1::Job& j = *r.mutable_job();
     *j.mutable_end_time() = NowTimestamp();
     j.clear_eta();
@@ -397,7 +398,12 @@ void JobManager::Finish(const std::string& id, const absl::StatusOr<JobReport>& 
     } else {
       *j.mutable_error() = ToRpcStatus(report.status());
     }
-  }).IgnoreError();
+    attempts = r.attempts();
+  });
+  if (moved.ok()) {
+    std::fprintf(stderr, "lowbitd: jobs/%s %s after %d attempt(s)%s%s\n", id.c_str(), v1::Job::State_Name(to).c_str(), attempts,
+                 report.ok() && !report->resumed.empty() ? "; " : "", report.ok() ? report->resumed.c_str() : "");
+  }
   if (metrics_ != nullptr) metrics_->JobFinished(outcome, seconds);
 }
 

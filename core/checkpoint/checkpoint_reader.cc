@@ -56,7 +56,11 @@ std::string CheckpointDirectory(absl::string_view uri) {
 
 std::string CheckpointName(absl::string_view uri) {
   const std::string dir = CheckpointDirectory(uri);
-  return dir.substr(dir.rfind('/') + 1);
+  const std::string name = dir.substr(dir.rfind('/') + 1);
+  if (!name.empty() && name != ".") return name;
+  // A single-file checkpoint at the store's root ("stories260K.bin"): its file name without the extension.
+  absl::string_view file = uri.substr(uri.rfind('/') + 1);
+  return std::string(file.substr(0, file.find('.')));
 }
 
 absl::StatusOr<std::unique_ptr<CheckpointReader>> OpenCheckpoint(ObjectStore* store, absl::string_view uri) {

@@ -58,7 +58,8 @@ void SortForStreaming(std::vector<TensorInfo>* tensors);
 // Opens a checkpoint by URI: a `.safetensors` file, a `model.safetensors.index.json`, a llama2.c `.bin`,
 // or a directory holding one of them. NOT_FOUND if nothing is there.
 // The directory of a checkpoint given as a file (.safetensors, .index.json, llama2.c .bin) or as a folder,
-// and its name (that directory's last path part): where its companion files sit, what the output is called.
+// and its name (that directory's last path part, or for a file at the store's root its name without the
+// extension): where its companion files sit, what the output is called.
 std::string CheckpointDirectory(absl::string_view uri);
 std::string CheckpointName(absl::string_view uri);
 

@@ -1,6 +1,8 @@
 // The llama2.c reader on the real stories260K checkpoint.
 #include "core/checkpoint/llama2c.h"
 
+#include "core/checkpoint/checkpoint_reader.h"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -152,6 +154,12 @@ TEST(Llama2cTest, MostNegativeVocabSizeIsDataLoss) {
   absl::Status s = OpenLlama2c(store.get(), dir.File("min.bin")).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(s.message(), HasSubstr("implausible header"));
+}
+
+TEST(CheckpointNameTest, TheDirectoryOrForAFileAtTheRootItsStem) {
+  EXPECT_EQ(CheckpointName("file:///m/stories260K/stories260K.bin"), "stories260K");
+  EXPECT_EQ(CheckpointName("s3://bucket/models/llama"), "llama");
+  EXPECT_EQ(CheckpointName("stories260K.bin"), "stories260K") << "was empty: the model card said '# ('";
 }
 
 TEST(Llama2cTest, GarbageHeaderIsDataLoss) {
