@@ -186,6 +186,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
     job.set_name(absl::StrCat("jobs/", NewId()));
   }
   const std::string id = JobId(job);
+  RETURN_IF_ERROR(CheckDestinationApart(spec, objects_, objects_));
   // The job holds its destination from now to its end (core/job/output_transaction.h): a second job for
   // it, from this server or another, is refused here.
   bool held_before = false;

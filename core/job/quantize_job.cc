@@ -684,6 +684,14 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   return absl::OkStatus();
 }
 
+absl::Status CheckDestinationApart(const QuantizeJobSpec& spec, ObjectStore* source, ObjectStore* destination) {
+  if (UriWithin(source->Identity(CheckpointDirectory(spec.source_uri)), destination->Identity(spec.destination_uri))) {
+    return absl::InvalidArgumentError(absl::StrCat("destination_uri: ", spec.destination_uri,
+                                                   " is or holds the source checkpoint's directory (through a link)"));
+  }
+  return absl::OkStatus();
+}
+
 // The part of spec.resume this run can go on from: nothing for a calibrated job (its block-wise state is
 // not kept), for GGUF (one file), or when a recorded shard is no longer staged with its recorded size.
 ResumePoint ResumableFrom(const QuantizeJobSpec& spec, bool calibrated, ObjectStore* destination,
@@ -724,6 +732,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
     }
   }
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
+  RETURN_IF_ERROR(CheckDestinationApart(spec, source, destination));
   const std::string lock_owner = spec.lock_owner.empty() ? NewLockOwner() : spec.lock_owner;
   bool held_before = false;
   RETURN_IF_ERROR(LockDestination(destination, spec.destination_uri, lock_owner, &held_before));

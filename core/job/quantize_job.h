@@ -120,6 +120,9 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStor
 
 // Checks a spec without touching any store (the server calls it before queueing).
 absl::Status ValidateJobSpec(const QuantizeJobSpec& spec);
+// INVALID_ARGUMENT if the destination is or holds the source's directory as the stores see them (which
+// ValidateJobSpec cannot tell from the spelling: a symbolic link on a local store).
+absl::Status CheckDestinationApart(const QuantizeJobSpec& spec, ObjectStore* source, ObjectStore* destination);
 
 // Whether the job runs calibration: always for the methods that need it, with data for those that can use it.
 bool Calibrates(const QuantizeJobSpec& spec);

@@ -301,6 +301,15 @@ absl::Status LocalObjectStore::Rename(absl::string_view from, absl::string_view 
   return absl::OkStatus();
 }
 
+std::string LocalObjectStore::Identity(absl::string_view uri) {
+  absl::StatusOr<std::string> path = ResolvePath(uri);
+  if (!path.ok()) return NormalizedUri(uri);
+  // The canonical path of the longest part that exists (links resolved), then the rest as spelled.
+  std::error_code ec;
+  const fs::path canonical = fs::weakly_canonical(*path, ec);
+  return ec ? NormalizedUri(*path) : canonical.string();
+}
+
 absl::StatusOr<int> LocalObjectStore::DiscardIncomplete(absl::string_view prefix) {
   ASSIGN_OR_RETURN(std::string path, ResolvePath(prefix));
   const fs::path dir = prefix.empty() || prefix.back() == '/' ? fs::path(path) : fs::path(path).parent_path();

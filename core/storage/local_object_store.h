@@ -33,6 +33,7 @@ class LocalObjectStore final : public ObjectStore {
   absl::Status CreateExclusive(absl::string_view uri, absl::string_view data) override;
   absl::Status Rename(absl::string_view from, absl::string_view to) override;
   absl::StatusOr<int> DiscardIncomplete(absl::string_view prefix) override;
+  std::string Identity(absl::string_view uri) override;
 
   // Maps a URI ("file:///a/b", "/a/b" or "a/b" relative to the root) to a path inside the root.
   absl::StatusOr<std::string> ResolvePath(absl::string_view uri) const;

@@ -15,6 +15,8 @@ absl::StatusOr<std::string> ObjectStore::ReadAll(absl::string_view uri) {
   return ReadRange(uri, 0, info.size);
 }
 
+std::string ObjectStore::Identity(absl::string_view uri) { return NormalizedUri(uri); }
+
 absl::Status ObjectStore::WriteAll(absl::string_view uri, absl::string_view data) {
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectWriter> writer, NewWriter(uri));
   RETURN_IF_ERROR(writer->Append(data));

@@ -57,6 +57,10 @@ class ObjectStore {
   // Removes what dead writers left under `prefix` (partial files, open multipart uploads); how many.
   virtual absl::StatusOr<int> DiscardIncomplete(absl::string_view prefix) = 0;
 
+  // What `uri` names, for comparing two places: the same string for two URIs of one place however spelled
+  // (local stores resolve symbolic links). Default: NormalizedUri.
+  virtual std::string Identity(absl::string_view uri);
+
   // Reads a whole (small) object such as config.json.
   absl::StatusOr<std::string> ReadAll(absl::string_view uri);
   // Writes and commits a whole (small) object.

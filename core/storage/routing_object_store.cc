@@ -66,6 +66,11 @@ absl::Status RoutingObjectStore::Rename(absl::string_view from, absl::string_vie
   return store->Rename(from, to);
 }
 
+std::string RoutingObjectStore::Identity(absl::string_view uri) {
+  absl::StatusOr<ObjectStore*> store = For(uri);
+  return store.ok() ? (*store)->Identity(uri) : NormalizedUri(uri);
+}
+
 absl::StatusOr<int> RoutingObjectStore::DiscardIncomplete(absl::string_view prefix) {
   ASSIGN_OR_RETURN(ObjectStore * store, For(prefix));
   return store->DiscardIncomplete(prefix);

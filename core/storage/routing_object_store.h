@@ -26,6 +26,7 @@ class RoutingObjectStore final : public ObjectStore {
   absl::Status CreateExclusive(absl::string_view uri, absl::string_view data) override;
   absl::Status Rename(absl::string_view from, absl::string_view to) override;
   absl::StatusOr<int> DiscardIncomplete(absl::string_view prefix) override;
+  std::string Identity(absl::string_view uri) override;
 
  private:
   absl::StatusOr<ObjectStore*> For(absl::string_view uri);

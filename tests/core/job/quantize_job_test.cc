@@ -279,6 +279,23 @@ TEST_F(QuantizeJobTest, DestinationsAtTheSourceAreRefusedHoweverSpelled) {
   }
 }
 
+TEST_F(QuantizeJobTest, ADestinationLinkedToTheSourceIsRefusedAndTheSourceUntouched) {
+  fs::create_directories(dir_.File("models/m"));
+  fs::copy_file(kModel, dir_.File("models/m/stories260K.bin"));
+  fs::create_symlink(dir_.File("models/m"), dir_.File("alias"));  // is the source's directory
+  fs::create_symlink(dir_.File("models"), dir_.File("up"));       // holds it
+  const auto before = fs::file_size(dir_.File("models/m/stories260K.bin"));
+  for (const std::string& dest : {dir_.File("alias"), dir_.File("up")}) {
+    auto spec = Spec(dir_.File("models/m/stories260K.bin"), dest);
+    spec.overwrite = true;
+    absl::Status s = RunQuantizeJob(spec, store_.get(), store_.get(), {&pool_, 2}).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << dest;
+    EXPECT_THAT(s.message(), HasSubstr("through a link"));
+  }
+  EXPECT_EQ(fs::file_size(dir_.File("models/m/stories260K.bin")), before);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_.File("models/m")), fs::directory_iterator()), 1) << "nothing written beside it";
+}
+
 TEST_F(QuantizeJobTest, BytesInFlightStayUnderTheBound) {
   auto reader = *OpenCheckpoint(store_.get(), kModel);
   InFlightRecorder recorder(reader.get());
