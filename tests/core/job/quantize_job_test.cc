@@ -3,9 +3,11 @@
 #include "core/job/quantize_job.h"
 
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <thread>
@@ -494,6 +496,93 @@ TEST_F(QuantizeJobTest, AnInterruptedJobResumesFromItsCommittedShardsToTheSameBy
   files.erase(".lowbit-lock");
   files.erase("lowbit_report.json");
   EXPECT_EQ(files, expected);
+}
+
+// The corpus of degenerate checkpoints: every shape, dtype and value a header can declare either quantizes
+// (and reads back) or fails its job with a clear error naming what is wrong, leaving no output; never more.
+TEST_F(QuantizeJobTest, DegenerateCheckpointsQuantizeOrFailTheirJobClearly) {
+  constexpr char kConfig[] = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8,
+      "num_hidden_layers": 1, "vocab_size": 16, "num_attention_heads": 2, "num_key_value_heads": 1,
+      "intermediate_size": 16, "rms_norm_eps": 1e-5, "tie_word_embeddings": false})";
+  auto f32 = [](const std::string& name, std::vector<int64_t> shape, float value = 0.01f) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<float> v(static_cast<size_t>(n));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = value * static_cast<float>((i * 7919) % 23) - value * 11;
+    return Tensor{name, DType::kF32, shape, std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4)};
+  };
+  const std::string l = "model.layers.0.";
+  auto tiny_llama = [&] {
+    return std::vector<Tensor>{f32("model.embed_tokens.weight", {16, 8}), f32(l + "input_layernorm.weight", {8}, 1),
+                               f32(l + "self_attn.q_proj.weight", {8, 8}), f32(l + "self_attn.k_proj.weight", {4, 8}),
+                               f32(l + "self_attn.v_proj.weight", {4, 8}), f32(l + "self_attn.o_proj.weight", {8, 8}),
+                               f32(l + "post_attention_layernorm.weight", {8}, 1), f32(l + "mlp.gate_proj.weight", {16, 8}),
+                               f32(l + "mlp.up_proj.weight", {16, 8}), f32(l + "mlp.down_proj.weight", {8, 16}),
+                               f32("model.norm.weight", {8}, 1), f32("lm_head.weight", {16, 8})};
+  };
+  auto with = [&](const std::string& name, Tensor replacement) {
+    std::vector<Tensor> tensors = tiny_llama();
+    for (Tensor& t : tensors) {
+      if (t.name == name) t = std::move(replacement);
+    }
+    return tensors;
+  };
+  auto poisoned = [&](const std::string& name, float bad) {
+    std::vector<Tensor> tensors = tiny_llama();
+    for (Tensor& t : tensors) {
+      if (t.name == name) std::memcpy(t.bytes.data() + 4 * 5, &bad, 4);
+    }
+    return tensors;
+  };
+  const std::string q = l + "self_attn.q_proj.weight";
+  struct Case {
+    std::string what;
+    std::vector<Tensor> tensors;
+    std::string config = kConfig;
+    std::string error;  // "" = must quantize; else part of the error its job must fail with
+  };
+  std::vector<Case> cases = {
+      {"a valid model", tiny_llama()},
+      {"a zero-row linear layer", with(q, f32(q, {0, 8})), kConfig, ""},
+      {"a zero-column linear layer", with(q, f32(q, {8, 0})), kConfig, ""},
+      {"a linear weight of rank 3", with(q, f32(q, {2, 4, 8})), kConfig, ""},
+      {"a linear weight of rank 1", with(q, f32(q, {64})), kConfig, ""},
+      {"a 1x1 linear layer", with(q, f32(q, {1, 1})), kConfig, ""},
+      {"an integer linear weight", with(q, Tensor{q, DType::kI32, {8, 8}, std::string(256, '\0')}), kConfig, ""},
+      {"an infinite weight", poisoned(q, std::numeric_limits<float>::infinity()), kConfig, "non-finite"},
+      {"a NaN weight", poisoned(l + "mlp.down_proj.weight", std::nanf("")), kConfig, "non-finite"},
+      {"a NaN in a kept norm", poisoned("model.norm.weight", std::nanf("")), kConfig, "non-finite"},
+      {"a subnormal-only weight", with(q, f32(q, {8, 8}, 1e-42f)), kConfig, ""},
+      {"an all-zero weight", with(q, f32(q, {8, 8}, 0)), kConfig, ""},
+      {"no tensors at all", {}, kConfig, ""},
+      {"an unknown architecture", tiny_llama(), R"({"architectures": ["NotAModel"], "model_type": "nope"})", "not supported"},
+      {"a config that is not an object", tiny_llama(), "[1, 2]", "not a JSON object"},
+  };
+  int succeeded = 0, failed = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const std::string src = dir_.File("degenerate" + std::to_string(i)), out = dir_.File("out" + std::to_string(i));
+    fs::create_directories(src);
+    ASSERT_TRUE(WriteSafetensors(store_.get(), src + "/model.safetensors", c.tensors).ok()) << c.what;
+    std::ofstream(src + "/config.json") << c.config;
+    absl::StatusOr<JobReport> report = RunQuantizeJob(Spec(src, out), store_.get(), store_.get(), {&pool_, 2});
+    if (report.ok()) {
+      ++succeeded;
+      EXPECT_TRUE(c.error.empty()) << c.what << " should have failed with '" << c.error << "'";
+      EXPECT_TRUE(OpenCheckpoint(store_.get(), out).ok()) << c.what << ": the output reads back";
+      continue;
+    }
+    ++failed;
+    EXPECT_FALSE(c.error.empty()) << c.what << " should have quantized: " << report.status();
+    std::printf("[ degenerate ] %-28s %s\n", c.what.c_str(), report.status().ToString().substr(0, 150).c_str());
+    const absl::StatusCode code = report.status().code();
+    EXPECT_TRUE(code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kDataLoss ||
+                code == absl::StatusCode::kUnimplemented)
+        << c.what << ": " << report.status();
+    EXPECT_THAT(report.status().message(), HasSubstr(c.error)) << c.what;
+    EXPECT_FALSE(fs::exists(out)) << c.what << ": a failed job leaves no output";
+  }
+  std::printf("[ degenerate ] %d of %zu checkpoints quantized, %d refused with a clear error\n", succeeded, cases.size(), failed);
 }
 
 TEST_F(QuantizeJobTest, LayerSelectionAndInt8) {
