@@ -18,5 +18,5 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/lowbitd /src/build/lowbit /usr/local/bin/
 USER 65534:65534
-EXPOSE 50051 9464
+EXPOSE 50051 9464 50052
 ENTRYPOINT ["/usr/local/bin/lowbitd"]

@@ -1,6 +1,8 @@
 #include "client/remote_commands.h"
 
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
 
 #include <google/protobuf/util/json_util.h>
@@ -8,6 +10,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -18,6 +21,10 @@
 #include "lowbit/v1/quantizer.grpc.pb.h"
 
 ABSL_FLAG(std::string, server, "localhost:50051", "lowbitd address (host:port)");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA bundle that signed lowbitd's certificate: connect over TLS");
+ABSL_FLAG(std::string, tls_cert, "", "with --tls_ca: this client's PEM certificate, for a server that asks for one");
+ABSL_FLAG(std::string, tls_key, "", "the private key of --tls_cert");
+ABSL_FLAG(std::string, token_file, "", "file whose first line is the bearer token (default: $LOWBIT_TOKEN)");
 ABSL_FLAG(bool, watch, false, "submit: watch the job to its end");
 ABSL_FLAG(std::string, state, "", "list: only jobs in this state (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)");
 
@@ -26,8 +33,49 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
+std::string ReadPem(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "lowbit: cannot read %s\n", path.c_str());
+    std::exit(2);
+  }
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 std::unique_ptr<v1::Quantizer::Stub> Connect() {
-  return v1::Quantizer::NewStub(grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials()));
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!absl::GetFlag(FLAGS_tls_ca).empty()) {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = ReadPem(absl::GetFlag(FLAGS_tls_ca));
+    if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
+      tls.pem_cert_chain = ReadPem(absl::GetFlag(FLAGS_tls_cert));
+      tls.pem_private_key = ReadPem(absl::GetFlag(FLAGS_tls_key));
+    }
+    credentials = grpc::SslCredentials(tls);
+  }
+  return v1::Quantizer::NewStub(grpc::CreateChannel(absl::GetFlag(FLAGS_server), credentials));
+}
+
+// The bearer token of --token_file or $LOWBIT_TOKEN; "" for none.
+std::string Token() {
+  static const std::string token = [] {
+    std::string t;
+    if (!absl::GetFlag(FLAGS_token_file).empty()) {
+      std::string text = ReadPem(absl::GetFlag(FLAGS_token_file));
+      t = text.substr(0, text.find('\n'));
+    } else if (const char* env = std::getenv("LOWBIT_TOKEN")) {
+      t = env;
+    }
+    return std::string(absl::StripAsciiWhitespace(t));
+  }();
+  return token;
+}
+
+// A call's context, with the token when there is one.
+std::unique_ptr<grpc::ClientContext> NewContext() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  if (!Token().empty()) context->AddMetadata("authorization", "Bearer " + Token());
+  return context;
 }
 
 absl::Status FromGrpc(const grpc::Status& s) {
@@ -113,9 +161,9 @@ absl::StatusOr<v1::QuantizeModelRequest> SubmitRequest() {
 absl::Status RunSubmitCommand() {
   ASSIGN_OR_RETURN(v1::QuantizeModelRequest request, SubmitRequest());
   auto stub = Connect();
-  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientContext> context = NewContext();
   google::longrunning::Operation op;
-  RETURN_IF_ERROR(FromGrpc(stub->QuantizeModel(&context, request, &op)));
+  RETURN_IF_ERROR(FromGrpc(stub->QuantizeModel(context.get(), request, &op)));
   v1::Job job;
   op.metadata().UnpackTo(&job);
   if (absl::GetFlag(FLAGS_json) && !absl::GetFlag(FLAGS_watch)) return PrintJson(op);
@@ -130,11 +178,11 @@ absl::Status RunSubmitCommand() {
 
 absl::Status RunGetCommand(const std::string& name) {
   auto stub = Connect();
-  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientContext> context = NewContext();
   v1::GetJobRequest request;
   request.set_name(JobName(name));
   v1::Job job;
-  RETURN_IF_ERROR(FromGrpc(stub->GetJob(&context, request, &job)));
+  RETURN_IF_ERROR(FromGrpc(stub->GetJob(context.get(), request, &job)));
   if (absl::GetFlag(FLAGS_json)) return PrintJson(job);
   std::cout << StateLine(job) << "\n";
   if (job.layers_size() > 0) {
@@ -152,9 +200,9 @@ absl::Status RunListCommand() {
   request.set_page_size(100);
   v1::ListJobsResponse all;
   do {
-    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientContext> context = NewContext();
     v1::ListJobsResponse page;
-    RETURN_IF_ERROR(FromGrpc(stub->ListJobs(&context, request, &page)));
+    RETURN_IF_ERROR(FromGrpc(stub->ListJobs(context.get(), request, &page)));
     for (const v1::Job& job : page.jobs()) *all.add_jobs() = job;
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());
@@ -170,10 +218,10 @@ absl::Status RunListCommand() {
 
 absl::Status RunWatchCommand(const std::string& name) {
   auto stub = Connect();
-  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientContext> context = NewContext();
   v1::WatchJobRequest request;
   request.set_name(JobName(name));
-  auto reader = stub->WatchJob(&context, request);
+  auto reader = stub->WatchJob(context.get(), request);
   const bool json = absl::GetFlag(FLAGS_json);
   ProgressBar bar;
   int printed = 0;
@@ -205,11 +253,11 @@ absl::Status RunWatchCommand(const std::string& name) {
 
 absl::Status RunCancelCommand(const std::string& name) {
   auto stub = Connect();
-  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientContext> context = NewContext();
   v1::CancelJobRequest request;
   request.set_name(JobName(name));
   v1::Job job;
-  RETURN_IF_ERROR(FromGrpc(stub->CancelJob(&context, request, &job)));
+  RETURN_IF_ERROR(FromGrpc(stub->CancelJob(context.get(), request, &job)));
   if (absl::GetFlag(FLAGS_json)) return PrintJson(job);
   std::cout << StateLine(job) << "\n";
   return absl::OkStatus();

@@ -1,7 +1,7 @@
 """lowbitd behind mutual TLS and bearer credentials, called by Debian's python3-grpcio.
 
 Certificates come from the openssl CLI, JWTs are signed with python3-cryptography: nothing here shares
-code with the server. Usage: auth_test.py LOWBITD SHARED_DATA"""
+code with the server; the lowbit CLI is checked as a client too. Usage: auth_test.py LOWBITD SHARED_DATA LOWBIT"""
 import base64
 import json
 import os
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from lowbitd import Lowbitd
 
-LOWBITD, SHARED = sys.argv[1:3]
+LOWBITD, SHARED, LOWBIT = sys.argv[1:4]
 work = tempfile.mkdtemp(prefix="lowbit-auth-")
 failures = []
 
@@ -160,6 +160,19 @@ with server:
     check(call(probe, LIST, "tok-right") == grpc.StatusCode.UNIMPLEMENTED, "and nothing else")
     plain = call(grpc.insecure_channel(server.address), HEALTH)
     check(plain == grpc.StatusCode.UNAVAILABLE, "plaintext to the TLS port fails (%s)" % plain)
+
+    # The lowbit CLI as a client of the secured server.
+    with open(path("cli-token"), "w") as f:
+        f.write("tok-right\n")
+    tls_flags = ["--server", server.address, "--tls-ca", path("ca.pem"), "--tls-cert", path("client.pem"),
+                 "--tls-key", path("client.key")]
+    cli = subprocess.run([LOWBIT, "list", *tls_flags, "--token-file", path("cli-token")], capture_output=True, text=True)
+    check(cli.returncode == 0, "lowbit list over mutual TLS with --token-file: exit %d %s" % (cli.returncode, cli.stderr.strip()))
+    cli = subprocess.run([LOWBIT, "list", *tls_flags], capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "LOWBIT_TOKEN"})
+    check(cli.returncode != 0 and "UNAUTHENTICATED" in cli.stderr, "lowbit list without a token: " + cli.stderr.strip()[:120])
+    cli = subprocess.run([LOWBIT, "list", *tls_flags], capture_output=True, text=True, env=dict(os.environ, LOWBIT_TOKEN="tok-right"))
+    check(cli.returncode == 0, "lowbit list with $LOWBIT_TOKEN: exit %d" % cli.returncode)
 
     # Tokens rotate without a restart.
     with open(path("tokens"), "w") as f:
