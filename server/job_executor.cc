@@ -114,6 +114,7 @@ void JobExecutor::Run(const std::string& id) {
       }
       spec->resume.tensors_done = record->tensors_done();
       for (const v1::LayerReport& l : record->committed_layers()) spec->resume.layers.push_back(FromProto(l));
+      spec->resume.block = record->resume_block();
       spec->resume.attempt = record->committed_by_attempt();
       ProgressObserver observer(id, manager_, metrics_, &preempt_);
       JobOptions job_options = options_.job;

@@ -269,6 +269,7 @@ absl::Status JobManager::Transition(const std::string& id, v1::Job::State to,
       record.clear_committed_shards();
       record.clear_tensors_done();
       record.clear_committed_layers();
+      record.clear_resume_block();
     }
     record.set_version(record.version() + 1);
     snapshot = record;
@@ -357,6 +358,7 @@ void JobManager::Checkpoint(const std::string& id, const ResumePoint& point) {
     r.set_tensors_done(point.tensors_done);
     r.clear_committed_layers();
     for (const LayerReport& layer : point.layers) *r.add_committed_layers() = ToProto(layer);
+    r.set_resume_block(point.block);
     r.set_committed_by_attempt(r.attempts());
     r.set_version(r.version() + 1);
     snapshot = r;

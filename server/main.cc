@@ -64,6 +64,9 @@ ABSL_FLAG(std::string, memory_limit, "",
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30), "on SIGTERM, how long running jobs may take to finish");
 ABSL_FLAG(std::string, s3_endpoint, "", "S3-compatible endpoint for s3:// URIs (default: AWS_ENDPOINT_URL, or AWS)");
 ABSL_FLAG(std::string, s3_region, "", "S3 region (default: AWS_REGION, the profile's region, or us-east-1)");
+ABSL_FLAG(absl::Duration, checkpoint_interval, absl::Seconds(60),
+          "calibrated jobs save the hidden states at a block boundary at most this often, to resume from after an "
+          "interruption (they are samples x seqlen x hidden floats: GBs on large models); 0s: every block");
 ABSL_FLAG(absl::Duration, job_retention, absl::Hours(24 * 7),
           "records of finished jobs are pruned this long after they ended (their reports stay with the outputs)");
 ABSL_FLAG(std::string, ready_file, "", "if set, written with '<grpc port> <metrics port>' once serving");
@@ -139,6 +142,7 @@ int Serve() {
   ThreadPool pool(workers);
   JobOptions job_options;
   job_options.max_tensors_in_flight = absl::GetFlag(FLAGS_max_tensors_in_flight);
+  job_options.hidden_state_interval = absl::GetFlag(FLAGS_checkpoint_interval);
   if (absl::GetFlag(FLAGS_memory_limit).empty()) {
     job_options.memory_limit_bytes = DefaultMemoryLimit();
   } else if (absl::StatusOr<uint64_t> limit = ParseByteSize(absl::GetFlag(FLAGS_memory_limit)); limit.ok()) {

@@ -102,7 +102,9 @@ absl::Status OutputTransaction::Begin(const std::vector<std::string>& keep) {
     const std::string name = o.uri.substr(JoinUri(staging_, "").size());
     if (std::find(keep.begin(), keep.end(), name) == keep.end()) RETURN_IF_ERROR(store_->Delete(o.uri));
   }
-  staged_ = keep;  // moved into place at the commit like everything this run writes
+  for (const std::string& name : keep) {  // moved into place at the commit like everything this run writes
+    if (!absl::StartsWith(name, absl::StrCat(kScratchDir, "/"))) staged_.push_back(name);
+  }
   return absl::OkStatus();
 }
 

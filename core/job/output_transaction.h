@@ -22,6 +22,9 @@ namespace lowbit {
 
 inline constexpr char kLockObject[] = ".lowbit-lock";
 inline constexpr char kStagingDir[] = ".lowbit-staging";
+// A job's scratch inside the staging directory (a calibrated job's resume state): kept across attempts
+// like staged objects, never moved into the output, discarded with the staging.
+inline constexpr char kScratchDir[] = ".scratch";
 
 // A lock owner for a run that no server names (the local CLI): host, process and a random tail.
 std::string NewLockOwner();

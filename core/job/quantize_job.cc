@@ -684,6 +684,37 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
   return absl::OkStatus();
 }
 
+// The calibrated resume's scratch objects, relative to the staging directory.
+std::string BlockScratchName(int block) { return absl::StrFormat("%s/block-%05d.safetensors", kScratchDir, block); }
+std::string HiddenScratchName(int block) { return absl::StrFormat("%s/hidden-%05d.f32", kScratchDir, block); }
+
+// Hidden states as bytes: rows and cols (int64, little-endian) and the floats.
+std::string EncodeMatrix(const Matrix& m) {
+  std::string out(16 + m.data.size() * sizeof(float), '\0');
+  std::memcpy(out.data(), &m.rows, 8);
+  std::memcpy(out.data() + 8, &m.cols, 8);
+  std::memcpy(out.data() + 16, m.data.data(), m.data.size() * sizeof(float));
+  return out;
+}
+
+absl::StatusOr<Matrix> DecodeMatrix(absl::string_view bytes) {
+  Matrix m;
+  if (bytes.size() < 16) return absl::DataLossError("saved hidden states: truncated");
+  std::memcpy(&m.rows, bytes.data(), 8);
+  std::memcpy(&m.cols, bytes.data() + 8, 8);
+  if (m.rows < 0 || m.cols < 0 || (bytes.size() - 16) / sizeof(float) != static_cast<uint64_t>(m.rows) * static_cast<uint64_t>(m.cols) ||
+      (bytes.size() - 16) % sizeof(float) != 0) {
+    return absl::DataLossError("saved hidden states: size does not match their shape");
+  }
+  m.data.resize(static_cast<size_t>(m.rows * m.cols));
+  std::memcpy(m.data.data(), bytes.data() + 16, m.data.size() * sizeof(float));
+  return m;
+}
+
+// A calibrated job can be resumed at a block when its caller holds the lock across attempts and nothing
+// it writes needs every block's calibration at the end (imatrix.gguf does).
+bool CalibratedResumable(const QuantizeJobSpec& spec) { return !spec.lock_owner.empty() && !spec.write_imatrix; }
+
 absl::Status CheckDestinationApart(const QuantizeJobSpec& spec, ObjectStore* source, ObjectStore* destination) {
   if (UriWithin(source->Identity(CheckpointDirectory(spec.source_uri)), destination->Identity(spec.destination_uri))) {
     return absl::InvalidArgumentError(absl::StrCat("destination_uri: ", spec.destination_uri,
@@ -692,13 +723,27 @@ absl::Status CheckDestinationApart(const QuantizeJobSpec& spec, ObjectStore* sou
   return absl::OkStatus();
 }
 
-// The part of spec.resume this run can go on from: nothing for a calibrated job (its block-wise state is
-// not kept), for GGUF (one file), or when a recorded shard is no longer staged with its recorded size.
-ResumePoint ResumableFrom(const QuantizeJobSpec& spec, bool calibrated, ObjectStore* destination,
+// The part of spec.resume this run can go on from: for a calibrated job the block whose hidden states and
+// predecessors' outputs are all still staged; for a data-free one the recorded shards, if each is still
+// staged with its recorded size (never for GGUF, one file). Nothing when anything is missing.
+ResumePoint ResumableFrom(const QuantizeJobSpec& spec, const BlockCalibrator* calibrator, ObjectStore* destination,
                           const std::string& staging, size_t plan_size) {
   const ResumePoint& r = spec.resume;
+  if (calibrator != nullptr) {
+    if (!CalibratedResumable(spec) || r.block <= 0 || r.block >= calibrator->num_blocks()) return {};
+    std::vector<std::string> needed = {HiddenScratchName(r.block)};
+    for (int b = 0; b < r.block; ++b) needed.push_back(BlockScratchName(b));
+    for (const std::string& name : needed) {
+      if (!destination->Stat(JoinUri(staging, name)).ok()) return {};
+    }
+    ResumePoint calibrated;
+    calibrated.block = r.block;
+    calibrated.layers = r.layers;
+    calibrated.attempt = r.attempt;
+    return calibrated;
+  }
   const bool shards_out = ResolveFormat(spec.format, spec.quant.method) != OutputFormat::kGguf;
-  if (spec.lock_owner.empty() || calibrated || !shards_out || r.shards.empty() || r.tensors_done < 0 ||
+  if (spec.lock_owner.empty() || !shards_out || r.shards.empty() || r.tensors_done < 0 ||
       static_cast<size_t>(r.tensors_done) > plan_size) {
     return {};
   }
@@ -785,9 +830,11 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   // A caller that holds the destination across attempts keeps what this attempt staged if it fails.
   OutputTransaction output(destination, spec.destination_uri, /*keep_on_failure=*/!spec.lock_owner.empty());
   // Resume where the previous attempt got to, if it left whole shards that are still there as it wrote them.
-  const ResumePoint resume = ResumableFrom(spec, calibrator != nullptr, destination, output.staging(), plan.size());
+  const ResumePoint resume = ResumableFrom(spec, calibrator.get(), destination, output.staging(), plan.size());
   std::vector<std::string> kept;
   for (const OutputFile& f : resume.shards) kept.push_back(f.name);
+  for (int b = 0; b < resume.block; ++b) kept.push_back(BlockScratchName(b));
+  if (resume.block > 0) kept.push_back(HiddenScratchName(resume.block));
   RETURN_IF_ERROR(output.Begin(kept));
   ASSIGN_OR_RETURN(std::unique_ptr<ModelSink> model,
                    OpenSink(spec, *reader, source, plan, specs, metadata, resume.shards, &output));
@@ -797,6 +844,34 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
                                   model->shards()->num_shards(), " shards (", resume.tensors_done, " of ", plan.size(),
                                   " tensors) kept");
   }
+  if (resume.block > 0) {
+    ASSIGN_OR_RETURN(const std::string hidden, destination->ReadAll(JoinUri(output.staging(), HiddenScratchName(resume.block))));
+    ASSIGN_OR_RETURN(Matrix x, DecodeMatrix(hidden));
+    RETURN_IF_ERROR(calibrator->ResumeAt(resume.block, std::move(x)));
+    report.resumed = absl::StrCat("resumed from attempt ", resume.attempt, " at block ", resume.block, " of ",
+                                  calibrator->num_blocks(), " (the blocks before replayed from its scratch)");
+  }
+  // Calibrated jobs a caller may resume keep each block's packed outputs and, now and then, the hidden
+  // states entering the next block, in the staging's scratch (kScratchDir, never part of the output).
+  const bool checkpoint_blocks = calibrator && CalibratedResumable(spec);
+  std::map<int, std::vector<Tensor>> block_outputs;  // outputs of the block being written, for its scratch
+  auto last_hidden_save = std::chrono::steady_clock::now();
+  auto checkpoint_block = [&](int next_block) -> absl::Status {
+    if (!checkpoint_blocks || next_block == 0) return absl::OkStatus();
+    const int done = next_block - 1;
+    RETURN_IF_ERROR(WriteSafetensors(destination, JoinUri(output.staging(), BlockScratchName(done)), block_outputs[done]));
+    block_outputs.erase(done);
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_hidden_save < absl::ToChronoSeconds(options.hidden_state_interval)) return absl::OkStatus();
+    last_hidden_save = now;
+    RETURN_IF_ERROR(destination->WriteAll(JoinUri(output.staging(), HiddenScratchName(next_block)),
+                                          EncodeMatrix(calibrator->hidden_states())));
+    ResumePoint point;
+    point.block = next_block;
+    point.layers = report.layers;  // everything before this block is written
+    observer->OnShardCommitted(point);
+    return absl::OkStatus();
+  };
   // For OnShardCommitted: the plan tensor of each layer report, and how many shards are committed.
   std::vector<size_t> layer_tensor(report.layers.size(), 0);
   size_t shards_seen = resume.shards.size();
@@ -837,6 +912,10 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
                                                                   processed.status().message()));
     }
     for (const Tensor& t : processed->outputs) RETURN_IF_ERROR(model->Append(t.name, t.bytes));
+    if (const int block_index = LayerIndexOf(info.name); checkpoint_blocks && block_index >= 0) {
+      std::vector<Tensor>& kept_outputs = block_outputs[block_index];
+      for (Tensor& t : processed->outputs) kept_outputs.push_back(std::move(t));
+    }
     if (processed->layer) {
       report.layers.push_back(*processed->layer);
       layer_tensor.push_back(index);
@@ -852,12 +931,34 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   const Architecture* arch = FindArchitecture(reader->descriptor().architecture);
   std::map<std::string, Tensor*> block_tensors;
   const size_t max_in_flight = static_cast<size_t>(std::max(1, options.max_tensors_in_flight));
+  int replayed_block = -1;
   for (size_t i = static_cast<size_t>(resume.tensors_done); i < plan.size(); ++i) {
     PlannedTensor& p = plan[i];
     const int layer = LayerIndexOf(p.info.name);
+    if (layer >= 0 && layer < resume.block) {
+      // A block the interrupted attempt finished: its outputs as that attempt packed them.
+      if (layer != replayed_block) {
+        while (!window.empty()) RETURN_IF_ERROR(write_oldest());
+        replayed_block = layer;
+        ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> scratch,
+                         OpenSafetensors(destination, JoinUri(output.staging(), BlockScratchName(layer))));
+        std::vector<Tensor>& kept_outputs = block_outputs[layer];
+        std::vector<TensorInfo> in_write_order = scratch->tensors();  // the header lists them by name
+        std::sort(in_write_order.begin(), in_write_order.end(),
+                  [](const TensorInfo& a, const TensorInfo& b) { return a.offset < b.offset; });
+        for (const TensorInfo& t : in_write_order) {
+          ASSIGN_OR_RETURN(Tensor tensor, scratch->Read(t));
+          RETURN_IF_ERROR(model->Append(tensor.name, tensor.bytes));
+          if (checkpoint_blocks) kept_outputs.push_back(std::move(tensor));
+        }
+        block_outputs.erase(layer);  // already in the scratch
+      }
+      continue;
+    }
     if (calibrator && layer >= calibrator->next_block()) {
       // Everything of the previous block is written before its results go.
       while (!window.empty()) RETURN_IF_ERROR(write_oldest());
+      RETURN_IF_ERROR(checkpoint_block(calibrator->next_block()));
       while (calibrator->next_block() <= layer) {
         ASSIGN_OR_RETURN(block, calibrator->Next());
       }

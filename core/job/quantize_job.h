@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "core/job/report.h"
 #include "core/pack/format_registry.h"
 #include "core/quant/quantizer.h"
@@ -54,15 +55,19 @@ struct EvaluationSpec {
   int seqlen = 128;
 };
 
-// Where an interrupted attempt of a job got to: its first output shards were written whole to the
-// staging directory (core/job/output_transaction.h), holding the outputs of the plan's first
-// `tensors_done` tensors. A run given this point keeps them and starts with the next shard; the output is
-// byte-identical to a run from the start. Data-free jobs into safetensors shards only: calibrated jobs
-// and GGUF files start again from the beginning.
+// Where an interrupted attempt of a job got to, in the destination's staging directory
+// (core/job/output_transaction.h). A run given this point goes on from there; its output is
+// byte-identical to a run from the start.
+// - Data-free jobs into safetensors shards: the first output shards, written whole, holding the outputs
+//   of the plan's first `tensors_done` tensors; the run keeps them and starts with the next shard.
+// - Calibrated jobs (any output format): `block`, whose entering hidden states were saved, with the
+//   packed outputs of every block before it (in the staging's scratch, kScratchDir); the run replays those
+//   into a fresh output and calibrates from `block` on.
 struct ResumePoint {
-  std::vector<OutputFile> shards;   ///< committed shards in order, with their sizes
-  int64_t tensors_done = 0;         ///< leading plan tensors whose every output is in those shards
-  std::vector<LayerReport> layers;  ///< the reports of the quantized layers among those tensors
+  std::vector<OutputFile> shards;   ///< data-free: committed shards in order, with their sizes
+  int64_t tensors_done = 0;         ///< data-free: leading plan tensors whose every output is in those shards
+  int block = 0;                    ///< calibrated: the block to go on from (0: none)
+  std::vector<LayerReport> layers;  ///< the reports of the quantized layers the kept part holds
   int attempt = 0;                  ///< which attempt wrote them (for the report)
 };
 
@@ -109,6 +114,9 @@ struct JobOptions {
   // instead of risking the process and every other job in it. 0: no limit.
   uint64_t memory_limit_bytes = 0;
   int64_t rows_per_chunk = kDefaultRowsPerChunk;  ///< tokens per batched pass (core/runtime/decoder_block.h)
+  // Calibrated jobs a caller may resume (spec.lock_owner): how often, at most, the hidden states are saved
+  // at a block boundary (they are rows x hidden floats: GBs on large models). 0: at every block.
+  absl::Duration hidden_state_interval = absl::Seconds(60);
 };
 
 // Reads from `source`, writes to `destination` (may be the same store). INVALID_ARGUMENT for a bad

@@ -66,6 +66,22 @@ void BlockCalibrator::Prefetch(int block) {
   prefetch_ = std::async(std::launch::async, [this, block] { return ReadBlockTensors(reader_, arch_, block); });
 }
 
+absl::Status BlockCalibrator::ResumeAt(int block, Matrix hidden) {
+  if (next_ != 0 || block <= 0 || block >= num_blocks()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot resume calibration at block ", block, " of ", num_blocks()));
+  }
+  if (hidden.rows != x_.rows || hidden.cols != x_.cols || hidden.data.size() != x_.data.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("saved hidden states are ", hidden.rows, "x", hidden.cols, ", the windows give ",
+                                                   x_.rows, "x", x_.cols));
+  }
+  if (prefetch_.valid()) prefetch_.wait();  // block 0's read, not needed any more
+  prefetch_ = {};
+  x_ = std::move(hidden);
+  next_ = block;
+  Prefetch(block);
+  return absl::OkStatus();
+}
+
 bool BlockCalibrator::Needs(const LinearGroup& group) const {
   for (const std::string& name : group.linears) {
     if (options_.include(arch_.BlockPrefix(next_) + name)) return true;

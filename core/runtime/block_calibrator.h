@@ -87,6 +87,10 @@ class BlockCalibrator {
   absl::StatusOr<CalibratedBlock> Next();
   // Hidden states entering the next block, rows = tokens of all windows.
   const Matrix& hidden_states() const { return x_; }
+  // Goes on from `block` with the hidden states entering it, as an interrupted run saved them: the blocks
+  // after give the same results as if this calibrator had run every block before. Only before the first
+  // Next(); INVALID_ARGUMENT for a block out of range or hidden states of another shape.
+  absl::Status ResumeAt(int block, Matrix hidden);
 
  private:
   using Chunk = RowChunk;

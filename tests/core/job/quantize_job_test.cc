@@ -585,6 +585,42 @@ TEST_F(QuantizeJobTest, DegenerateCheckpointsQuantizeOrFailTheirJobClearly) {
   std::printf("[ degenerate ] %d of %zu checkpoints quantized, %d refused with a clear error\n", succeeded, cases.size(), failed);
 }
 
+TEST_F(QuantizeJobTest, AnInterruptedCalibratedJobResumesAtABlockToTheSameBytes) {
+  const std::string clean = dir_.File("clean"), out = dir_.File("out");
+  QuantizeJobSpec spec = Spec(kModel, clean);
+  spec.quant.method = Method::kGptq;
+  spec.calibration = {testing::SharedData("text/tiny-shakespeare.txt"), 8, 64, 0};
+  spec.tokenizer_uri = testing::SharedData("models/stories260K/tok512.bin");
+  JobOptions options{&pool_, 2};
+  options.hidden_state_interval = absl::ZeroDuration();
+  auto reference = RunQuantizeJob(spec, store_.get(), store_.get(), options);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+
+  spec.destination_uri = out;
+  spec.lock_owner = "jobs/calibrated";
+  bool held_before;
+  ASSERT_TRUE(LockDestination(store_.get(), out, spec.lock_owner, &held_before).ok());
+  Interrupter first(2);  // killed once two block boundaries are recorded
+  EXPECT_EQ(RunQuantizeJob(spec, store_.get(), store_.get(), options, &first).status().code(), absl::StatusCode::kCancelled);
+  ASSERT_GE(first.points_.size(), 2u);
+  const ResumePoint point = first.points_.back();
+  EXPECT_GE(point.block, 2);
+  spec.resume = point;
+  spec.resume.attempt = 1;
+  auto resumed = RunQuantizeJob(spec, store_.get(), store_.get(), options);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_THAT(resumed->resumed, HasSubstr(absl::StrCat("at block ", point.block, " of 5")));
+  ASSERT_EQ(resumed->layers.size(), reference->layers.size());
+  for (size_t i = 0; i < resumed->layers.size(); ++i) {
+    EXPECT_EQ(resumed->layers[i].name, reference->layers[i].name);
+    EXPECT_EQ(resumed->layers[i].relative_error, reference->layers[i].relative_error) << resumed->layers[i].name;
+  }
+  auto files = Files(out), expected = Files(clean);
+  for (auto it = files.begin(); it != files.end();) it = absl::StartsWith(it->first, ".lowbit") ? files.erase(it) : std::next(it);
+  for (auto* f : {&files, &expected}) f->erase("lowbit_report.json");
+  EXPECT_EQ(files, expected) << "byte-identical to the uninterrupted run";
+}
+
 TEST_F(QuantizeJobTest, LayerSelectionAndInt8) {
   auto spec = Spec(kModel, dir_.File("out"));
   spec.quant = {Method::kInt8, 8, -1, true, false};
