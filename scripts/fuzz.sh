@@ -12,7 +12,7 @@ TARGETS=(safetensors safetensors_index llama2c gguf config tokenizer ids_json re
 
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE=-O1 \
       -DLOWBIT_FUZZ=ON > "$BUILD.configure.log" 2>&1 || { cat "$BUILD.configure.log"; exit 1; }
-cmake --build "$BUILD" --target fuzz_targets -j "$JOBS"
+cmake --build "$BUILD" --target fuzz_targets -j "$(nproc)"
 
 run_one() {
   local target=$1 work="$BUILD/fuzz-work/$1" artifacts="$BUILD/artifacts/$1"

@@ -858,9 +858,12 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   auto last_hidden_save = std::chrono::steady_clock::now();
   auto checkpoint_block = [&](int next_block) -> absl::Status {
     if (!checkpoint_blocks || next_block == 0) return absl::OkStatus();
-    const int done = next_block - 1;
-    RETURN_IF_ERROR(WriteSafetensors(destination, JoinUri(output.staging(), BlockScratchName(done)), block_outputs[done]));
-    block_outputs.erase(done);
+    // The block just written; a replayed block's scratch is there already and stays as it is.
+    if (auto done = block_outputs.find(next_block - 1); done != block_outputs.end()) {
+      RETURN_IF_ERROR(WriteSafetensors(destination, JoinUri(output.staging(), BlockScratchName(done->first)), done->second));
+      block_outputs.erase(done);
+    }
+    if (next_block <= resume.block) return absl::OkStatus();  // resumed from these hidden states
     const auto now = std::chrono::steady_clock::now();
     if (now - last_hidden_save < absl::ToChronoSeconds(options.hidden_state_interval)) return absl::OkStatus();
     last_hidden_save = now;
@@ -942,16 +945,13 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
         replayed_block = layer;
         ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> scratch,
                          OpenSafetensors(destination, JoinUri(output.staging(), BlockScratchName(layer))));
-        std::vector<Tensor>& kept_outputs = block_outputs[layer];
         std::vector<TensorInfo> in_write_order = scratch->tensors();  // the header lists them by name
         std::sort(in_write_order.begin(), in_write_order.end(),
                   [](const TensorInfo& a, const TensorInfo& b) { return a.offset < b.offset; });
         for (const TensorInfo& t : in_write_order) {
           ASSIGN_OR_RETURN(Tensor tensor, scratch->Read(t));
           RETURN_IF_ERROR(model->Append(tensor.name, tensor.bytes));
-          if (checkpoint_blocks) kept_outputs.push_back(std::move(tensor));
         }
-        block_outputs.erase(layer);  // already in the scratch
       }
       continue;
     }

@@ -603,13 +603,20 @@ TEST_F(QuantizeJobTest, AnInterruptedCalibratedJobResumesAtABlockToTheSameBytes)
   Interrupter first(2);  // killed once two block boundaries are recorded
   EXPECT_EQ(RunQuantizeJob(spec, store_.get(), store_.get(), options, &first).status().code(), absl::StatusCode::kCancelled);
   ASSERT_GE(first.points_.size(), 2u);
-  const ResumePoint point = first.points_.back();
-  EXPECT_GE(point.block, 2);
-  spec.resume = point;
+  EXPECT_EQ(first.points_.back().block, 2);
+  // The second attempt goes on from there and is killed again one block later.
+  spec.resume = first.points_.back();
   spec.resume.attempt = 1;
+  Interrupter second(1);
+  EXPECT_EQ(RunQuantizeJob(spec, store_.get(), store_.get(), options, &second).status().code(), absl::StatusCode::kCancelled);
+  ASSERT_EQ(second.points_.size(), 1u);
+  const ResumePoint point = second.points_.back();
+  EXPECT_EQ(point.block, 3);
+  spec.resume = point;
+  spec.resume.attempt = 2;
   auto resumed = RunQuantizeJob(spec, store_.get(), store_.get(), options);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
-  EXPECT_THAT(resumed->resumed, HasSubstr(absl::StrCat("at block ", point.block, " of 5")));
+  EXPECT_THAT(resumed->resumed, HasSubstr("resumed from attempt 2 at block 3 of 5"));
   ASSERT_EQ(resumed->layers.size(), reference->layers.size());
   for (size_t i = 0; i < resumed->layers.size(); ++i) {
     EXPECT_EQ(resumed->layers[i].name, reference->layers[i].name);
