@@ -417,14 +417,23 @@ std::optional<v1::Job> JobManager::Get(const std::string& id) const {
   return it->second.record.job();
 }
 
-JobManager::Page JobManager::List(int page_size, const std::string& page_token, v1::Job::State state) const {
+bool JobFilter::Matches(const v1::Job& job) const {
+  if (state != v1::Job::STATE_UNSPECIFIED && job.state() != state) return false;
+  for (const auto& [key, value] : labels) {
+    auto it = job.request().labels().find(key);
+    if (it == job.request().labels().end() || it->second != value) return false;
+  }
+  return true;
+}
+
+JobManager::Page JobManager::List(int page_size, const std::string& page_token, const JobFilter& filter) const {
   Page page;
   size_t bytes = 0;
   absl::ReaderMutexLock lock(&mu_);  // pollers read concurrently
   // The token is the last id returned; ids sort by creation, so the next page starts after it.
   for (auto it = page_token.empty() ? jobs_.begin() : jobs_.upper_bound(page_token); it != jobs_.end(); ++it) {
     const v1::Job& job = it->second.record.job();
-    if (state != v1::Job::STATE_UNSPECIFIED && job.state() != state) continue;
+    if (!filter.Matches(job)) continue;
     bytes += job.ByteSizeLong();
     if (static_cast<int>(page.jobs.size()) == page_size || (!page.jobs.empty() && bytes > options_.max_list_bytes)) {
       page.next_page_token = JobId(page.jobs.back());

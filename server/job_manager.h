@@ -31,6 +31,14 @@ namespace lowbit::server {
 
 bool IsTerminal(v1::Job::State state);
 
+// Which jobs a List returns: those in `state` (STATE_UNSPECIFIED: any) carrying every label of `labels`.
+struct JobFilter {
+  JobFilter(v1::Job::State s = v1::Job::STATE_UNSPECIFIED) : state(s) {}  // NOLINT: a state alone is a filter
+  v1::Job::State state;
+  std::map<std::string, std::string> labels;
+  bool Matches(const v1::Job& job) const;
+};
+
 class JobManager {
  public:
   struct Options {
@@ -62,9 +70,9 @@ class JobManager {
     std::vector<v1::Job> jobs;
     std::string next_page_token;
   };
-  // Jobs in creation order, optionally only those in `state` (STATE_UNSPECIFIED: all); at most
-  // `page_size` jobs and, beyond the first, options.max_list_bytes encoded bytes.
-  Page List(int page_size, const std::string& page_token, v1::Job::State state) const;
+  // Jobs in creation order that `filter` matches; at most `page_size` jobs and, beyond the first,
+  // options.max_list_bytes encoded bytes.
+  Page List(int page_size, const std::string& page_token, const JobFilter& filter) const;
 
   // The job once its version passes `seen_version` (or at `deadline`, whichever comes first), with
   // its version. nullopt for an unknown id.

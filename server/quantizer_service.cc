@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/checkpoint/checkpoint_reader.h"
 #include "core/job/job_plan.h"
@@ -20,22 +21,6 @@ using google::protobuf::util::TimeUtil;
 constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 1000;
 
-// "state=RUNNING" (spaces allowed) or empty.
-absl::StatusOr<v1::Job::State> ParseStateFilter(const std::string& filter) {
-  std::string f(absl::StripAsciiWhitespace(filter));
-  if (f.empty()) return v1::Job::STATE_UNSPECIFIED;
-  absl::string_view rest = f;
-  if (!absl::ConsumePrefix(&rest, "state")) return InvalidRequest({{"filter", "supported: state=<STATE>"}});
-  rest = absl::StripAsciiWhitespace(rest);
-  if (!absl::ConsumePrefix(&rest, "=")) return InvalidRequest({{"filter", "supported: state=<STATE>"}});
-  const std::string value = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(rest));
-  v1::Job::State state;
-  if (!v1::Job::State_Parse(value, &state) || state == v1::Job::STATE_UNSPECIFIED) {
-    return InvalidRequest({{"filter", absl::StrCat("unknown state '", value, "'")}});
-  }
-  return state;
-}
-
 absl::Status CheckPageSize(int page_size) {
   if (page_size < 0) return InvalidRequest({{"page_size", "must not be negative"}});
   return absl::OkStatus();
@@ -50,6 +35,34 @@ absl::StatusOr<std::string> ParseJobName(const std::string& name) {
   }
   if (id.empty() || id.size() > 64 || absl::StrContains(id, "/")) return InvalidRequest({{"name", "malformed job id"}});
   return std::string(id);
+}
+
+absl::StatusOr<JobFilter> ParseJobFilter(const std::string& filter) {
+  constexpr char kSupported[] = "supported: state = <STATE> and labels.<key> = \"<value>\", joined by AND";
+  JobFilter parsed;
+  if (absl::StripAsciiWhitespace(filter).empty()) return parsed;
+  if (filter.size() > 4096) return InvalidRequest({{"filter", "at most 4096 bytes"}});
+  for (absl::string_view term : absl::StrSplit(filter, " AND ")) {
+    term = absl::StripAsciiWhitespace(term);
+    const size_t eq = term.find('=');
+    if (eq == absl::string_view::npos) return InvalidRequest({{"filter", kSupported}});
+    const absl::string_view key = absl::StripAsciiWhitespace(term.substr(0, eq));
+    absl::string_view value = absl::StripAsciiWhitespace(term.substr(eq + 1));
+    if (key == "state") {
+      const std::string name = absl::AsciiStrToUpper(value);
+      v1::Job::State state;
+      if (!v1::Job::State_Parse(name, &state) || state == v1::Job::STATE_UNSPECIFIED) {
+        return InvalidRequest({{"filter", absl::StrCat("unknown state '", name.substr(0, 64), "'")}});
+      }
+      parsed.state = state;
+    } else if (absl::StartsWith(key, "labels.") && key.size() > 7) {
+      if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
+      parsed.labels[std::string(key.substr(7))] = std::string(value);
+    } else {
+      return InvalidRequest({{"filter", kSupported}});
+    }
+  }
+  return parsed;
 }
 
 namespace {
@@ -172,10 +185,10 @@ grpc::Status QuantizerService::ListJobs(grpc::ServerContext* context, const v1::
                                         v1::ListJobsResponse* response) {
   if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
   if (absl::Status s = CheckPageSize(request->page_size()); !s.ok()) return ToGrpcStatus(s);
-  absl::StatusOr<v1::Job::State> state = ParseStateFilter(request->filter());
-  if (!state.ok()) return ToGrpcStatus(state.status());
+  absl::StatusOr<JobFilter> filter = ParseJobFilter(request->filter());
+  if (!filter.ok()) return ToGrpcStatus(filter.status());
   const int size = request->page_size() == 0 ? kDefaultPageSize : std::min(request->page_size(), kMaxPageSize);
-  JobManager::Page page = jobs_->List(size, request->page_token(), *state);
+  JobManager::Page page = jobs_->List(size, request->page_token(), *filter);
   for (v1::Job& job : page.jobs) *response->add_jobs() = std::move(job);
   response->set_next_page_token(page.next_page_token);
   return grpc::Status::OK;
@@ -206,10 +219,10 @@ grpc::Status OperationsService::ListOperations(grpc::ServerContext* context, con
                                                google::longrunning::ListOperationsResponse* response) {
   if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
   if (absl::Status s = CheckPageSize(request->page_size()); !s.ok()) return ToGrpcStatus(s);
-  absl::StatusOr<v1::Job::State> state = ParseStateFilter(request->filter());
-  if (!state.ok()) return ToGrpcStatus(state.status());
+  absl::StatusOr<JobFilter> filter = ParseJobFilter(request->filter());
+  if (!filter.ok()) return ToGrpcStatus(filter.status());
   const int size = request->page_size() == 0 ? kDefaultPageSize : std::min(request->page_size(), kMaxPageSize);
-  JobManager::Page page = jobs_->List(size, request->page_token(), *state);
+  JobManager::Page page = jobs_->List(size, request->page_token(), *filter);
   for (const v1::Job& job : page.jobs) *response->add_operations() = ToOperation(job);
   response->set_next_page_token(page.next_page_token);
   return grpc::Status::OK;

@@ -17,6 +17,9 @@ namespace lowbit::server {
 
 // The job id from "jobs/{id}" or "operations/{id}".
 absl::StatusOr<std::string> ParseJobName(const std::string& name);
+// ListJobs' filter (AIP-160): a conjunction of equalities on the two things a job is found by,
+// `state = RUNNING AND labels.team = "nlp"` (spaces optional, label values quoted or bare). Empty: every job.
+absl::StatusOr<JobFilter> ParseJobFilter(const std::string& filter);
 
 google::longrunning::Operation ToOperation(const v1::Job& job);
 

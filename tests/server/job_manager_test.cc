@@ -2,6 +2,8 @@
 // the transition table, paging, watchers, restarts and retention. Jobs read the real stories260K.
 #include "server/job_manager.h"
 
+#include "server/quantizer_service.h"
+
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -178,6 +180,33 @@ TEST_F(JobManagerTest, ListPagesInCreationOrderWithinACountAndAByteBound) {
   JobManager::Page running = jobs->List(10, "", v1::Job::RUNNING);
   ASSERT_EQ(running.jobs.size(), 1u);
   EXPECT_EQ(running.jobs[0].name(), names[2]);
+}
+
+TEST_F(JobManagerTest, ListFiltersByStateAndLabelsAsAip160Says) {
+  auto jobs = Manager();
+  std::vector<std::string> ids;
+  for (const char* team : {"nlp", "vision", "nlp"}) {
+    v1::QuantizeModelRequest r = Request();
+    (*r.mutable_labels())["team"] = team;
+    ids.push_back(JobId(*jobs->Submit(r)));
+  }
+  ASSERT_TRUE(jobs->Start(ids[2]).ok());
+  auto names = [&](const std::string& text) {
+    absl::StatusOr<JobFilter> filter = ParseJobFilter(text);
+    EXPECT_TRUE(filter.ok()) << text << ": " << filter.status();
+    std::vector<std::string> found;
+    for (const v1::Job& j : jobs->List(100, "", filter.ok() ? *filter : JobFilter()).jobs) found.push_back(JobId(j));
+    return found;
+  };
+  EXPECT_EQ(names(""), ids);
+  EXPECT_EQ(names("labels.team = \"nlp\""), (std::vector<std::string>{ids[0], ids[2]}));
+  EXPECT_EQ(names("labels.team=vision"), (std::vector<std::string>{ids[1]}));
+  EXPECT_EQ(names("labels.team = \"nlp\" AND state = RUNNING"), (std::vector<std::string>{ids[2]}));
+  EXPECT_EQ(names("state=queued AND labels.team = nlp"), (std::vector<std::string>{ids[0]}));
+  EXPECT_TRUE(names("labels.owner = \"nobody\"").empty());
+  for (const char* bad : {"team = nlp", "state = ASLEEP", "labels. = x", "state RUNNING"}) {
+    EXPECT_EQ(ParseJobFilter(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
 }
 
 TEST_F(JobManagerTest, WatchersAndListenersWakeOnChanges) {
