@@ -11,7 +11,7 @@ ifeq ($(OPENBLAS_CORETYPE),)
   endif
 endif
 
-.PHONY: setup build run test fuzz bench calib-bench load-check stream-bench quality-table gguf-quality clean
+.PHONY: setup build run test docker-test fuzz bench calib-bench load-check stream-bench quality-table gguf-quality clean
 
 setup:
 	./scripts/setup.sh
@@ -28,6 +28,12 @@ run: build
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
 	./scripts/fuzz.sh $(FUZZ_BUILD) 30 9
+
+# The container image built from a debootstrapped base and run as the restricted pod runs it
+# (scripts/docker_test.sh); about 10 minutes on 2 cores, most of it compiling. Not part of `make test`.
+docker-test: setup
+	./scripts/setup.sh docker
+	./scripts/docker_test.sh
 
 # The fuzz targets for longer: FUZZ_SECONDS each (default 10 minutes).
 FUZZ_SECONDS ?= 600

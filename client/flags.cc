@@ -52,6 +52,7 @@ ABSL_FLAG(int, group_size, 0, "input columns per quantization group, default 128
 ABSL_FLAG(bool, sym, false, "symmetric (absmax) grid instead of zero-point (default: on for gptq, as GPTQModel; off otherwise)");
 ABSL_FLAG(bool, mse_clip, false, "RTN: search a clipping factor per group minimising the error");
 ABSL_FLAG(bool, quantize_lm_head, false, "quantize lm_head too (kept in high precision by default)");
+ABSL_FLAG(std::vector<std::string>, label, {}, "submit: labels of the job, comma-separated KEY=VALUE (list --filter selects by them)");
 ABSL_FLAG(std::vector<std::string>, include, {}, "comma-separated glob patterns of layers to quantize (default: all linear layers)");
 ABSL_FLAG(std::vector<std::string>, exclude, {}, "comma-separated glob patterns of layers to keep in high precision");
 ABSL_FLAG(std::vector<std::string>, override, {},
@@ -208,6 +209,11 @@ absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
   }
   request.set_overwrite(absl::GetFlag(FLAGS_overwrite));
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  for (const std::string& label : absl::GetFlag(FLAGS_label)) {
+    const std::vector<std::string> kv = absl::StrSplit(label, absl::MaxSplits('=', 1));
+    if (kv.size() != 2 || kv[0].empty()) return absl::InvalidArgumentError(absl::StrCat("--label: '", label, "' is not KEY=VALUE"));
+    (*request.mutable_labels())[kv[0]] = kv[1];
+  }
   request.set_validate_only(absl::GetFlag(FLAGS_dry_run));
   request.set_tokenizer_uri(absl::GetFlag(FLAGS_tokenizer));
   ASSIGN_OR_RETURN(const uint64_t shard_bytes, ParseByteSize(absl::GetFlag(FLAGS_shard_size)));

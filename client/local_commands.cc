@@ -6,12 +6,15 @@
 #include <optional>
 #include <thread>
 
+#include <google/protobuf/util/json_util.h>
+
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/console.h"
+#include "client/exit_code.h"
 #include "client/flags.h"
 #include "core/checkpoint/checkpoint_reader.h"
 #include "core/job/convert_job.h"
@@ -22,10 +25,17 @@
 #include "core/runtime/token_windows.h"
 #include "core/runtime/tokenizer.h"
 #include "core/job/job_plan.h"
+#include "core/job/output_transaction.h"
 #include "core/job/quantize_job.h"
 #include "core/storage/routing_object_store.h"
 #include "core/util/status_macros.h"
 #include "server/proto_convert.h"
+
+ABSL_FLAG(std::string, run_id, "",
+          "quantize: a name for this run that stays the same when it is retried (a Kubernetes Job's name): the "
+          "destination stays locked for it and a retry resumes from what the interrupted run finished");
+ABSL_FLAG(bool, progress_json, false,
+          "quantize: progress as JSON lines on stdout (start, layer, progress, end), for log collectors");
 
 namespace lowbit::cli {
 namespace {
@@ -51,33 +61,81 @@ absl::Status RequireInputOutput() {
   return absl::OkStatus();
 }
 
+// A run with --run-id keeps where it got to here, in the destination's staging, so that a retry on any
+// machine finds it: a JobRecord as the server's job store holds one (attempts and resume point).
+std::string RunStateUri(const std::string& destination) {
+  return JoinUri(JoinUri(JoinUri(destination, kStagingDir), kScratchDir), "run-state.json");
+}
+
+internal::JobRecord LoadRunState(ObjectStore* store, const std::string& destination) {
+  internal::JobRecord state;
+  absl::StatusOr<std::string> json = store->ReadAll(RunStateUri(destination));
+  if (json.ok() && !google::protobuf::util::JsonStringToMessage(*json, &state).ok()) state.Clear();  // start afresh
+  return state;
+}
+
+absl::Status SaveRunState(ObjectStore* store, const std::string& destination, const internal::JobRecord& state) {
+  std::string json;
+  if (!google::protobuf::util::MessageToJsonString(state, &json).ok()) return absl::InternalError("run state");
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectWriter> out, store->NewWriter(RunStateUri(destination)));
+  RETURN_IF_ERROR(out->Append(json));
+  return out->Commit();
+}
+
 class ConsoleObserver final : public JobObserver {
  public:
-  ConsoleObserver(bool tables, bool calibrating) : tables_(tables), calibrating_(calibrating) {}
-  void OnStart(int64_t layers_total, uint64_t) override {
+  // `tables`: the layer table and a progress bar; `json_lines`: one JSON object per event instead.
+  // With `run_state`, every resume point is saved to the destination's staging.
+  ConsoleObserver(bool tables, bool json_lines, bool calibrating) : tables_(tables && !json_lines), json_lines_(json_lines), calibrating_(calibrating) {}
+  void KeepRunState(ObjectStore* store, std::string destination, internal::JobRecord state) {
+    store_ = store;
+    destination_ = std::move(destination);
+    state_ = std::move(state);
+  }
+  void OnStart(int64_t layers_total, uint64_t bytes_total) override {
     total_ = layers_total;
     if (tables_) std::cout << LayerTableHeader() << std::flush;
+    Emit({{"event", "start"}, {"layers_total", layers_total}, {"bytes_total", bytes_total}, {"attempt", state_.attempts()}});
   }
-  void OnTensorDone(const std::string& name, const LayerReport* layer, uint64_t, uint64_t) override {
+  void OnTensorDone(const std::string& name, const LayerReport* layer, uint64_t bytes_read, uint64_t) override {
     if (layer == nullptr) return;
     ++done_;
     if (tables_) {
       bar_.Finish();
       std::cout << LayerTableRow(*layer) << std::flush;
     }
-    if (!calibrating_) bar_.Update(done_, total_, name);
+    if (!calibrating_ && tables_) bar_.Update(done_, total_, name);
+    Emit({{"event", "layer"}, {"name", layer->name}, {"method", layer->method}, {"bits_per_weight", layer->bits_per_weight},
+          {"relative_error", layer->relative_error}, {"seconds", layer->seconds}, {"layers_done", done_},
+          {"layers_total", total_}, {"bytes_read", bytes_read}});
   }
   // Calibration and evaluation go block by block: the bar follows the blocks.
   void Progress(const JobProgress& p) override {
     if (p.phase != JobPhase::kCalibrating && p.phase != JobPhase::kEvaluating) return;
-    bar_.Update(p.done, p.total, absl::StrCat(p.phase == JobPhase::kCalibrating ? "calibrating " : "evaluating ", p.item));
+    const char* phase = p.phase == JobPhase::kCalibrating ? "calibrating" : "evaluating";
+    if (tables_) bar_.Update(p.done, p.total, absl::StrCat(phase, " ", p.item));
+    Emit({{"event", "progress"}, {"phase", phase}, {"done", p.done}, {"total", p.total}, {"item", p.item}});
+  }
+  void OnShardCommitted(const ResumePoint& point) override {
+    if (store_ == nullptr) return;
+    server::SetResumePoint(point, &state_);
+    // Not fatal: a retry then resumes from an earlier point, or from the start.
+    if (absl::Status s = SaveRunState(store_, destination_, state_); !s.ok()) {
+      std::fprintf(stderr, "lowbit: cannot save the run's state: %s\n", s.ToString().c_str());
+    }
+  }
+  void Emit(const nlohmann::json& event) {
+    if (json_lines_) std::cout << event.dump() << "\n" << std::flush;
   }
   void Finish() { bar_.Finish(); }
 
  private:
-  const bool tables_, calibrating_;
+  const bool tables_, json_lines_, calibrating_;
   ProgressBar bar_;
   int64_t done_ = 0, total_ = 0;
+  ObjectStore* store_ = nullptr;
+  std::string destination_;
+  internal::JobRecord state_;
 };
 
 }  // namespace
@@ -116,7 +174,7 @@ absl::Status RunQuantizeCommand() {
                            request.mutable_evaluation()->mutable_text_uri()}) {
     if (!uri->empty()) *uri = ToUri(*uri);
   }
-  ASSIGN_OR_RETURN(const QuantizeJobSpec spec, server::JobSpecFromRequest(request));
+  ASSIGN_OR_RETURN(QuantizeJobSpec spec, server::JobSpecFromRequest(request));
   ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
   const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads)
                                                        : static_cast<int>(std::thread::hardware_concurrency());
@@ -125,10 +183,36 @@ absl::Status RunQuantizeCommand() {
   JobOptions options{&pool, 2 * threads};
   ASSIGN_OR_RETURN(options.memory_limit_bytes, MemoryLimitFromFlags());
   if (absl::GetFlag(FLAGS_dry_run)) return PrintPlan(spec, store.get(), options);
-  ConsoleObserver observer(!json, Calibrates(spec));
+  const bool json_lines = absl::GetFlag(FLAGS_progress_json);
+  ConsoleObserver observer(!json, json_lines, Calibrates(spec));
+  const std::string run_id = absl::GetFlag(FLAGS_run_id);
+  if (!run_id.empty()) {
+    // The run holds the destination across its retries and resumes from the state the last one saved.
+    spec.lock_owner = absl::StrCat("run/", run_id);
+    internal::JobRecord state = LoadRunState(store.get(), spec.destination_uri);
+    spec.resume = server::ResumePointOf(state);
+    state.set_attempts(state.attempts() + 1);
+    observer.KeepRunState(store.get(), spec.destination_uri, state);
+  }
   absl::StatusOr<JobReport> report = RunQuantizeJob(spec, store.get(), store.get(), options, &observer);
   observer.Finish();
+  bool held = false;
+  if (!run_id.empty() && (report.ok() || !IsRetryable(report.status())) &&
+      LockDestination(store.get(), spec.destination_uri, spec.lock_owner, &held).ok()) {
+    // Done for good, either way: nothing to resume; the destination is free again. Only if this run
+    // holds it: a run refused because another holds the destination leaves that one's staging alone.
+    DiscardStaging(store.get(), spec.destination_uri).IgnoreError();
+    UnlockDestination(store.get(), spec.destination_uri, spec.lock_owner).IgnoreError();
+  }
+  if (json_lines) {
+    nlohmann::json end = {{"event", "end"}, {"ok", report.ok()}, {"exit_code", ExitCode(report.status())}};
+    if (!report.ok()) end["error"] = {{"code", absl::StatusCodeToString(report.status().code())},
+                                      {"message", std::string(report.status().message())}};
+    if (report.ok()) end["resumed"] = report->resumed;
+    observer.Emit(end);
+  }
   if (!report.ok()) return report.status();
+  if (json_lines) return absl::OkStatus();
   if (json) {
     std::cout << ToJson(*report).dump(2) << "\n";
   } else {

@@ -7,6 +7,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
+#include "client/exit_code.h"
 #include "client/flags.h"
 #include "client/local_commands.h"
 #include "client/remote_commands.h"
@@ -25,7 +26,8 @@ constexpr char kUsage[] = R"(lowbit: quantize LLM checkpoints.
 
   lowbit submit   --input URI --output URI [method flags as for quantize] [--request-id ID] [--watch]
   lowbit get      JOB            lowbit watch JOB            lowbit cancel JOB
-  lowbit list     [--state RUNNING]
+  lowbit list     [--state RUNNING] [--filter 'labels.team = "nlp"']
+  lowbit delete   JOB [--outputs]   (a finished job's record; with --outputs its committed files too)
   (remote commands take --server HOST:PORT, default localhost:50051, and --json)
 
 Run `lowbit --help` for every flag.)";
@@ -39,14 +41,14 @@ int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n", kUsage);
-    return 2;
+    return lowbit::cli::kExitUsage;
   }
   const std::string command = args[1];
-  const bool takes_job = command == "get" || command == "watch" || command == "cancel";
+  const bool takes_job = command == "get" || command == "watch" || command == "cancel" || command == "delete";
   if (args.size() != (takes_job ? 3u : 2u)) {
     std::fprintf(stderr, "lowbit %s: %s\n\n%s\n", command.c_str(),
                  takes_job ? "expects one job name" : "takes no positional arguments", kUsage);
-    return 2;
+    return lowbit::cli::kExitUsage;
   }
   absl::Status status;
   if (command == "quantize") {
@@ -69,15 +71,17 @@ int main(int argc, char** argv) {
     status = lowbit::cli::RunWatchCommand(args[2]);
   } else if (command == "cancel") {
     status = lowbit::cli::RunCancelCommand(args[2]);
+  } else if (command == "delete") {
+    status = lowbit::cli::RunDeleteCommand(args[2]);
   } else {
     std::fprintf(stderr, "unknown command '%s'\n\n%s\n", command.c_str(), kUsage);
-    return 2;
+    return lowbit::cli::kExitUsage;
   }
   if (!status.ok()) {
     // Code and message; the payloads (field violations, reasons) are for RPC clients.
     std::fprintf(stderr, "lowbit %s: %s: %s\n", command.c_str(), absl::StatusCodeToString(status.code()).c_str(),
                  std::string(status.message()).c_str());
-    return 1;
+    return lowbit::cli::ExitCode(status);  // client/exit_code.h: permanent and retryable errors apart
   }
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
@@ -14,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "client/console.h"
 #include "client/flags.h"
 #include "core/util/status_macros.h"
@@ -27,6 +29,9 @@ ABSL_FLAG(std::string, tls_key, "", "the private key of --tls_cert");
 ABSL_FLAG(std::string, token_file, "", "file whose first line is the bearer token (default: $LOWBIT_TOKEN)");
 ABSL_FLAG(bool, watch, false, "submit: watch the job to its end");
 ABSL_FLAG(std::string, state, "", "list: only jobs in this state (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)");
+ABSL_FLAG(std::string, filter, "",
+          "list: an AIP-160 filter of state and labels, e.g. 'state = RUNNING AND labels.team = \"nlp\"'");
+ABSL_FLAG(bool, outputs, false, "delete: also delete the files the job committed to its destination");
 
 namespace lowbit::cli {
 namespace {
@@ -196,7 +201,10 @@ absl::Status RunGetCommand(const std::string& name) {
 absl::Status RunListCommand() {
   auto stub = Connect();
   v1::ListJobsRequest request;
-  if (const std::string state = absl::GetFlag(FLAGS_state); !state.empty()) request.set_filter("state=" + state);
+  std::vector<std::string> filters;
+  if (const std::string state = absl::GetFlag(FLAGS_state); !state.empty()) filters.push_back("state = " + state);
+  if (const std::string filter = absl::GetFlag(FLAGS_filter); !filter.empty()) filters.push_back(filter);
+  request.set_filter(absl::StrJoin(filters, " AND "));
   request.set_page_size(100);
   v1::ListJobsResponse all;
   do {
@@ -207,10 +215,16 @@ absl::Status RunListCommand() {
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());
   if (absl::GetFlag(FLAGS_json)) return PrintJson(all);
-  std::cout << absl::StrFormat("%-32s %-10s %-9s %-22s %s\n", "job", "state", "layers", "created", "source");
+  std::cout << absl::StrFormat("%-32s %-10s %-9s %-20s %-22s %-24s %s\n", "job", "state", "layers", "created", "replica",
+                               "labels", "source");
   for (const v1::Job& job : all.jobs()) {
-    std::cout << absl::StrFormat("%-32s %-10s %4d/%-4d %-22s %s\n", job.name(), v1::Job::State_Name(job.state()),
-                                 job.layers_done(), job.layers_total(), TimeUtil::ToString(job.create_time()).substr(0, 19),
+    // Labels in key order, so the column reads the same every time.
+    const std::map<std::string, std::string> labels(job.request().labels().begin(), job.request().labels().end());
+    std::cout << absl::StrFormat("%-32s %-10s %4d/%-4d %-20s %-22s %-24s %s\n", job.name(),
+                                 v1::Job::State_Name(job.state()), job.layers_done(), job.layers_total(),
+                                 TimeUtil::ToString(job.create_time()).substr(0, 19),
+                                 job.replica().empty() ? "-" : job.replica(),
+                                 labels.empty() ? "-" : absl::StrJoin(labels, ",", absl::PairFormatter("=")),
                                  job.request().source_uri());
   }
   return absl::OkStatus();
@@ -249,6 +263,18 @@ absl::Status RunWatchCommand(const std::string& name) {
   if (!any) return absl::UnavailableError("the watch ended without any job state");
   if (!json) PrintEnd(job);
   return EndStatus(job);
+}
+
+absl::Status RunDeleteCommand(const std::string& name) {
+  auto stub = Connect();
+  std::unique_ptr<grpc::ClientContext> context = NewContext();
+  v1::DeleteJobRequest request;
+  request.set_name(JobName(name));
+  request.set_delete_outputs(absl::GetFlag(FLAGS_outputs));
+  google::protobuf::Empty empty;
+  RETURN_IF_ERROR(FromGrpc(stub->DeleteJob(context.get(), request, &empty)));
+  std::cout << "deleted " << request.name() << (request.delete_outputs() ? " and its outputs" : "") << "\n";
+  return absl::OkStatus();
 }
 
 absl::Status RunCancelCommand(const std::string& name) {

@@ -14,6 +14,7 @@ absl::Status RunListCommand();
 // FAILED_PRECONDITION (non-zero exit) when the watched job ends FAILED or CANCELLED.
 absl::Status RunWatchCommand(const std::string& name);
 absl::Status RunCancelCommand(const std::string& name);
+absl::Status RunDeleteCommand(const std::string& name);
 
 }  // namespace lowbit::cli
 

@@ -9,9 +9,12 @@ APT_PACKAGES=(
   libopenblas-dev prometheus-cpp-dev libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev libicu-dev libsentencepiece-dev sentencepiece
-  python3-grpcio python3-numpy python3-cryptography openssl prometheus
+  python3-grpcio python3-numpy python3-cryptography python3-yaml openssl prometheus
   clang libclang-rt-14-dev
+  libpqxx-dev postgresql
 )
+# `setup.sh docker`: also what `make docker-test` runs (Debian's Docker engine, debootstrap for the base image).
+[ "${1:-}" = docker ] && APT_PACKAGES+=(docker.io debootstrap)
 # Node may come from Debian or from NodeSource (which bundles npm); only ask apt when the commands are absent.
 command -v node >/dev/null || APT_PACKAGES+=(nodejs)
 command -v npm >/dev/null || APT_PACKAGES+=(npm)

@@ -58,9 +58,10 @@ class ProgressObserver final : public JobObserver {
   // Called from the job's thread and from workers.
   absl::Status CheckCancelled() const override {
     if (preempt_->load()) return absl::CancelledError("job preempted: the server is shutting down");
-    if (manager_->CancelRequested(id_)) return absl::CancelledError("job cancelled");
-    return absl::OkStatus();
+    return manager_->CheckRunnable(id_);
   }
+
+  absl::Status BeforeCommit() override { return manager_->MayCommit(*this); }
 
   void Progress(const JobProgress& p) override {
     const auto now = std::chrono::steady_clock::now();
@@ -109,13 +110,7 @@ void JobExecutor::Run(const std::string& id) {
     } else {
       spec->lock_owner = record->job().name();  // the lock taken at submit, held across attempts
       // Where an interrupted attempt got to; the job checks the shards are still there before using it.
-      for (const v1::OutputFile& f : record->committed_shards()) {
-        spec->resume.shards.push_back({f.name(), static_cast<uint64_t>(f.bytes())});
-      }
-      spec->resume.tensors_done = record->tensors_done();
-      for (const v1::LayerReport& l : record->committed_layers()) spec->resume.layers.push_back(FromProto(l));
-      spec->resume.block = record->resume_block();
-      spec->resume.attempt = record->committed_by_attempt();
+      spec->resume = ResumePointOf(*record);
       ProgressObserver observer(id, manager_, metrics_, &preempt_);
       JobOptions job_options = options_.job;
       job_options.pool = pool_;

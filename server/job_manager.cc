@@ -13,6 +13,7 @@
 #include "core/job/output_transaction.h"
 #include "core/job/job_plan.h"
 #include "core/util/status_macros.h"
+#include "server/fleet.h"
 #include "server/grpc_status.h"
 #include "server/proto_convert.h"
 
@@ -41,6 +42,18 @@ bool Legal(v1::Job::State from, v1::Job::State to) {
   return false;
 }
 
+// A job that was running when its server (or the replica holding it) went away, back to QUEUED: its
+// next attempt rolls back or resumes what the interrupted one left.
+void MarkInterrupted(JobRecord& record, const std::string& why) {
+  record.set_last_interruption(why);
+  v1::Job& job = *record.mutable_job();
+  job.set_state(v1::Job::QUEUED);
+  job.clear_start_time();
+  job.clear_eta();
+  job.clear_phase();
+  record.set_version(record.version() + 1);
+}
+
 }  // namespace
 
 bool IsTerminal(v1::Job::State state) {
@@ -57,12 +70,43 @@ std::string JobManager::NewId() {
 
 absl::Status JobManager::Persist(const JobRecord& record) {
   if (store_ == nullptr) return absl::OkStatus();
-  absl::MutexLock lock(&persist_mu_);
-  int64_t& persisted = persisted_version_[JobId(record.job())];
-  if (record.version() <= persisted) return absl::OkStatus();  // a newer save won the race
-  RETURN_IF_ERROR(store_->Save(record));
-  persisted = record.version();
+  const std::string id = JobId(record.job());
+  {
+    absl::MutexLock lock(&persist_mu_);
+    int64_t& persisted = persisted_version_[id];
+    if (record.version() <= persisted) return absl::OkStatus();  // a newer save won the race
+    if (absl::Status saved = store_->Save(record); !saved.ok()) {
+      unsaved_.insert(id);
+      return saved;
+    }
+    persisted = record.version();
+    unsaved_.erase(id);
+  }
+  // In a fleet a record saved QUEUED or finished gave its claim back (server/postgres_job_store.h).
+  if (InFleet() && record.job().state() != v1::Job::RUNNING) {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it != jobs_.end() && it->second.record.version() == record.version()) it->second.owned = false;
+  }
   return absl::OkStatus();
+}
+
+void JobManager::RetryUnsaved() {
+  std::vector<std::string> ids;
+  {
+    absl::MutexLock lock(&persist_mu_);
+    ids.assign(unsaved_.begin(), unsaved_.end());
+  }
+  for (const std::string& id : ids) {
+    JobRecord snapshot;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      auto it = jobs_.find(id);
+      if (it == jobs_.end() || !it->second.owned) continue;
+      snapshot = it->second.record;
+    }
+    if (Persist(snapshot).ok()) std::fprintf(stderr, "lowbitd: jobs/%s: record saved after an outage of the job store\n", id.c_str());
+  }
 }
 
 void JobManager::Notify(const std::string& id) {
@@ -95,18 +139,15 @@ absl::Status JobManager::Restore() {
     absl::MutexLock lock(&mu_);
     for (JobRecord& record : records) {
       const std::string id = JobId(record.job());
-      if (record.job().state() == v1::Job::RUNNING) {  // the server died under it: RUNNING -> QUEUED
-        record.set_last_interruption(absl::StrCat("the server stopped while attempt ", record.attempts(), " was running"));
-        v1::Job& job = *record.mutable_job();
-        job.set_state(v1::Job::QUEUED);
-        job.clear_start_time();
-        job.clear_eta();
-        job.clear_phase();
-        record.set_version(record.version() + 1);
+      // The server died under it: RUNNING -> QUEUED. In a fleet, leases tell when a holder died instead.
+      if (!InFleet() && record.job().state() == v1::Job::RUNNING) {
+        MarkInterrupted(record, absl::StrCat("the server stopped while attempt ", record.attempts(), " was running"));
         interrupted.push_back(record);
       }
       if (!record.job().request().request_id().empty()) by_request_id_[record.job().request().request_id()] = id;
-      jobs_[id] = Entry{std::move(record), false};
+      Entry& entry = jobs_[id];
+      entry.record = std::move(record);
+      entry.owned = !InFleet();
     }
   }
   for (const JobRecord& record : interrupted) RETURN_IF_ERROR(Persist(record));
@@ -120,6 +161,7 @@ void JobManager::StartScheduling(Scheduler* scheduler) {
   {
     absl::MutexLock lock(&mu_);
     scheduler_ = scheduler;
+    if (InFleet()) return;  // queued jobs come through claims
     for (const auto& [id, entry] : jobs_) {
       if (entry.record.job().state() == v1::Job::QUEUED) {
         queued.emplace_back(id, static_cast<uint64_t>(entry.record.job().plan().total_bytes()));
@@ -148,8 +190,25 @@ absl::StatusOr<v1::ResourcePlan> JobManager::Admit(const v1::QuantizeModelReques
     return WithReason(estimate.status(),
                       absl::IsUnimplemented(estimate.status()) ? "ARCHITECTURE_UNSUPPORTED" : "SOURCE_UNREADABLE");
   }
-  RETURN_IF_ERROR(WithReason(CheckMemoryLimit(*estimate, options_.job.memory_limit_bytes), "MEMORY_LIMIT"));
+  if (InFleet()) {
+    RETURN_IF_ERROR(fleet_->Fits(estimate->total));  // some replica must be able to run it
+  } else {
+    RETURN_IF_ERROR(WithReason(CheckMemoryLimit(*estimate, options_.job.memory_limit_bytes), "MEMORY_LIMIT"));
+  }
   return ToProto(*estimate, options_.job.memory_limit_bytes);
+}
+
+absl::StatusOr<std::optional<v1::Job>> JobManager::FindRequest(const std::string& request_id) const {
+  if (InFleet()) {
+    absl::StatusOr<std::optional<PostgresJobStore::Row>> row = fleet_->store()->LoadByRequestId(request_id);
+    if (!row.ok()) return WithReason(row.status(), "JOB_STORE_UNAVAILABLE");
+    if (!row->has_value()) return std::nullopt;
+    return (*row)->record.job();
+  }
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = by_request_id_.find(request_id);
+  if (it == by_request_id_.end()) return std::nullopt;
+  return jobs_.at(it->second).record.job();
 }
 
 absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& request) {
@@ -157,18 +216,18 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
   absl::MutexLock submitting(&submit_mu_);
   // AIP-155: a retry with a known request id gets the same operation, whatever the store says now; the
   // same id with different parameters is a client error, not a retry.
-  if (!request.request_id().empty()) {
-    absl::ReaderMutexLock lock(&mu_);
-    if (auto it = by_request_id_.find(request.request_id()); it != by_request_id_.end()) {
-      const v1::Job& known = jobs_.at(it->second).record.job();
-      if (!google::protobuf::util::MessageDifferencer::Equals(known.request(), request)) {
-        return WithReason(absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(), "' was used by ",
-                                                                known.name(), " with different parameters")),
-                          "REQUEST_ID_REUSED");
-      }
-      return known;
+  auto known_request = [&]() -> absl::StatusOr<std::optional<v1::Job>> {
+    if (request.request_id().empty()) return std::nullopt;
+    ASSIGN_OR_RETURN(std::optional<v1::Job> known, FindRequest(request.request_id()));
+    if (known && !google::protobuf::util::MessageDifferencer::Equals(known->request(), request)) {
+      return WithReason(absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(), "' was used by ",
+                                                              known->name(), " with different parameters")),
+                        "REQUEST_ID_REUSED");
     }
-  }
+    return known;
+  };
+  ASSIGN_OR_RETURN(std::optional<v1::Job> known, known_request());
+  if (known) return *known;
   ASSIGN_OR_RETURN(const v1::ResourcePlan plan, Admit(request, spec));
   if (request.validate_only()) {
     v1::Job job;
@@ -177,7 +236,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
     return job;
   }
   if (scheduler_ == nullptr) return absl::UnavailableError("the server is not scheduling jobs yet");
-  RETURN_IF_ERROR(scheduler_->CanEnqueue());
+  if (!InFleet()) RETURN_IF_ERROR(scheduler_->CanEnqueue());  // a fleet's queue is the store
 
   JobRecord record;
   v1::Job& job = *record.mutable_job();
@@ -201,6 +260,10 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
   record.set_version(1);
   // Durable before visible: a record that could not be written is no job at all.
   if (absl::Status saved = Persist(record); !saved.ok()) {
+    if (absl::IsAlreadyExists(saved)) {  // another replica stored this request_id first: its job is the answer
+      ASSIGN_OR_RETURN(std::optional<v1::Job> winner, known_request());
+      if (winner) return *winner;
+    }
     return WithReason(absl::UnavailableError(absl::StrCat("the job could not be recorded, so it was not accepted: ",
                                                           saved.message())),
                       "JOB_STORE_UNAVAILABLE");
@@ -208,7 +271,15 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
   {
     absl::MutexLock lock(&mu_);
     if (!request.request_id().empty()) by_request_id_[request.request_id()] = id;
-    jobs_[id] = Entry{record, false};
+    Entry& entry = jobs_[id];
+    entry.record = record;
+    entry.owned = !InFleet();  // a fleet's new job is unclaimed: whichever replica has room takes it
+  }
+  if (InFleet()) {
+    std::move(unlock).Cancel();
+    fleet_->Wake();
+    if (metrics_ != nullptr) metrics_->JobSubmitted();
+    return job;
   }
   if (absl::Status queued = scheduler_->Enqueue(id, static_cast<uint64_t>(plan.total_bytes())); !queued.ok()) {
     {
@@ -224,6 +295,18 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::QuantizeModelRequest& reque
   return job;
 }
 
+absl::Status JobManager::CheckMove(const std::string& id, v1::Job::State to) const {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", id));
+  if (!it->second.owned) return absl::FailedPreconditionError(absl::StrCat("job ", id, " is held by another replica"));
+  const v1::Job::State from = it->second.record.job().state();
+  if (!Legal(from, to)) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", id, " cannot move from ", v1::Job::State_Name(from),
+                                                      " to ", v1::Job::State_Name(to)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status JobManager::Transition(const std::string& id, v1::Job::State to,
                                     const std::function<void(JobRecord&)>& mutate) {
   if (IsTerminal(to)) {
@@ -233,15 +316,10 @@ absl::Status JobManager::Transition(const std::string& id, v1::Job::State to,
     std::string destination, name;
     {
       absl::ReaderMutexLock lock(&mu_);
-      auto it = jobs_.find(id);
-      if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", id));
-      if (!Legal(it->second.record.job().state(), to)) {
-        return absl::FailedPreconditionError(absl::StrCat("job ", id, " cannot move from ",
-                                                          v1::Job::State_Name(it->second.record.job().state()), " to ",
-                                                          v1::Job::State_Name(to)));
-      }
-      destination = it->second.record.job().request().destination_uri();
-      name = it->second.record.job().name();
+      RETURN_IF_ERROR(CheckMove(id, to));
+      const v1::Job& job = jobs_.at(id).record.job();
+      destination = job.request().destination_uri();
+      name = job.name();
     }
     if (objects_ != nullptr) {
       if (absl::Status s = DiscardStaging(objects_, destination); !s.ok()) {
@@ -255,14 +333,8 @@ absl::Status JobManager::Transition(const std::string& id, v1::Job::State to,
   JobRecord snapshot;
   {
     absl::MutexLock lock(&mu_);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", id));
-    JobRecord& record = it->second.record;
-    const v1::Job::State from = record.job().state();
-    if (!Legal(from, to)) {
-      return absl::FailedPreconditionError(absl::StrCat("job ", id, " cannot move from ", v1::Job::State_Name(from),
-                                                        " to ", v1::Job::State_Name(to)));
-    }
+    RETURN_IF_ERROR(CheckMove(id, to));
+    JobRecord& record = jobs_.at(id).record;
     record.mutable_job()->set_state(to);
     if (mutate) mutate(record);
     if (IsTerminal(to)) {  // nothing to resume from any more; the shards go with the staging below
@@ -295,6 +367,11 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
     }
     it->second.cancel_requested = true;  // a running job sees it at its next check
   }
+  if (InFleet()) {
+    // The holder, on whichever replica, sees the flag through its notification; an unclaimed job is
+    // claimed by the first replica to see it, and ends at once.
+    RETURN_IF_ERROR(WithReason(fleet_->store()->RequestCancel(id), "JOB_STORE_UNAVAILABLE"));
+  }
   if (scheduler_ != nullptr && scheduler_->RemoveQueued(id)) {
     Transition(id, v1::Job::CANCELLED, [](JobRecord& r) {
       *r.mutable_job()->mutable_error() = ToRpcStatus(absl::CancelledError("job cancelled before it started"));
@@ -315,7 +392,7 @@ absl::StatusOr<JobRecord> JobManager::Start(const std::string& id) {
     return absl::CancelledError("job cancelled before it started");
   }
   JobRecord started;
-  RETURN_IF_ERROR(Transition(id, v1::Job::RUNNING, [&started](JobRecord& r) {
+  RETURN_IF_ERROR(Transition(id, v1::Job::RUNNING, [this, &started](JobRecord& r) {
     r.set_attempts(r.attempts() + 1);
     v1::Job& j = *r.mutable_job();
     *j.mutable_start_time() = NowTimestamp();
@@ -323,12 +400,14 @@ absl::StatusOr<JobRecord> JobManager::Start(const std::string& id) {
     for (const v1::LayerReport& layer : r.committed_layers()) *j.add_layers() = layer;  // kept by a resumed run
     j.set_layers_done(j.layers_size());
     j.set_phase(v1::Job::PLANNING);
+    j.set_replica(options_.replica);
     started = r;
   }));
   return started;
 }
 
 void JobManager::Progress(const std::string& id, const std::function<void(v1::Job&)>& mutate) {
+  JobRecord snapshot;
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(id);
@@ -338,7 +417,13 @@ void JobManager::Progress(const std::string& id, const std::function<void(v1::Jo
     mutate(job);
     job.set_state(state);  // progress never moves a job; Transition does
     it->second.record.set_version(it->second.record.version() + 1);
+    // Other replicas' watchers see progress through the store, at most every publish_interval.
+    if (InFleet() && it->second.owned && absl::Now() - it->second.published >= options_.publish_interval) {
+      it->second.published = absl::Now();
+      snapshot = it->second.record;
+    }
   }
+  if (snapshot.has_job()) Persist(snapshot).IgnoreError();  // a failed save is retried with the next
   Notify(id);
 }
 
@@ -347,19 +432,9 @@ void JobManager::Checkpoint(const std::string& id, const ResumePoint& point) {
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(id);
-    if (it == jobs_.end() || it->second.record.job().state() != v1::Job::RUNNING) return;
+    if (it == jobs_.end() || !it->second.owned || it->second.record.job().state() != v1::Job::RUNNING) return;
     JobRecord& r = it->second.record;
-    r.clear_committed_shards();
-    for (const OutputFile& f : point.shards) {
-      v1::OutputFile* file = r.add_committed_shards();
-      file->set_name(f.name);
-      file->set_bytes(static_cast<int64_t>(f.bytes));
-    }
-    r.set_tensors_done(point.tensors_done);
-    r.clear_committed_layers();
-    for (const LayerReport& layer : point.layers) *r.add_committed_layers() = ToProto(layer);
-    r.set_resume_block(point.block);
-    r.set_committed_by_attempt(r.attempts());
+    SetResumePoint(point, &r);
     r.set_version(r.version() + 1);
     snapshot = r;
   }
@@ -371,10 +446,18 @@ void JobManager::Checkpoint(const std::string& id, const ResumePoint& point) {
 
 void JobManager::Finish(const std::string& id, const absl::StatusOr<JobReport>& report, bool preempted,
                         double seconds) {
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it != jobs_.end() && !it->second.owned) {  // Abandon(): whoever holds it now records its end
+      std::fprintf(stderr, "lowbitd: jobs/%s: stopped here, held by another replica now\n", id.c_str());
+      return;
+    }
+  }
   if (!report.ok() && absl::IsCancelled(report.status()) && preempted && !CancelRequested(id)) {
-    // Shutdown, not the user: the output was rolled back, so the job can run again after a restart.
-    Transition(id, v1::Job::QUEUED, [](JobRecord& r) {
-      r.set_last_interruption("the server shut down while the job was running");
+    // Shutdown, not the user: the job runs again after a restart, or at once on another replica.
+    Transition(id, v1::Job::QUEUED, [this](JobRecord& r) {
+      r.set_last_interruption(absl::StrCat("the server ", options_.replica, " shut down while the job was running"));
       v1::Job& j = *r.mutable_job();
       j.clear_start_time();
       j.clear_eta();
@@ -457,13 +540,116 @@ std::optional<std::pair<v1::Job, int64_t>> JobManager::WaitForChange(const std::
   return std::make_pair(it->second.record.job(), it->second.record.version());
 }
 
+absl::Status JobManager::CheckRunnable(const std::string& id) const {
+  absl::ReaderMutexLock lock(&mu_);  // workers check concurrently
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return absl::AbortedError("the job is gone");
+  if (!it->second.owned) return absl::AbortedError("this replica no longer holds the job; another one runs it");
+  if (it->second.cancel_requested) return absl::CancelledError("job cancelled");
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::MayCommit(const JobContext& context) const {
+  return InFleet() ? fleet_->MayCommit(context) : absl::OkStatus();
+}
+
+uint64_t JobManager::Adopt(PostgresJobStore::Row row) {
+  JobRecord& record = row.record;
+  const std::string id = JobId(record.job());
+  if (record.job().state() == v1::Job::RUNNING) {
+    MarkInterrupted(record, absl::StrCat("replica ", record.job().replica(), " stopped renewing its lease during attempt ",
+                                         record.attempts()));
+  }
+  absl::MutexLock lock(&mu_);
+  Entry& entry = jobs_[id];
+  entry.record = std::move(record);
+  entry.owned = true;
+  entry.cancel_requested = row.cancel_requested;
+  if (!entry.record.job().request().request_id().empty()) by_request_id_[entry.record.job().request().request_id()] = id;
+  return static_cast<uint64_t>(entry.record.job().plan().total_bytes());
+}
+
+void JobManager::AbsorbLocked(const std::string& id, const PostgresJobStore::Row& row) {
+  auto [it, added] = jobs_.try_emplace(id);
+  Entry& entry = it->second;
+  if (!added && entry.owned) {  // ours: our record is the newer one; a cancel is all we take
+    entry.cancel_requested |= row.cancel_requested;
+    return;
+  }
+  if (added || row.record.version() > entry.record.version()) entry.record = row.record;
+  entry.owned = false;
+  entry.cancel_requested = row.cancel_requested;
+  if (!row.record.job().request().request_id().empty()) by_request_id_[row.record.job().request().request_id()] = id;
+}
+
+void JobManager::Absorb(const std::string& id, const std::optional<PostgresJobStore::Row>& row) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (row) {
+      AbsorbLocked(id, *row);
+    } else if (auto it = jobs_.find(id); it != jobs_.end() && !it->second.owned) {
+      by_request_id_.erase(it->second.record.job().request().request_id());
+      jobs_.erase(it);
+    }
+  }
+  Notify(id);
+}
+
+void JobManager::AbsorbAll(const std::vector<PostgresJobStore::Row>& rows) {
+  std::vector<std::string> changed;
+  {
+    absl::MutexLock lock(&mu_);
+    std::set<std::string> present;
+    for (const PostgresJobStore::Row& row : rows) {
+      const std::string id = JobId(row.record.job());
+      present.insert(id);
+      AbsorbLocked(id, row);
+      changed.push_back(id);
+    }
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+      if (present.count(it->first) == 0 && !it->second.owned) {
+        changed.push_back(it->first);
+        by_request_id_.erase(it->second.record.job().request().request_id());
+        it = jobs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const std::string& id : changed) Notify(id);
+}
+
+void JobManager::Abandon(const std::string& id) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    it->second.owned = false;
+  }
+  {
+    absl::MutexLock lock(&persist_mu_);
+    unsaved_.erase(id);
+  }
+  if (scheduler_ != nullptr) scheduler_->RemoveQueued(id);
+}
+
+std::vector<std::string> JobManager::Owned() const {
+  std::vector<std::string> owned;
+  absl::ReaderMutexLock lock(&mu_);
+  for (const auto& [id, entry] : jobs_) {
+    if (entry.owned) owned.push_back(id);
+  }
+  return owned;
+}
+
 bool JobManager::CancelRequested(const std::string& id) const {
   absl::ReaderMutexLock lock(&mu_);  // pollers read concurrently
   auto it = jobs_.find(id);
   return it != jobs_.end() && it->second.cancel_requested;
 }
 
-absl::Status JobManager::Delete(const std::string& id) {
+absl::Status JobManager::Delete(const std::string& id, bool outputs) {
+  v1::Job job;
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(id);
@@ -471,7 +657,9 @@ absl::Status JobManager::Delete(const std::string& id) {
     if (!IsTerminal(it->second.record.job().state())) {
       return absl::FailedPreconditionError(absl::StrCat("job ", id, " has not finished; cancel it first"));
     }
+    job = it->second.record.job();
   }
+  if (outputs && job.state() == v1::Job::SUCCEEDED && objects_ != nullptr) RETURN_IF_ERROR(DeleteOutputs(job));
   if (store_ != nullptr) RETURN_IF_ERROR(store_->Delete(id));
   {
     absl::MutexLock lock(&mu_);
@@ -482,6 +670,23 @@ absl::Status JobManager::Delete(const std::string& id) {
     }
   }
   Notify(id);
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::DeleteOutputs(const v1::Job& job) {
+  // Under the destination's lock, so a job writing there now (a later one with overwrite) loses nothing.
+  const std::string& destination = job.request().destination_uri();
+  bool held_before = false;
+  RETURN_IF_ERROR(WithReason(LockDestination(objects_, destination, job.name() + "/delete", &held_before),
+                             "DESTINATION_LOCKED"));
+  absl::Cleanup unlock = [&] { UnlockDestination(objects_, destination, job.name() + "/delete").IgnoreError(); };
+  std::vector<std::string> files;
+  for (const v1::OutputFile& f : job.result().files()) files.push_back(f.name());
+  files.push_back(kReportFile);  // last: while it exists the output still reads as committed
+  for (const std::string& f : files) {
+    absl::Status deleted = objects_->Delete(JoinUri(destination, f));
+    if (!deleted.ok() && !absl::IsNotFound(deleted)) return deleted;
+  }
   return absl::OkStatus();
 }
 

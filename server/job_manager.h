@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,10 +25,13 @@
 #include "core/storage/object_store.h"
 #include "lowbit/v1/quantizer.pb.h"
 #include "server/job_store.h"
+#include "server/postgres_job_store.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
 
 namespace lowbit::server {
+
+class Fleet;
 
 bool IsTerminal(v1::Job::State state);
 
@@ -45,6 +49,9 @@ class JobManager {
     JobOptions job;  ///< what jobs run with: planning at submit uses the same bounds and memory limit
     absl::Duration retention = absl::Hours(24 * 7);  ///< finished jobs' records are pruned after this
     size_t max_list_bytes = 2 << 20;  ///< a List page stops growing past this many encoded bytes
+    std::string replica;  ///< this server's name, shown in the jobs it runs
+    // In a fleet, how often a running job's progress is saved for the other replicas' watchers.
+    absl::Duration publish_interval = absl::Seconds(1);
   };
   // `store` may be null (jobs then live in memory only); `objects` and `metrics` may be null in tests.
   // Nothing is owned.
@@ -56,14 +63,18 @@ class JobManager {
   absl::Status Restore();
   // Hands the QUEUED jobs to `scheduler`, which new submits also go to. Not owned.
   void StartScheduling(Scheduler* scheduler);
+  // Before Restore: jobs are shared with other replicas through `fleet`'s store (which is `store`), and
+  // run here only once claimed. Not owned.
+  void JoinFleet(Fleet* fleet) { fleet_ = fleet; }
 
   // --- For the services ---
   // The new job, or the job an earlier request with the same request_id created (ALREADY_EXISTS if that
   // request differs). With request.validate_only(), the job as it would be queued, and nothing stored.
   absl::StatusOr<v1::Job> Submit(const v1::QuantizeModelRequest& request);
   absl::StatusOr<v1::Job> Cancel(const std::string& id);
-  // Forgets a finished job. FAILED_PRECONDITION while it is queued or running.
-  absl::Status Delete(const std::string& id);
+  // Forgets a finished job and, with `outputs`, deletes the files it committed (its result's files and
+  // report). FAILED_PRECONDITION while it is queued or running, or while another job holds its destination.
+  absl::Status Delete(const std::string& id, bool outputs = false);
   std::optional<v1::Job> Get(const std::string& id) const;
 
   struct Page {
@@ -95,6 +106,25 @@ class JobManager {
   // by a shutdown (not cancelled by a user).
   void Finish(const std::string& id, const absl::StatusOr<JobReport>& report, bool preempted, double seconds);
   bool CancelRequested(const std::string& id) const;
+  // CANCELLED if the job is to stop: a cancel, or (ABORTED) this replica no longer holds it.
+  absl::Status CheckRunnable(const std::string& id) const;
+  // Before a job commits its output: OK while no other replica can have taken it over.
+  absl::Status MayCommit(const JobContext& context) const;
+
+  // --- For the fleet (server/fleet.h) ---
+  // A job this replica claimed; one another replica was running goes back to QUEUED first, in memory
+  // (its next save, at Start, carries it). Returns its planned memory.
+  uint64_t Adopt(PostgresJobStore::Row row);
+  // What the store now says of job `id` (nullopt: deleted), from a notification. Jobs held here keep
+  // their own record and take only a cancel from it.
+  void Absorb(const std::string& id, const std::optional<PostgresJobStore::Row>& row);
+  void AbsorbAll(const std::vector<PostgresJobStore::Row>& rows);
+  // This replica lost its claim of job `id`: it stops, writing nothing more.
+  void Abandon(const std::string& id);
+  // The jobs whose claim this replica holds.
+  std::vector<std::string> Owned() const;
+  // Saves again the records whose last save failed (the store was unreachable).
+  void RetryUnsaved();
 
   // Forgets finished jobs that ended before `now - retention`. Returns how many.
   int PruneExpired(absl::Time now);
@@ -103,11 +133,20 @@ class JobManager {
   struct Entry {
     JobRecord record;
     bool cancel_requested = false;
+    bool owned = true;          ///< this replica writes its record (always, on a single node)
+    absl::Time published;       ///< in a fleet: when its progress was last saved
   };
+  bool InFleet() const { return fleet_ != nullptr; }
+  void AbsorbLocked(const std::string& id, const PostgresJobStore::Row& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The same job known by `request_id`, if any: in a fleet the store's, else this server's.
+  absl::StatusOr<std::optional<v1::Job>> FindRequest(const std::string& request_id) const;
   // Moves job `id` to `to` and applies `mutate`, or FAILED_PRECONDITION for a move kLegalMoves does not
   // allow. Persists and notifies outside the lock.
   absl::Status Transition(const std::string& id, v1::Job::State to, const std::function<void(JobRecord&)>& mutate);
+  // FAILED_PRECONDITION if job `id` may not move to `to`: kLegalMoves, or another replica holds it.
+  absl::Status CheckMove(const std::string& id, v1::Job::State to) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status Persist(const JobRecord& record);
+  absl::Status DeleteOutputs(const v1::Job& job);
   void Notify(const std::string& id);
   // The checks of a submit that read the store: the source's headers, the plan, the destination.
   absl::StatusOr<v1::ResourcePlan> Admit(const v1::QuantizeModelRequest& request, const QuantizeJobSpec& spec) const;
@@ -118,6 +157,7 @@ class JobManager {
   ObjectStore* const objects_;
   Metrics* const metrics_;
   Scheduler* scheduler_ = nullptr;  // set once by StartScheduling
+  Fleet* fleet_ = nullptr;          // set once by JoinFleet
 
   absl::Mutex submit_mu_;  // serializes submits: one request_id, one job, however many race
   mutable absl::Mutex mu_;
@@ -127,6 +167,7 @@ class JobManager {
 
   absl::Mutex persist_mu_;  // orders saves: never an older version over a newer one
   std::map<std::string, int64_t> persisted_version_ ABSL_GUARDED_BY(persist_mu_);
+  std::set<std::string> unsaved_ ABSL_GUARDED_BY(persist_mu_);  // ids whose latest save failed
 
   absl::Mutex listeners_mu_;
   std::multimap<std::string, std::pair<int64_t, Listener>> listeners_ ABSL_GUARDED_BY(listeners_mu_);

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <thread>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -21,18 +22,22 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
 #include "absl/time/time.h"
 #include "core/job/job_plan.h"
 #include "core/storage/routing_object_store.h"
 #include "core/util/memory.h"
 #include "core/util/thread_pool.h"
 #include "server/auth.h"
+#include "server/fleet.h"
 #include "server/health_service.h"
 #include "server/job_executor.h"
 #include "server/job_manager.h"
 #include "server/job_store.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
+#include "server/postgres_job_store.h"
 #include "server/quantizer_service.h"
 #include "server/scheduler.h"
 
@@ -54,6 +59,14 @@ ABSL_FLAG(std::string, auth_issuer, "", "with --auth_jwks: the required iss clai
 ABSL_FLAG(std::string, auth_audience, "", "with --auth_jwks: the required aud claim");
 ABSL_FLAG(std::string, store_root, ".", "directory that file:// URIs resolve under; nothing outside it is reachable");
 ABSL_FLAG(std::string, state_dir, "lowbit-state", "directory of the on-disk job store (jobs survive restarts)");
+ABSL_FLAG(std::string, job_store, "",
+          "postgres://... : share jobs with every replica using this PostgreSQL database (claims with leases; see "
+          "docs/scale.md) instead of --state_dir; the password may come from PGPASSWORD or ~/.pgpass");
+ABSL_FLAG(std::string, replica, "",
+          "this replica's name in job claims and job metadata (default: the host name and a random suffix, unique "
+          "per start)");
+ABSL_FLAG(absl::Duration, lease, absl::Seconds(30),
+          "with --job_store: a replica that has not renewed its claim for this long loses its jobs to the others");
 ABSL_FLAG(int, max_concurrent_jobs, 1, "jobs running at once");
 ABSL_FLAG(int, max_queued_jobs, 16, "jobs waiting beyond the running ones; more are refused with RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, worker_threads, 0, "quantization worker threads shared by all jobs (0 = one per core)");
@@ -75,6 +88,16 @@ namespace lowbit::server {
 namespace {
 
 int signal_pipe[2] = {-1, -1};
+
+// The name a replica claims jobs under: unique per start, so a restarted replica never mistakes the
+// claims of its previous life for its own.
+std::string ReplicaName() {
+  if (std::string name = absl::GetFlag(FLAGS_replica); !name.empty()) return name;
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "lowbitd");
+  std::random_device random;
+  return absl::StrFormat("%s-%04x", host, random() & 0xffff);
+}
 
 void OnShutdownSignal(int signal) {
   const char byte = static_cast<char>(signal);
@@ -105,11 +128,32 @@ int Serve() {
     std::fprintf(stderr, "lowbitd: %s\n", store.status().ToString().c_str());
     return 1;
   }
-  absl::StatusOr<std::unique_ptr<FileJobStore>> job_store = FileJobStore::Create(absl::GetFlag(FLAGS_state_dir));
-  if (!job_store.ok()) {
-    std::fprintf(stderr, "lowbitd: %s\n", job_store.status().ToString().c_str());
+  // One node keeps its jobs on disk; a fleet shares them in PostgreSQL.
+  const std::string replica = ReplicaName();
+  const std::string job_store_uri = absl::GetFlag(FLAGS_job_store);
+  const bool in_fleet = !job_store_uri.empty();
+  if (in_fleet && !absl::StartsWith(job_store_uri, "postgres://") && !absl::StartsWith(job_store_uri, "postgresql://")) {
+    std::fprintf(stderr, "lowbitd: --job_store must be a postgres:// URI\n");
     return 1;
   }
+  std::unique_ptr<PostgresJobStore> shared_store;
+  std::unique_ptr<FileJobStore> file_store;
+  if (in_fleet) {
+    absl::StatusOr<std::unique_ptr<PostgresJobStore>> connected = PostgresJobStore::Connect(job_store_uri, replica);
+    if (!connected.ok()) {
+      std::fprintf(stderr, "lowbitd: %s\n", connected.status().ToString().c_str());
+      return 1;
+    }
+    shared_store = std::move(*connected);
+  } else {
+    absl::StatusOr<std::unique_ptr<FileJobStore>> created = FileJobStore::Create(absl::GetFlag(FLAGS_state_dir));
+    if (!created.ok()) {
+      std::fprintf(stderr, "lowbitd: %s\n", created.status().ToString().c_str());
+      return 1;
+    }
+    file_store = std::move(*created);
+  }
+  JobStore* const job_store = in_fleet ? static_cast<JobStore*>(shared_store.get()) : file_store.get();
   const TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
   absl::StatusOr<std::unique_ptr<Authenticator>> auth =
       Authenticator::Create({absl::GetFlag(FLAGS_auth_token_file), absl::GetFlag(FLAGS_auth_jwks),
@@ -151,7 +195,18 @@ int Serve() {
     std::fprintf(stderr, "lowbitd: --memory_limit: %s\n", limit.status().ToString().c_str());
     return 1;
   }
-  JobManager jobs({job_options, absl::GetFlag(FLAGS_job_retention)}, job_store->get(), store->get(), &metrics);
+  JobManager::Options manager_options;
+  manager_options.job = job_options;
+  manager_options.retention = absl::GetFlag(FLAGS_job_retention);
+  manager_options.replica = replica;
+  JobManager jobs(manager_options, job_store, store->get(), &metrics);
+  std::unique_ptr<Fleet> fleet;
+  if (in_fleet) {
+    fleet = std::make_unique<Fleet>(
+        Fleet::Options{absl::GetFlag(FLAGS_lease), job_options.memory_limit_bytes, absl::GetFlag(FLAGS_max_concurrent_jobs)},
+        shared_store.get(), &jobs);
+    jobs.JoinFleet(fleet.get());
+  }
   if (absl::Status restored = jobs.Restore(); !restored.ok()) {
     std::fprintf(stderr, "lowbitd: %s\n", restored.ToString().c_str());
     return 1;
@@ -160,8 +215,12 @@ int Serve() {
   Scheduler scheduler({absl::GetFlag(FLAGS_max_concurrent_jobs), absl::GetFlag(FLAGS_max_queued_jobs),
                        job_options.memory_limit_bytes},
                       [&executor](const std::string& id) { executor.Run(id); },
-                      [&metrics](int queued, int running) { metrics.QueueChanged(queued, running); });
+                      [&metrics, &fleet](int queued, int running) {
+                        metrics.QueueChanged(queued, running);
+                        if (fleet != nullptr) fleet->Wake();  // a runner may be free for the next claim
+                      });
   jobs.StartScheduling(&scheduler);
+  if (fleet != nullptr) fleet->Start(&scheduler);
 
   QuantizerService quantizer_service(&jobs, auth->get());
   OperationsService operations_service(&jobs, auth->get());
@@ -194,10 +253,12 @@ int Serve() {
     }
   }
   const int metrics_port = (*metrics_http)->port();
-  std::fprintf(stderr, "lowbitd: serving gRPC on %s (port %d, %s), metrics on port %d; store root %s; %d worker threads\n",
+  std::fprintf(stderr,
+               "lowbitd: serving gRPC on %s (port %d, %s), metrics on port %d; store root %s; %d worker threads; %s\n",
                grpc_address.c_str(), grpc_port,
                tls.enabled() ? (tls.client_ca.empty() ? "TLS" : "mutual TLS") : "plaintext", metrics_port,
-               absl::GetFlag(FLAGS_store_root).c_str(), workers);
+               absl::GetFlag(FLAGS_store_root).c_str(), workers,
+               in_fleet ? absl::StrCat("replica ", replica, " of a fleet").c_str() : "single node");
   if ((*auth)->enabled() && !tls.enabled()) {
     std::fprintf(stderr, "lowbitd: warning: bearer tokens without --tls_cert cross the network in the clear\n");
   }
@@ -216,6 +277,7 @@ int Serve() {
     health_service.SetServing(false);
     probe_health_service.SetServing(false);
     scheduler.StopAccepting();
+    if (fleet != nullptr) fleet->StopClaiming();  // and gives back the claimed jobs that did not start
     if (!scheduler.WaitUntilIdle(absl::GetFlag(FLAGS_grace_period))) {
       std::fprintf(stderr, "lowbitd: grace period over: preempting running jobs\n");
       executor.PreemptAll();
@@ -227,6 +289,7 @@ int Serve() {
   server->Wait();
   watcher.join();
   scheduler.Shutdown();
+  if (fleet != nullptr) fleet->Stop();
   std::fprintf(stderr, "lowbitd: stopped\n");
   return 0;
 }

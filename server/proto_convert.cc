@@ -306,4 +306,28 @@ v1::QuantizeResult ToProto(const JobReport& report) {
   return r;
 }
 
+void SetResumePoint(const ResumePoint& point, internal::JobRecord* record) {
+  record->clear_committed_shards();
+  for (const OutputFile& f : point.shards) {
+    v1::OutputFile* file = record->add_committed_shards();
+    file->set_name(f.name);
+    file->set_bytes(static_cast<int64_t>(f.bytes));
+  }
+  record->set_tensors_done(point.tensors_done);
+  record->clear_committed_layers();
+  for (const LayerReport& layer : point.layers) *record->add_committed_layers() = ToProto(layer);
+  record->set_resume_block(point.block);
+  record->set_committed_by_attempt(record->attempts());
+}
+
+ResumePoint ResumePointOf(const internal::JobRecord& record) {
+  ResumePoint point;
+  for (const v1::OutputFile& f : record.committed_shards()) point.shards.push_back({f.name(), static_cast<uint64_t>(f.bytes())});
+  point.tensors_done = record.tensors_done();
+  for (const v1::LayerReport& l : record.committed_layers()) point.layers.push_back(FromProto(l));
+  point.block = record.resume_block();
+  point.attempt = record.committed_by_attempt();
+  return point;
+}
+
 }  // namespace lowbit::server

@@ -8,6 +8,7 @@
 #include "core/job/job_plan.h"
 #include "core/job/quantize_job.h"
 #include "core/job/report.h"
+#include "lowbit/internal/job_record.pb.h"
 #include "lowbit/v1/quantizer.pb.h"
 #include "server/grpc_status.h"
 
@@ -28,6 +29,9 @@ LayerReport FromProto(const v1::LayerReport& layer);
 v1::Job::Phase ToProto(JobPhase phase);
 v1::ResourcePlan ToProto(const ResourceEstimate& estimate, uint64_t memory_limit_bytes);
 v1::QuantizeResult ToProto(const JobReport& report);
+// Where an attempt got to, in a job's record (the server's job store; a batch run's state file) and back.
+void SetResumePoint(const ResumePoint& point, internal::JobRecord* record);
+ResumePoint ResumePointOf(const internal::JobRecord& record);
 
 }  // namespace lowbit::server
 

@@ -202,6 +202,14 @@ grpc::Status QuantizerService::CancelJob(grpc::ServerContext* context, const v1:
   return grpc::Status::OK;
 }
 
+grpc::Status QuantizerService::DeleteJob(grpc::ServerContext* context, const v1::DeleteJobRequest* request,
+                                         google::protobuf::Empty*) {
+  if (grpc::Status denied = Authenticate(auth_, *context); !denied.ok()) return denied;
+  absl::StatusOr<std::string> id = ParseJobName(request->name());
+  if (!id.ok()) return ToGrpcStatus(id.status());
+  return ToGrpcStatus(jobs_->Delete(*id, request->delete_outputs()));
+}
+
 grpc::ServerWriteReactor<v1::Job>* QuantizerService::WatchJob(grpc::CallbackServerContext* context,
                                                                const v1::WatchJobRequest* request) {
   class Refused final : public grpc::ServerWriteReactor<v1::Job> {

@@ -76,6 +76,13 @@ int Scheduler::queued() const {
   return static_cast<int>(queue_.size());
 }
 
+Scheduler::Load Scheduler::load() const {
+  absl::MutexLock lock(&mu_);
+  Load load{running_ + static_cast<int>(queue_.size()), running_bytes_};
+  for (const Queued& q : queue_) load.memory_bytes += q.memory_bytes;
+  return load;
+}
+
 int Scheduler::running() const {
   absl::MutexLock lock(&mu_);
   return running_;

@@ -52,6 +52,13 @@ class Scheduler {
 
   int queued() const;
   int running() const;
+  // The jobs running or queued here and the sum of their memory estimates: what a replica of a fleet
+  // (server/fleet.h) has taken on.
+  struct Load {
+    int jobs = 0;
+    uint64_t memory_bytes = 0;
+  };
+  Load load() const;
 
  private:
   void RunnerLoop();

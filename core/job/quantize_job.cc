@@ -34,7 +34,6 @@
 namespace lowbit {
 namespace {
 
-constexpr char kReportFile[] = "lowbit_report.json";
 
 struct PlannedTensor {
   TensorInfo info;
@@ -1037,6 +1036,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   RETURN_IF_ERROR(output.WriteAll("README.md", ModelCard(spec, report, quantize_config), &report));
   report.summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   RETURN_IF_ERROR(output.WriteAll(kReportFile, ToJson(report).dump(2), &report));
+  if (observer != nullptr) RETURN_IF_ERROR(observer->BeforeCommit());
   RETURN_IF_ERROR(output.Commit(kReportFile));
   return report;
 }

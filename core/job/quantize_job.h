@@ -104,6 +104,9 @@ class JobObserver : public JobContext {
                             uint64_t bytes_written) {}
   // After each output shard is written whole: where a later attempt could resume (resumable jobs only).
   virtual void OnShardCommitted(const ResumePoint& point) {}
+  // Just before the output is committed: an error stops the job uncommitted (a replica that may have
+  // lost the job to another, server/fleet.h).
+  virtual absl::Status BeforeCommit() { return absl::OkStatus(); }
 };
 
 struct JobOptions {
@@ -118,6 +121,9 @@ struct JobOptions {
   // at a block boundary (they are rows x hidden floats: GBs on large models). 0: at every block.
   absl::Duration hidden_state_interval = absl::Seconds(60);
 };
+
+// The job's report, written last into the output: its commit marker.
+inline constexpr char kReportFile[] = "lowbit_report.json";
 
 // Reads from `source`, writes to `destination` (may be the same store). INVALID_ARGUMENT for a bad
 // config or bad weights (naming the tensor), NOT_FOUND for a missing source, ALREADY_EXISTS for an

@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
@@ -42,6 +43,18 @@ std::map<std::string, std::map<std::string, std::string>> ParseIni(const std::st
         std::string(absl::StripAsciiWhitespace(line.substr(eq + 1)));
   }
   return sections;
+}
+
+std::string AwsXmlValue(absl::string_view xml, absl::string_view tag, size_t* pos) {
+  const std::string open = absl::StrCat("<", tag, ">"), close = absl::StrCat("</", tag, ">");
+  size_t start = xml.find(open, pos ? *pos : 0);
+  if (start == absl::string_view::npos) return "";
+  start += open.size();
+  const size_t end = xml.find(close, start);
+  if (end == absl::string_view::npos) return "";
+  if (pos) *pos = end + close.size();
+  return absl::StrReplaceAll(xml.substr(start, end - start),
+                             {{"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&apos;", "'"}, {"&amp;", "&"}});
 }
 
 absl::StatusOr<AwsConfig> LoadAwsConfig(const std::function<const char*(const char*)>& getenv) {

@@ -25,6 +25,10 @@ struct AwsConfig {
 // is NOT_FOUND; a malformed file is INVALID_ARGUMENT naming the file (never its contents).
 absl::StatusOr<AwsConfig> LoadAwsConfig(const std::function<const char*(const char*)>& getenv = ::getenv);
 
+// The text of the first <tag>...</tag> at or after *pos in an AWS XML response (S3's, STS's), unescaped;
+// "" if absent. Their XML is simple and flat where lowbit reads it. With `pos`, *pos moves past it.
+std::string AwsXmlValue(absl::string_view xml, absl::string_view tag, size_t* pos = nullptr);
+
 // Sections of an INI file ("[default]", "[profile x]" -> "x" when `strip_profile_prefix`).
 std::map<std::string, std::map<std::string, std::string>> ParseIni(const std::string& text, bool strip_profile_prefix);
 

@@ -1,7 +1,11 @@
 #include "core/storage/routing_object_store.h"
 
+#include <cstdlib>
+#include <memory>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/storage/web_identity.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
@@ -44,9 +48,16 @@ absl::StatusOr<std::unique_ptr<RoutingObjectStore>> CreateObjectStore(const Stor
   ASSIGN_OR_RETURN(std::unique_ptr<LocalObjectStore> local, LocalObjectStore::Create({config.local_root}));
   ASSIGN_OR_RETURN(AwsConfig aws, LoadAwsConfig());
   S3ObjectStore::Options options;
-  options.credentials = aws.credentials;
   options.endpoint = config.s3_endpoint.empty() ? aws.endpoint_url : config.s3_endpoint;
   options.region = !config.s3_region.empty() ? config.s3_region : (aws.region.empty() ? "us-east-1" : aws.region);
+  // The SDKs' order: keys in the environment, then a web identity (IRSA), then the shared files.
+  std::optional<WebIdentityCredentials::Options> web_identity = WebIdentityCredentials::FromEnvironment(options.region);
+  if (web_identity && getenv("AWS_ACCESS_KEY_ID") == nullptr) {
+    auto source = std::make_shared<WebIdentityCredentials>(*std::move(web_identity));
+    options.credential_source = [source] { return source->Get(); };
+  } else {
+    options.credentials = aws.credentials;
+  }
   options.addressing = config.s3_addressing;
   options.observer = config.observer;
   absl::StatusOr<std::unique_ptr<S3ObjectStore>> s3 = S3ObjectStore::Create(options);

@@ -12,6 +12,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "core/storage/aws_config.h"
 #include "core/util/status_macros.h"
 
 namespace lowbit {
@@ -19,27 +20,13 @@ namespace {
 
 constexpr char kEmptySha256[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-// The text of the first <tag>...</tag> in an S3 XML response, unescaped (S3's XML is simple and flat
-// where we read it).
-std::string XmlValue(absl::string_view xml, absl::string_view tag, size_t* pos = nullptr) {
-  const std::string open = absl::StrCat("<", tag, ">"), close = absl::StrCat("</", tag, ">");
-  size_t start = xml.find(open, pos ? *pos : 0);
-  if (start == absl::string_view::npos) return "";
-  start += open.size();
-  const size_t end = xml.find(close, start);
-  if (end == absl::string_view::npos) return "";
-  if (pos) *pos = end + close.size();
-  return absl::StrReplaceAll(xml.substr(start, end - start),
-                             {{"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&apos;", "'"}, {"&amp;", "&"}});
-}
-
 // 501 Not Implemented is a server that lacks the call, not a failing one.
 bool Retryable(long status) { return (status >= 500 && status != 501) || status == 429; }
 
 // The status a non-2xx S3 response maps to, with S3's own error code in the message.
 absl::Status ErrorFor(const HttpResponse& r, const std::string& what) {
-  const std::string code = XmlValue(r.body, "Code");
-  const std::string message = XmlValue(r.body, "Message");
+  const std::string code = AwsXmlValue(r.body, "Code");
+  const std::string message = AwsXmlValue(r.body, "Message");
   const std::string detail = absl::StrCat(what, ": HTTP ", r.status, code.empty() ? "" : absl::StrCat(" ", code),
                                           message.empty() ? "" : absl::StrCat(" (", message, ")"));
   switch (r.status) {
@@ -111,8 +98,8 @@ class S3ObjectWriter final : public ObjectWriter {
     if (!r.ok()) return r.status();
     // S3 can answer 200 and still fail the completion in the body.
     if (absl::StrContains(r->body, "<Error>")) {
-      return absl::UnavailableError(absl::StrCat("completing the upload of ", uri_, " failed: ", XmlValue(r->body, "Code"),
-                                                 " ", XmlValue(r->body, "Message")));
+      return absl::UnavailableError(absl::StrCat("completing the upload of ", uri_, " failed: ", AwsXmlValue(r->body, "Code"),
+                                                 " ", AwsXmlValue(r->body, "Message")));
     }
     closed_ = true;
     upload_id_.clear();
@@ -138,7 +125,7 @@ class S3ObjectWriter final : public ObjectWriter {
   absl::Status Enqueue(std::string part) {
     if (!uploader_.joinable()) {
       ASSIGN_OR_RETURN(HttpResponse r, store_->Send({"create_multipart", "POST", bucket_, key_, {{"uploads", ""}}, {}, {}, uri_}));
-      upload_id_ = XmlValue(r.body, "UploadId");
+      upload_id_ = AwsXmlValue(r.body, "UploadId");
       if (upload_id_.empty()) return absl::UnavailableError(absl::StrCat("no UploadId in the answer for ", uri_));
       uploader_ = std::thread([this] { UploadLoop(); });
     }
@@ -267,9 +254,10 @@ absl::Status ParseS3Uri(absl::string_view uri, std::string* bucket, std::string*
 }
 
 absl::StatusOr<std::unique_ptr<S3ObjectStore>> S3ObjectStore::Create(const Options& options) {
-  if (options.credentials.empty()) {
+  if (options.credentials.empty() && !options.credential_source) {
     return absl::FailedPreconditionError(
-        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials");
+        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_ROLE_ARN and "
+        "AWS_WEB_IDENTITY_TOKEN_FILE, or a profile in ~/.aws/credentials");
   }
   if (options.part_size < (5u << 20)) return absl::InvalidArgumentError("part_size must be at least 5 MiB");
   if (!options.endpoint.empty() && !absl::StartsWith(options.endpoint, "http://") &&
@@ -313,7 +301,17 @@ absl::StatusOr<HttpResponse> S3ObjectStore::Send(const Call& call) {
     HttpRequest request{call.method, url, call.headers, call.body, call.expected_response_bytes};
     SigV4Request to_sign{call.method, host, path, call.query, {}, payload_hash};
     for (const auto& [k, v] : call.headers) to_sign.headers[k] = v;
-    for (auto& [k, v] : SignV4(to_sign, options_.credentials, options_.region, "s3", absl::Now())) request.headers[k] = v;
+    AwsCredentials credentials = options_.credentials;
+    if (options_.credential_source) {
+      absl::StatusOr<AwsCredentials> fresh = options_.credential_source();
+      if (!fresh.ok()) {
+        last = absl::Status(fresh.status().code(), absl::StrCat(call.uri, ": ", fresh.status().message()));
+        if (absl::IsUnavailable(last)) continue;  // STS unreachable for now: retried like S3 itself
+        return last;
+      }
+      credentials = *std::move(fresh);
+    }
+    for (auto& [k, v] : SignV4(to_sign, credentials, options_.region, "s3", absl::Now())) request.headers[k] = v;
     absl::StatusOr<HttpResponse> response = PerformHttp(request, options_.timeouts);
     if (options_.observer) options_.observer->OnRequest(call.op, response.ok() ? static_cast<int>(response->status) : 0);
     if (!response.ok()) {
@@ -370,11 +368,11 @@ absl::StatusOr<std::vector<ObjectInfo>> S3ObjectStore::List(absl::string_view pr
       const size_t end = r.body.find("</Contents>", start);
       const absl::string_view entry = absl::string_view(r.body).substr(start, end - start);
       uint64_t size = 0;
-      (void)absl::SimpleAtoi(XmlValue(entry, "Size"), &size);
-      out.push_back({absl::StrCat("s3://", bucket, "/", XmlValue(entry, "Key")), size});
+      (void)absl::SimpleAtoi(AwsXmlValue(entry, "Size"), &size);
+      out.push_back({absl::StrCat("s3://", bucket, "/", AwsXmlValue(entry, "Key")), size});
       pos = end;
     }
-    token = XmlValue(r.body, "IsTruncated") == "true" ? XmlValue(r.body, "NextContinuationToken") : "";
+    token = AwsXmlValue(r.body, "IsTruncated") == "true" ? AwsXmlValue(r.body, "NextContinuationToken") : "";
   } while (!token.empty());
   std::sort(out.begin(), out.end(), [](const ObjectInfo& a, const ObjectInfo& b) { return a.uri < b.uri; });
   return out;
@@ -417,7 +415,7 @@ absl::Status S3ObjectStore::Rename(absl::string_view from, absl::string_view to)
   constexpr uint64_t kMaxCopy = 5ull << 30, kCopyPart = 1ull << 30;
   auto failed_in_body = [&](const HttpResponse& r) -> absl::Status {  // S3 may answer 200 and fail in the body
     if (!absl::StrContains(r.body, "<Error>")) return absl::OkStatus();
-    return absl::UnavailableError(absl::StrCat("copying ", from, " failed: ", XmlValue(r.body, "Code")));
+    return absl::UnavailableError(absl::StrCat("copying ", from, " failed: ", AwsXmlValue(r.body, "Code")));
   };
   if (info.size <= kMaxCopy) {
     ASSIGN_OR_RETURN(HttpResponse r, Send({"copy", "PUT", to_bucket, to_key, {}, {{"x-amz-copy-source", source}}, {},
@@ -426,7 +424,7 @@ absl::Status S3ObjectStore::Rename(absl::string_view from, absl::string_view to)
   } else {
     ASSIGN_OR_RETURN(HttpResponse started, Send({"create_multipart", "POST", to_bucket, to_key, {{"uploads", ""}}, {}, {},
                                                  std::string(to)}));
-    const std::string upload_id = XmlValue(started.body, "UploadId");
+    const std::string upload_id = AwsXmlValue(started.body, "UploadId");
     if (upload_id.empty()) return absl::UnavailableError(absl::StrCat("no UploadId in the answer for ", to));
     std::string xml = "<CompleteMultipartUpload>";
     absl::Status copied = absl::OkStatus();
@@ -437,7 +435,7 @@ absl::Status S3ObjectStore::Rename(absl::string_view from, absl::string_view to)
                 {{"x-amz-copy-source", source}, {"x-amz-copy-source-range", absl::StrCat("bytes=", offset, "-", last)}},
                 {}, std::string(to)});
       copied = r.ok() ? failed_in_body(*r) : r.status();
-      if (copied.ok()) absl::StrAppend(&xml, "<Part><PartNumber>", part, "</PartNumber><ETag>", XmlValue(r->body, "ETag"), "</ETag></Part>");
+      if (copied.ok()) absl::StrAppend(&xml, "<Part><PartNumber>", part, "</PartNumber><ETag>", AwsXmlValue(r->body, "ETag"), "</ETag></Part>");
     }
     absl::StrAppend(&xml, "</CompleteMultipartUpload>");
     if (copied.ok()) {
@@ -466,7 +464,7 @@ absl::StatusOr<int> S3ObjectStore::DiscardIncomplete(absl::string_view prefix) {
   int aborted = 0;
   for (size_t pos = r->body.find("<Upload>"); pos != std::string::npos; pos = r->body.find("<Upload>", pos + 1)) {
     const absl::string_view upload = absl::string_view(r->body).substr(pos, r->body.find("</Upload>", pos) - pos);
-    const std::string key = XmlValue(upload, "Key"), upload_id = XmlValue(upload, "UploadId");
+    const std::string key = AwsXmlValue(upload, "Key"), upload_id = AwsXmlValue(upload, "UploadId");
     if (key.empty() || upload_id.empty()) continue;
     RETURN_IF_ERROR(Send({"abort_multipart", "DELETE", bucket, key, {{"uploadId", upload_id}}, {}, {},
                           absl::StrCat("s3://", bucket, "/", key)}).status());

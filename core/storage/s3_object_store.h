@@ -42,7 +42,9 @@ class S3ObjectStore final : public ObjectStore {
     std::string endpoint;            ///< e.g. "http://127.0.0.1:9000"; "" = https://s3.<region>.amazonaws.com
     std::string region = "us-east-1";
     Addressing addressing = Addressing::kAuto;
-    AwsCredentials credentials;      ///< required
+    AwsCredentials credentials;      ///< required unless credential_source is set
+    // Temporary credentials that renew themselves (core/storage/web_identity.h); asked before each request.
+    std::function<absl::StatusOr<AwsCredentials>()> credential_source;
     int max_attempts = 6;            ///< per request, including the first
     absl::Duration initial_backoff = absl::Milliseconds(100);  ///< doubled per retry, full jitter
     absl::Duration max_backoff = absl::Seconds(5);

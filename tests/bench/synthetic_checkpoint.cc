@@ -3,7 +3,7 @@
 // heavy-tailed (Student-t, 4 degrees of freedom) with a few outlier input channels, as real LLM
 // weights are; deterministic for a seed.
 //
-//   lowbit_synth --shape smollm2-135m|llama2-7b [--layers N] [--dtype bf16|f16|f32] --output DIR
+//   lowbit_synth --shape smollm2-135m|llama2-7b [--layers N] [--vocab N] [--dtype bf16|f16|f32] --output DIR
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -16,6 +16,7 @@
 
 ABSL_FLAG(std::string, shape, "smollm2-135m", "model shape: smollm2-135m or llama2-7b");
 ABSL_FLAG(int, layers, 0, "decoder blocks (0 = the model's own count)");
+ABSL_FLAG(int, vocab, 0, "vocabulary size (0 = the model's own): smaller embeddings for tests that move many outputs");
 ABSL_FLAG(std::string, dtype, "bf16", "bf16, f16 or f32");
 ABSL_FLAG(std::string, output, "", "output directory");
 ABSL_FLAG(int, seed, 1, "random seed");
@@ -39,6 +40,7 @@ int Main() {
     return 2;
   }
   if (absl::GetFlag(FLAGS_layers) > 0) s.layers = absl::GetFlag(FLAGS_layers);
+  if (absl::GetFlag(FLAGS_vocab) > 0) s.vocab = absl::GetFlag(FLAGS_vocab);
   const std::string d = absl::GetFlag(FLAGS_dtype);
   const DType dtype = d == "f32" ? DType::kF32 : d == "f16" ? DType::kF16 : DType::kBF16;
   const int64_t head_dim = s.hidden / s.heads, kv = s.kv_heads * head_dim;

@@ -34,7 +34,7 @@ const std::map<std::string, TestValue> kJobFlags = {
     {"calib_seed", {"5"}}, {"eval_text", {"/e.txt"}}, {"eval_windows", {"3"}}, {"eval_seqlen", {"33"}}, {"bits", {"3"}},
     {"group_size", {"64"}}, {"sym", {"true"}}, {"mse_clip", {"true"}}, {"quantize_lm_head", {"true"}}, {"include", {"*.q_proj.weight"}},
     {"exclude", {"*.k_proj.weight"}}, {"override", {"*.v_proj.weight=8"}}, {"overwrite", {"true"}}, {"tokenizer", {"/t.json"}},
-    {"gguf_type", {"Q4_K"}}, {"imatrix", {"true", "gptq"}}, {"shard_size", {"1G"}}, {"request_id", {"r-1"}}, {"dry_run", {"true"}},
+    {"gguf_type", {"Q4_K"}}, {"imatrix", {"true", "gptq"}}, {"shard_size", {"1G"}}, {"request_id", {"r-1"}}, {"dry_run", {"true"}}, {"label", {"team=nlp"}},
 };
 // Flags of other commands (eval, generate, tokenize) and of how a job runs here, not what it is.
 const std::set<std::string> kOtherFlags = {"reference", "text", "distributions", "json", "threads", "model", "jsonl", "vocab_size",

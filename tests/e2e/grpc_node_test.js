@@ -73,7 +73,7 @@ async function main() {
     const root = await reflection.fileContainingSymbol('lowbit.v1.Quantizer');
     const quantizer = root.lookupService('lowbit.v1.Quantizer');
     assert.deepStrictEqual(Object.keys(quantizer.methods).sort(),
-      ['CancelJob', 'GetJob', 'ListJobs', 'QuantizeModel', 'WatchJob']);
+      ['CancelJob', 'DeleteJob', 'GetJob', 'ListJobs', 'QuantizeModel', 'WatchJob']);
     assert(quantizer.methods.WatchJob.responseStream);
     ok('describe lowbit.v1.Quantizer');
     const opsRoot = await reflection.fileContainingSymbol('google.longrunning.Operations');

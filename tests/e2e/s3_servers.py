@@ -80,6 +80,8 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.requests = 0
         self.paths = []  # (method, path) of every request, for checking what the client really sent
+        self.signed = []  # (access key id or None, x-amz-security-token or None) of every request
+        self.sts_answers = []  # the bodies STS answered AssumeRoleWithWebIdentity with
         self.faults = {"500": 0, "503": 0, "reset": 0, "delay": 0, "403": 0}
         proxy = self
 
@@ -101,6 +103,9 @@ class FaultProxy:
                 with proxy.lock:
                     proxy.requests += 1
                     proxy.paths.append((self.command, self.path))
+                    auth = self.headers.get("Authorization") or ""
+                    key = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth else None
+                    proxy.signed.append((key, self.headers.get("x-amz-security-token")))
                     fault = None
                     if proxy.forbidden:
                         fault = "403"
@@ -129,6 +134,9 @@ class FaultProxy:
                              headers=headers)
                 r = conn.getresponse()
                 data = r.read()
+                if b"Action=AssumeRoleWithWebIdentity" in body:
+                    with proxy.lock:
+                        proxy.sts_answers.append(data.decode())
                 self.send_response(r.status)
                 for k, v in r.getheaders():
                     # HEAD answers carry the object's length with no body: pass it through unchanged.
