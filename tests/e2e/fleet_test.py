@@ -207,10 +207,29 @@ def takeover():
         ran_on[job.get("replica")] = ran_on.get(job.get("replica"), 0) + 1
     print("fleet takeover: 12 jobs, 1 SIGKILL, 1 SIGTERM, 1 PostgreSQL restart, %d takeovers, %.1f s; finished on %s" %
           (len(takeovers), elapsed, json.dumps(ran_on, sort_keys=True)))
+    # A job no replica could fit is refused at submit, naming the largest budget.
+    code, _, err = via_a.run("submit", "--input", "s3://models/" + CONFIGS["gptq"][1], "--output", "s3://models/out/huge",
+                             *remote_flags("gptq")[:-4], "--calib-samples", "4096", "--calib-seqlen", "8192",
+                             *remote_flags("gptq")[-4:])
+    check(code != 0 and "RESOURCE_EXHAUSTED" in err and "largest budget of a live replica" in err,
+          "a job larger than every replica's budget is refused at submit: %s" % err.strip()[-160:])
+
+    # A cancel through one replica reaches the replica running the job.
+    long_job = via_a.submit("--input", "s3://models/" + CONFIGS["gptq"][1], "--output", "s3://models/out/cancelled",
+                            *remote_flags("gptq")[:-4], "--calib-samples", "512", *remote_flags("gptq")[-4:])
+    running = via_a.wait_for(long_job, lambda j: j["state"] == "RUNNING" and int(j.get("phaseDone", 0)) >= 1)
+    other = via_c if running["replica"] == "a-1" else via_a
+    asked = time.time()
+    code, _, err = other.run("cancel", long_job)
+    check(code == 0, "cancel through the replica not running it: %s" % err.strip()[-200:])
+    cancelled = other.wait_for(long_job, lambda j: j["state"] in ("CANCELLED", "SUCCEEDED", "FAILED"))
+    cancel_seconds = time.time() - asked
+    check(cancelled["state"] == "CANCELLED" and cancel_seconds < 3,
+          "the job running on %s was CANCELLED %.2f s after the cancel reached the other replica" % (running["replica"], cancel_seconds))
     print("checks end at %.1f s" % (time.time() - started))
     for server in (a, c):
         check(server.stop() == 0, "replica exits 0 on SIGTERM")
-    print("replicas stopped at %.1f s" % (time.time() - started))
+    print("replicas stopped at %.1f s; cancel across replicas took %.2f s" % (time.time() - started, cancel_seconds))
 
 
 def outage():

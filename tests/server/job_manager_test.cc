@@ -8,6 +8,7 @@
 #include <fstream>
 #include <thread>
 
+#include "core/job/output_transaction.h"
 #include "core/storage/local_object_store.h"
 #include "gtest/gtest.h"
 #include "tests/test_util/temp_dir.h"
@@ -274,6 +275,36 @@ TEST_F(JobManagerTest, FinishedJobsArePrunedAfterTheRetentionPeriodAndOnlyThey) 
   EXPECT_TRUE(jobs->Get(waiting).has_value());
   EXPECT_EQ(store_->LoadAll()->size(), 1u);
   EXPECT_EQ(jobs->Delete(waiting).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(JobManagerTest, DeletingWithOutputsRemovesWhatTheJobCommittedAndNothingElse) {
+  auto jobs = Manager();
+  const std::string id = JobId(*jobs->Submit(Request("", "deleted")));
+  ASSERT_TRUE(jobs->Start(id).ok());
+  const std::string out = dir_.File("store/deleted");
+  std::filesystem::create_directories(out);
+  for (const char* f : {"model.safetensors", "config.json", "lowbit_report.json", "notes-of-the-user.txt"}) {
+    std::ofstream(out + "/" + f) << f;
+  }
+  JobReport report;
+  report.files = {{"model.safetensors", 17}, {"config.json", 11}};
+  jobs->Finish(id, report, false, 1);
+  ASSERT_EQ(jobs->Get(id)->state(), v1::Job::SUCCEEDED);
+
+  // While another job holds the destination, nothing is deleted.
+  bool held = false;
+  ASSERT_TRUE(LockDestination(objects_.get(), "deleted", "jobs/other", &held).ok());
+  EXPECT_EQ(jobs->Delete(id, /*outputs=*/true).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(std::filesystem::exists(out + "/model.safetensors"));
+  ASSERT_TRUE(UnlockDestination(objects_.get(), "deleted", "jobs/other").ok());
+
+  ASSERT_TRUE(jobs->Delete(id, /*outputs=*/true).ok());
+  EXPECT_FALSE(jobs->Get(id).has_value());
+  for (const char* gone : {"model.safetensors", "config.json", "lowbit_report.json"}) {
+    EXPECT_FALSE(std::filesystem::exists(out + "/" + gone)) << gone;
+  }
+  EXPECT_TRUE(std::filesystem::exists(out + "/notes-of-the-user.txt")) << "not the job's: kept";
+  EXPECT_FALSE(std::filesystem::exists(out + "/.lowbit-lock"));
 }
 
 }  // namespace
