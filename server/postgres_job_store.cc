@@ -215,23 +215,13 @@ absl::StatusOr<std::vector<JobRecord>> PostgresJobStore::LoadAll() {
   return records;
 }
 
-absl::StatusOr<std::optional<PostgresJobStore::Row>> PostgresJobStore::Load(const std::string& job_id) {
+absl::StatusOr<std::optional<PostgresJobStore::Row>> PostgresJobStore::LoadWhere(const char* column,
+                                                                                const std::string& value) {
   std::optional<Row> row;
   RETURN_IF_ERROR(WithConnection([&](pqxx::connection_base& c) {
     pqxx::read_transaction txn(c);
     const pqxx::result r =
-        txn.exec_params(absl::StrCat("SELECT ", kRowColumns, " FROM lowbit_jobs WHERE id = $1"), job_id);
-    row = r.empty() ? std::nullopt : std::optional<Row>(RowFrom(r[0]));
-  }));
-  return row;
-}
-
-absl::StatusOr<std::optional<PostgresJobStore::Row>> PostgresJobStore::LoadByRequestId(const std::string& request_id) {
-  std::optional<Row> row;
-  RETURN_IF_ERROR(WithConnection([&](pqxx::connection_base& c) {
-    pqxx::read_transaction txn(c);
-    const pqxx::result r =
-        txn.exec_params(absl::StrCat("SELECT ", kRowColumns, " FROM lowbit_jobs WHERE request_id = $1"), request_id);
+        txn.exec_params(absl::StrCat("SELECT ", kRowColumns, " FROM lowbit_jobs WHERE ", column, " = $1"), value);
     row = r.empty() ? std::nullopt : std::optional<Row>(RowFrom(r[0]));
   }));
   return row;

@@ -64,8 +64,10 @@ class PostgresJobStore final : public JobStore {
   };
   absl::StatusOr<std::vector<Row>> LoadRows();
   // nullopt for a job that no longer exists.
-  absl::StatusOr<std::optional<Row>> Load(const std::string& job_id);
-  absl::StatusOr<std::optional<Row>> LoadByRequestId(const std::string& request_id);
+  absl::StatusOr<std::optional<Row>> Load(const std::string& job_id) { return LoadWhere("id", job_id); }
+  absl::StatusOr<std::optional<Row>> LoadByRequestId(const std::string& request_id) {
+    return LoadWhere("request_id", request_id);
+  }
 
   // Claims the oldest job this replica may run: a queued job planned within `free_bytes` (any size with
   // nullopt), one whose lease expired, or any job with a cancel requested (it ends at once).
@@ -88,6 +90,8 @@ class PostgresJobStore final : public JobStore {
  private:
   PostgresJobStore(std::string uri, std::string replica);
   absl::Status Migrate();
+  // The job whose `column` (a constant of this class, never client input) equals `value`.
+  absl::StatusOr<std::optional<Row>> LoadWhere(const char* column, const std::string& value);
   // Runs `body` on the shared connection, (re)connecting first if needed and once more if the connection
   // turns out to be broken. Database errors become statuses.
   absl::Status WithConnection(const std::function<void(pqxx::connection_base&)>& body);
