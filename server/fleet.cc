@@ -72,16 +72,22 @@ void Fleet::Wake() {
 
 bool Fleet::ClaimOne() {
   const Scheduler::Load load = scheduler_->load();
-  if (load.jobs >= options_.max_concurrent_jobs) return false;
+  // A replica with no free runner still takes jobs with a cancel requested: they end here at once.
+  const bool full = load.jobs >= options_.max_concurrent_jobs;
   // An idle replica takes any job its budget fits; a busy one what fits beside its jobs.
   std::optional<uint64_t> free;
   if (options_.memory_budget_bytes > 0) {
     free = options_.memory_budget_bytes - std::min(load.memory_bytes, options_.memory_budget_bytes);
   }
-  absl::StatusOr<std::optional<PostgresJobStore::Row>> row = store_->Claim(free, options_.lease);
+  absl::StatusOr<std::optional<PostgresJobStore::Row>> row = store_->Claim(free, options_.lease, full);
   if (!row.ok() || !row->has_value()) return false;
   const std::string id = JobId((*row)->record.job());
+  const bool cancelled = (*row)->cancel_requested;
   const uint64_t bytes = jobs_->Adopt(std::move(**row));
+  if (cancelled) {
+    jobs_->Start(id).IgnoreError();  // CANCELLED without running: no runner needed
+    return true;
+  }
   if (absl::Status queued = scheduler_->Enqueue(id, bytes); !queued.ok()) {
     jobs_->Abandon(id);
     store_->Release(id).IgnoreError();

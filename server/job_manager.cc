@@ -411,7 +411,8 @@ void JobManager::Progress(const std::string& id, const std::function<void(v1::Jo
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(id);
-    if (it == jobs_.end()) return;
+    // A job this replica lost (Abandon) may still report until it stops: the record is the new holder's.
+    if (it == jobs_.end() || !it->second.owned) return;
     v1::Job& job = *it->second.record.mutable_job();
     const v1::Job::State state = job.state();
     mutate(job);

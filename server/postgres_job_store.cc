@@ -6,6 +6,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <pqxx/pqxx>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/util/status_macros.h"
 
@@ -86,7 +87,13 @@ PostgresJobStore::~PostgresJobStore() = default;
 
 absl::StatusOr<std::unique_ptr<PostgresJobStore>> PostgresJobStore::Connect(const std::string& uri,
                                                                            const std::string& replica) {
-  std::unique_ptr<PostgresJobStore> store(new PostgresJobStore(uri, replica));
+  // libpq waits for a connection without bound by default; a database that went silent must not hold
+  // up the leases and the jobs' progress behind it for minutes.
+  std::string bounded = uri;
+  if (!absl::StrContains(uri, "connect_timeout=")) {
+    absl::StrAppend(&bounded, absl::StrContains(uri, "?") ? "&" : "?", "connect_timeout=5");
+  }
+  std::unique_ptr<PostgresJobStore> store(new PostgresJobStore(bounded, replica));
   absl::Status migrated = store->Migrate();
   if (!migrated.ok()) return absl::Status(migrated.code(), absl::StrCat("job store: ", migrated.message()));
   return store;
@@ -228,7 +235,7 @@ absl::StatusOr<std::optional<PostgresJobStore::Row>> PostgresJobStore::LoadWhere
 }
 
 absl::StatusOr<std::optional<PostgresJobStore::Row>> PostgresJobStore::Claim(std::optional<uint64_t> free_bytes,
-                                                                            absl::Duration lease) {
+                                                                            absl::Duration lease, bool cancelled_only) {
   std::optional<Row> row;
   const int64_t free = free_bytes ? static_cast<int64_t>(std::min<uint64_t>(*free_bytes, INT64_MAX)) : INT64_MAX;
   RETURN_IF_ERROR(WithConnection([&](pqxx::connection_base& c) {
@@ -241,6 +248,7 @@ WITH candidate AS (
     AND (owner IS NULL
          OR (lease_until < now() AND now() - pg_postmaster_start_time() > $2::float8 * interval '1 second'))
     AND (state = 'RUNNING' OR owner IS NOT NULL OR cancel_requested OR plan_bytes <= $3)
+    AND (cancel_requested OR NOT $4)
   ORDER BY cancel_requested DESC, id
   LIMIT 1
   FOR UPDATE SKIP LOCKED)
@@ -248,7 +256,7 @@ UPDATE lowbit_jobs SET owner = $1, lease_until = now() + $2::float8 * interval '
 FROM candidate WHERE lowbit_jobs.id = candidate.id
 RETURNING )sql",
                      "lowbit_jobs.id, lowbit_jobs.record::text AS record, lowbit_jobs.owner, lowbit_jobs.cancel_requested"),
-        replica_, Seconds(lease), free);
+        replica_, Seconds(lease), free, cancelled_only);
     txn.commit();
     row = r.empty() ? std::nullopt : std::optional<Row>(RowFrom(r[0]));
   }));

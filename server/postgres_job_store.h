@@ -70,8 +70,10 @@ class PostgresJobStore final : public JobStore {
   }
 
   // Claims the oldest job this replica may run: a queued job planned within `free_bytes` (any size with
-  // nullopt), one whose lease expired, or any job with a cancel requested (it ends at once).
-  absl::StatusOr<std::optional<Row>> Claim(std::optional<uint64_t> free_bytes, absl::Duration lease);
+  // nullopt), one whose lease expired, or any job with a cancel requested (it ends at once), which come
+  // first. `cancelled_only`: only those, for a replica with no free runner.
+  absl::StatusOr<std::optional<Row>> Claim(std::optional<uint64_t> free_bytes, absl::Duration lease,
+                                           bool cancelled_only = false);
   // Extends every lease this replica holds and advertises its budget; the ids it still holds.
   absl::StatusOr<std::vector<std::string>> Renew(absl::Duration lease, uint64_t memory_budget, uint64_t running_bytes);
   // Gives up the claim of a job this replica will not run (its record stays as it was).

@@ -238,8 +238,8 @@ absl::StatusOr<std::unique_ptr<ShardedSafetensorsWriter>> ShardedSafetensorsWrit
     shards[i].name = shards.size() == 1 ? "model.safetensors"
                                         : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, shards.size());
   }
-  if (committed.size() >= shards.size() && !(committed.empty() && shards.size() == 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(committed.size(), " shards committed of ", shards.size(), ": nothing to resume"));
+  if (committed.size() > shards.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(committed.size(), " shards committed of ", shards.size()));
   }
   for (size_t i = 0; i < committed.size(); ++i) {
     if (committed[i].name != shards[i].name) {
@@ -249,7 +249,8 @@ absl::StatusOr<std::unique_ptr<ShardedSafetensorsWriter>> ShardedSafetensorsWrit
   std::unique_ptr<ShardedSafetensorsWriter> w(new ShardedSafetensorsWriter(std::move(open), std::move(shards), std::move(metadata)));
   w->current_ = committed.size();
   w->files_ = std::move(committed);
-  RETURN_IF_ERROR(w->OpenNext());
+  // Every shard committed: an attempt interrupted after its last shard, before the commit of the output.
+  if (w->current_ < w->shards_.size()) RETURN_IF_ERROR(w->OpenNext());
   return w;
 }
 

@@ -226,6 +226,26 @@ def takeover():
     cancel_seconds = time.time() - asked
     check(cancelled["state"] == "CANCELLED" and cancel_seconds < 3,
           "the job running on %s was CANCELLED %.2f s after the cancel reached the other replica" % (running["replica"], cancel_seconds))
+    # A queued job is cancelled at once even while every replica is busy.
+    def long_job(destination):
+        return via_a.submit("--input", "s3://models/" + CONFIGS["gptq"][1], "--output", destination,
+                            *remote_flags("gptq")[:-4], "--calib-samples", "512", *remote_flags("gptq")[-4:])
+    busy = [long_job("s3://models/out/busy-%d" % i) for i in range(2)]
+    for name in busy:
+        via_a.wait_for(name, lambda j: j["state"] == "RUNNING")
+    queued = long_job("s3://models/out/queued")
+    check(via_a.job(queued)["state"] == "QUEUED", "with both replicas busy a third job waits")
+    asked = time.time()
+    check(via_c.run("cancel", queued)[0] == 0, "cancel the queued job")
+    via_a.wait_for(queued, lambda j: j["state"] == "CANCELLED", timeout=10)
+    queued_cancel_seconds = time.time() - asked
+    check(all(via_a.job(n)["state"] == "RUNNING" for n in busy),
+          "the queued job was CANCELLED %.2f s later, while both replicas still ran theirs" % queued_cancel_seconds)
+    for name in busy:
+        via_c.run("cancel", name)
+    for name in busy:
+        check(via_a.wait_for(name, lambda j: j["state"] in ("CANCELLED", "SUCCEEDED", "FAILED"))["state"] == "CANCELLED",
+              "%s cancelled" % name)
     print("checks end at %.1f s" % (time.time() - started))
     for server in (a, c):
         check(server.stop() == 0, "replica exits 0 on SIGTERM")

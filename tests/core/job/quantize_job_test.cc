@@ -486,6 +486,24 @@ TEST_F(QuantizeJobTest, AnInterruptedJobResumesFromItsCommittedShardsToTheSameBy
   for (auto* f : {&files, &expected}) f->erase("lowbit_report.json");
   EXPECT_EQ(files, expected) << "byte-identical to the uninterrupted run";
 
+  // Interrupted after its last shard, before the commit: every shard is kept and the rest is written.
+  const std::string all = dir_.File("all");
+  fs::create_directories(all + "/.lowbit-staging");
+  for (const OutputFile& f : whole.points_.back().shards) fs::copy_file(clean + "/" + f.name, all + "/.lowbit-staging/" + f.name);
+  ASSERT_EQ(static_cast<int>(whole.points_.back().shards.size()), shards);
+  QuantizeJobSpec last = spec;
+  last.destination_uri = all;
+  last.resume = whole.points_.back();
+  last.resume.attempt = 1;
+  ASSERT_TRUE(LockDestination(store_.get(), all, last.lock_owner, &held_before).ok());
+  auto finished = RunQuantizeJob(last, store_.get(), store_.get(), {&pool_, 2});
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  EXPECT_THAT(finished->resumed, HasSubstr(absl::StrCat(shards, " of ", shards, " shards")));
+  files = Files(all);
+  files.erase(".lowbit-lock");
+  files.erase("lowbit_report.json");
+  EXPECT_EQ(files, expected) << "byte-identical to the uninterrupted run";
+
   // A resume point whose shards are gone (or changed) is not trusted: the run starts from the beginning.
   fs::remove_all(out);
   ASSERT_TRUE(LockDestination(store_.get(), out, spec.lock_owner, &held_before).ok());
