@@ -83,6 +83,8 @@ bool Fleet::ClaimOne() {
   if (!row.ok() || !row->has_value()) return false;
   const std::string id = JobId((*row)->record.job());
   const bool cancelled = (*row)->cancel_requested;
+  const bool taken_over = (*row)->record.job().state() == v1::Job::RUNNING;
+  if (taken_over && options_.metrics != nullptr) options_.metrics->JobTakenOver();
   const uint64_t bytes = jobs_->Adopt(std::move(**row));
   if (cancelled) {
     jobs_->Start(id).IgnoreError();  // CANCELLED without running: no runner needed
@@ -130,6 +132,7 @@ void Fleet::LeaseLoop() {
     const absl::Time began = absl::Now();
     absl::StatusOr<std::vector<std::string>> held =
         store_->Renew(options_.lease, options_.memory_budget_bytes, scheduler_->load().memory_bytes);
+    if (options_.metrics != nullptr) options_.metrics->JobStoreReachable(held.ok());
     if (held.ok()) {
       {
         absl::MutexLock lock(&mu_);
@@ -141,6 +144,7 @@ void Fleet::LeaseLoop() {
         if (std::find(held->begin(), held->end(), id) == held->end()) {
           std::fprintf(stderr, "lowbitd: jobs/%s: another replica holds it now; stopping it here\n", id.c_str());
           jobs_->Abandon(id);
+          if (options_.metrics != nullptr) options_.metrics->JobLost();
         }
       }
       jobs_->RetryUnsaved();
@@ -154,6 +158,7 @@ void Fleet::LeaseLoop() {
         std::fprintf(stderr, "lowbitd: jobs/%s: lease not renewed for %s; stopping it here\n", id.c_str(),
                      absl::FormatDuration(options_.lease).c_str());
         jobs_->Abandon(id);
+        if (options_.metrics != nullptr) options_.metrics->JobLost();
       }
     }
   }

@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/util/job_context.h"
+#include "server/metrics.h"
 #include "server/postgres_job_store.h"
 #include "server/scheduler.h"
 
@@ -36,6 +37,7 @@ class Fleet {
     absl::Duration lease = absl::Seconds(30);
     uint64_t memory_budget_bytes = 0;  ///< what jobs here may plan to use in all; 0: no bound
     int max_concurrent_jobs = 1;
+    Metrics* metrics = nullptr;  ///< may be null
   };
   // Nothing is owned.
   Fleet(const Options& options, PostgresJobStore* store, JobManager* jobs);

@@ -203,7 +203,8 @@ int Serve() {
   std::unique_ptr<Fleet> fleet;
   if (in_fleet) {
     fleet = std::make_unique<Fleet>(
-        Fleet::Options{absl::GetFlag(FLAGS_lease), job_options.memory_limit_bytes, absl::GetFlag(FLAGS_max_concurrent_jobs)},
+        Fleet::Options{absl::GetFlag(FLAGS_lease), job_options.memory_limit_bytes, absl::GetFlag(FLAGS_max_concurrent_jobs),
+                       &metrics},
         shared_store.get(), &jobs);
     jobs.JoinFleet(fleet.get());
   }
@@ -220,7 +221,11 @@ int Serve() {
                         if (fleet != nullptr) fleet->Wake();  // a runner may be free for the next claim
                       });
   jobs.StartScheduling(&scheduler);
-  if (fleet != nullptr) fleet->Start(&scheduler);
+  if (fleet != nullptr) {
+    fleet->Start(&scheduler);
+  } else {
+    metrics.JobStoreReachable(true);  // its disk: a failing save shows in the jobs it refuses
+  }
 
   QuantizerService quantizer_service(&jobs, auth->get());
   OperationsService operations_service(&jobs, auth->get());

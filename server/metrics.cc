@@ -30,6 +30,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                          .Help("Object store (S3) requests by operation and HTTP status; code 0 is a transport failure.")
                          .Register(r);
   store_retries_ = &BuildCounter().Name("lowbit_object_store_retries_total").Help("Object store requests retried.").Register(r).Add({});
+  // A fleet's replicas (server/fleet.h); a single node leaves them at 0.
+  job_store_up_ = &BuildGauge().Name("lowbit_job_store_up").Help("1 while the job store answered: a fleet's last lease renewal; always 1 on a single node.").Register(r).Add({});
+  takeovers_ = &BuildCounter().Name("lowbit_jobs_taken_over_total").Help("Jobs this replica claimed after another replica's lease expired.").Register(r).Add({});
+  lost_ = &BuildCounter().Name("lowbit_jobs_lost_total").Help("Jobs this replica stopped because another replica holds them now.").Register(r).Add({});
 }
 
 void Metrics::OnRequest(absl::string_view op, int code) {
@@ -37,6 +41,9 @@ void Metrics::OnRequest(absl::string_view op, int code) {
 }
 
 void Metrics::OnRetry(absl::string_view) { store_retries_->Increment(); }
+void Metrics::JobStoreReachable(bool up) { job_store_up_->Set(up ? 1 : 0); }
+void Metrics::JobTakenOver() { takeovers_->Increment(); }
+void Metrics::JobLost() { lost_->Increment(); }
 
 void Metrics::JobSubmitted() { jobs_submitted_->Increment(); }
 

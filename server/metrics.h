@@ -30,6 +30,11 @@ class Metrics final : public StoreRequestObserver {
   // Object store requests by operation and HTTP status ("0" when the transport failed), and retries.
   void OnRequest(absl::string_view op, int code) override;
   void OnRetry(absl::string_view op) override;
+  // A replica of a fleet: whether the shared job store answered its last renewal; jobs it took over
+  // from a replica whose lease expired; jobs it stopped because it lost their claim.
+  void JobStoreReachable(bool up);
+  void JobTakenOver();
+  void JobLost();
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -45,6 +50,9 @@ class Metrics final : public StoreRequestObserver {
   prometheus::Counter* bytes_written_;
   prometheus::Family<prometheus::Counter>* store_requests_;
   prometheus::Counter* store_retries_;
+  prometheus::Gauge* job_store_up_;
+  prometheus::Counter* takeovers_;
+  prometheus::Counter* lost_;
 };
 
 }  // namespace lowbit::server

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 from cli_client import CliClient, check
 from lowbitd import Lowbitd
@@ -203,6 +204,12 @@ def takeover():
           held[killed.split("/")[1]].get("lastInterruption"))
     check(stopped.split("/")[1] in takeovers, "the SIGTERMed replica's job ran again elsewhere: %s" %
           held[stopped.split("/")[1]].get("lastInterruption"))
+    def metric(server, name):
+        text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+        return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + " ") or l.startswith(name + "{"))
+    taken = sum(metric(server, "lowbit_jobs_taken_over_total") for server in (a, c))
+    check(taken >= 1 and all(metric(server, "lowbit_job_store_up") == 1 for server in (a, c)),
+          "/metrics: %d job(s) taken over, the job store up on both replicas" % taken)
     leftovers = [o["Key"] for o in bucket.list_objects_v2(Bucket="models").get("Contents", []) if "/.lowbit-" in o["Key"]]
     check(not leftovers, "no staging or lock remains in S3: %s" % leftovers[:5])
     ran_on = {}
