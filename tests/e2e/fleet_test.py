@@ -145,6 +145,11 @@ def takeover():
         jobs[name] = (config, destination)
     last = list(jobs)[-1]
     submitted = time.time()
+    # AIP-155 across the fleet: the same request through another replica is the same job.
+    first = list(jobs)[0]
+    again = via_a.submit("--input", "s3://models/" + CONFIGS["rtn4"][1], "--output", jobs[first][1],
+                         "--request-id", "fleet-00", "--label", "fleet=takeover", *remote_flags("rtn4"))
+    check(again == first, "a retried submit through another replica returns the same job (%s)" % again)
     # Submitted through c, watched through a: the watch sees another replica's job through notifications.
     watcher = subprocess.Popen([LOWBIT, "watch", last, "--server", a.address, "--json"], stdout=subprocess.PIPE, text=True)
 
