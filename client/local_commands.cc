@@ -196,13 +196,9 @@ absl::Status RunQuantizeCommand() {
   }
   absl::StatusOr<JobReport> report = RunQuantizeJob(spec, store.get(), store.get(), options, &observer);
   observer.Finish();
-  bool held = false;
-  if (!run_id.empty() && (report.ok() || !IsRetryable(report.status())) &&
-      LockDestination(store.get(), spec.destination_uri, spec.lock_owner, &held).ok()) {
-    // Done for good, either way: nothing to resume; the destination is free again. Only if this run
-    // holds it: a run refused because another holds the destination leaves that one's staging alone.
-    DiscardStaging(store.get(), spec.destination_uri).IgnoreError();
-    UnlockDestination(store.get(), spec.destination_uri, spec.lock_owner).IgnoreError();
+  if (!run_id.empty() && (report.ok() || !IsRetryable(report.status()))) {
+    // Done for good, either way: nothing to resume; the destination is free again.
+    ReleaseDestination(store.get(), spec.destination_uri, spec.lock_owner).IgnoreError();
   }
   if (json_lines) {
     nlohmann::json end = {{"event", "end"}, {"ok", report.ok()}, {"exit_code", ExitCode(report.status())}};

@@ -322,10 +322,7 @@ absl::Status JobManager::Transition(const std::string& id, v1::Job::State to,
       name = job.name();
     }
     if (objects_ != nullptr) {
-      if (absl::Status s = DiscardStaging(objects_, destination); !s.ok()) {
-        std::fprintf(stderr, "lowbitd: cannot discard the staging of %s: %s\n", id.c_str(), s.ToString().c_str());
-      }
-      if (absl::Status s = UnlockDestination(objects_, destination, name); !s.ok()) {
+      if (absl::Status s = ReleaseDestination(objects_, destination, name); !s.ok()) {
         std::fprintf(stderr, "lowbitd: cannot release the destination of %s: %s\n", id.c_str(), s.ToString().c_str());
       }
     }

@@ -87,6 +87,15 @@ absl::Status DiscardStaging(ObjectStore* store, const std::string& dir) {
   return absl::OkStatus();
 }
 
+absl::Status ReleaseDestination(ObjectStore* store, const std::string& dir, const std::string& owner) {
+  const std::string lock_uri = JoinUri(dir, kLockObject);
+  absl::StatusOr<std::string> text = store->ReadAll(lock_uri);
+  if (!text.ok() && !absl::IsNotFound(text.status())) return text.status();
+  if (text.ok() && OwnerOf(*text) != owner) return absl::OkStatus();  // another job's: leave it all alone
+  RETURN_IF_ERROR(DiscardStaging(store, dir));
+  return text.ok() ? store->Delete(lock_uri) : absl::OkStatus();
+}
+
 OutputTransaction::OutputTransaction(ObjectStore* store, std::string dir, bool keep_on_failure)
     : store_(store), dir_(std::move(dir)), staging_(JoinUri(dir_, kStagingDir)), keep_on_failure_(keep_on_failure) {}
 

@@ -40,6 +40,9 @@ absl::StatusOr<std::vector<ObjectInfo>> OutputObjects(ObjectStore* store, const 
 absl::Status CheckDestination(ObjectStore* store, const std::string& dir, bool overwrite);
 // Removes the staging directory at `dir` and any incomplete writes under it (a job's end, whatever it was).
 absl::Status DiscardStaging(ObjectStore* store, const std::string& dir);
+// A job done with `dir` for good: its staging discarded and its lock released, unless another owner holds
+// the lock (a run refused because of that lock must not touch its holder's staging).
+absl::Status ReleaseDestination(ObjectStore* store, const std::string& dir, const std::string& owner);
 
 class OutputTransaction {
  public:
