@@ -11,7 +11,7 @@ ifeq ($(OPENBLAS_CORETYPE),)
   endif
 endif
 
-.PHONY: setup build run test docker-test fuzz bench calib-bench load-check stream-bench quality-table gguf-quality clean
+.PHONY: setup build run test docker-test fuzz bench calib-bench load-check stream-bench quality-table budget-table gguf-quality clean
 
 setup:
 	./scripts/setup.sh
@@ -54,6 +54,10 @@ stream-bench: build
 
 quality-table: build
 	python3 scripts/quality_table.py $(BUILD)
+
+# The README's bit-budget table: allocations at 3..6 bits per weight against every uniform setting (~3 minutes).
+budget-table: build
+	python3 scripts/budget_table.py $(BUILD)
 
 gguf-quality: build
 	node scripts/gguf_quality.mjs $(BUILD)

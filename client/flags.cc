@@ -73,6 +73,13 @@ ABSL_FLAG(std::string, memory_limit, "",
 ABSL_FLAG(std::string, request_id, "", "submit: idempotency key; a retry with the same id returns the same job");
 ABSL_FLAG(bool, dry_run, false, "quantize, submit: print the job's resource plan and exit without running it");
 ABSL_FLAG(std::string, s3_endpoint, "", "S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, or AWS itself)");
+ABSL_FLAG(double, target_bpw, 0, "quantize, submit: choose each layer's setting for the most accurate model at this many bits per linear weight");
+ABSL_FLAG(std::string, max_size, "", "quantize, submit: the same under a size of the linear layers (e.g. 3.5G)");
+ABSL_FLAG(double, max_kl, 0, "quantize, submit: the same, the smallest model predicted at most this KL to the source");
+ABSL_FLAG(std::vector<std::string>, candidates, {},
+          "budget jobs, plan: comma-separated settings a layer may get, e.g. gptq-4b-g32,gptq-8b-ch,vq-3b-d2 (default: the format's)");
+ABSL_FLAG(std::string, measurement, "", "budget jobs, plan: reuse this measurement.json (written by an earlier budget job or plan)");
+ABSL_FLAG(int, sensitivity_windows, 8, "budget jobs, plan: calibration windows each layer's sensitivity is measured on");
 ABSL_FLAG(std::string, s3_region, "", "S3 region (default: AWS_REGION, the profile's region, or us-east-1)");
 
 namespace lowbit::cli {
@@ -184,7 +191,22 @@ absl::StatusOr<v1::QuantizeModelRequest> RequestFromFlags() {
   if (!parsed) {
     return absl::InvalidArgumentError(absl::StrCat("--method: unknown method '", method, "' (rtn, int8, gptq, awq, lut, vq, onebit)"));
   }
-  RETURN_IF_ERROR(MethodFromFlags(*parsed, &request));
+  v1::BitBudget* budget = request.mutable_budget();
+  if (const double bpw = absl::GetFlag(FLAGS_target_bpw); bpw != 0) budget->set_bits_per_weight(bpw);
+  if (const std::string size = absl::GetFlag(FLAGS_max_size); !size.empty()) {
+    ASSIGN_OR_RETURN(const uint64_t bytes, ParseByteSize(size));
+    budget->set_max_bytes(static_cast<int64_t>(bytes));
+  }
+  if (const double kl = absl::GetFlag(FLAGS_max_kl); kl != 0) budget->set_max_kl(kl);
+  for (const std::string& c : absl::GetFlag(FLAGS_candidates)) budget->add_candidates(c);
+  budget->set_measurement_uri(absl::GetFlag(FLAGS_measurement));
+  budget->set_sensitivity_windows(absl::GetFlag(FLAGS_sensitivity_windows));
+  if (budget->target_case() != v1::BitBudget::TARGET_NOT_SET) {
+    // The allocation chooses each layer's method from the candidates.
+    if (FlagGiven("method")) return absl::InvalidArgumentError("--method: a budget job takes its methods from --candidates");
+  } else {
+    RETURN_IF_ERROR(MethodFromFlags(*parsed, &request));
+  }
   const std::string format = absl::GetFlag(FLAGS_format);
   const std::optional<OutputFormat> parsed_format = ParseFormat(format);
   if (!parsed_format) return absl::InvalidArgumentError(absl::StrCat("--format: unknown format '", format, "' (auto, gptq, awq, native, gguf)"));

@@ -40,6 +40,14 @@ ABSL_DECLARE_FLAG(int, eval_seqlen);
 ABSL_DECLARE_FLAG(std::string, s3_region);
 ABSL_DECLARE_FLAG(std::string, memory_limit);
 ABSL_DECLARE_FLAG(bool, dry_run);
+ABSL_DECLARE_FLAG(std::vector<std::string>, candidates);
+ABSL_DECLARE_FLAG(std::string, measurement);
+ABSL_DECLARE_FLAG(int, sensitivity_windows);
+ABSL_DECLARE_FLAG(std::string, calib);
+ABSL_DECLARE_FLAG(int, calib_samples);
+ABSL_DECLARE_FLAG(int, calib_seqlen);
+ABSL_DECLARE_FLAG(int, calib_seed);
+ABSL_DECLARE_FLAG(std::string, format);
 
 namespace lowbit::cli {
 

@@ -11,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/console.h"
@@ -34,6 +35,10 @@
 ABSL_FLAG(std::string, run_id, "",
           "quantize: a name for this run that stays the same when it is retried (a Kubernetes Job's name): the "
           "destination stays locked for it and a retry resumes from what the interrupted run finished");
+ABSL_FLAG(std::vector<std::string>, budgets, (std::vector<std::string>{"2.5", "3", "3.5", "4", "4.5", "5", "6", "8"}),
+          "plan: bits per linear weight to allocate for");
+ABSL_FLAG(std::string, plot, "", "plan: draw the predicted KL against bits per weight into this PNG (needs gnuplot)");
+ABSL_FLAG(std::string, save_measurement, "", "plan: write the measurement here, for --measurement of later jobs");
 ABSL_FLAG(bool, progress_json, false,
           "quantize: progress as JSON lines on stdout (start, layer, progress, end), for log collectors");
 
@@ -82,6 +87,16 @@ absl::Status SaveRunState(ObjectStore* store, const std::string& destination, co
   return out->Commit();
 }
 
+// "allocation: 4.5 bits per weight: 4.498 bits/weight, predicted KL 0.0512 (no allocation below 0.0509); 12 x gptq-4b-g32, ..."
+std::string AllocationLine(const AllocationReport& a) {
+  std::map<std::string, int> uses;
+  for (const AllocatedLayer& l : a.layers) ++uses[l.setting];
+  std::vector<std::string> counts;
+  for (const auto& [setting, n] : uses) counts.push_back(absl::StrCat(n, " x ", setting));
+  return absl::StrFormat("allocation (%s): %.3f bits/weight, predicted KL %.4f (no allocation below %.4f%s); %s\n", a.target,
+                         a.bits_per_weight, a.predicted_kl, a.lower_bound_kl, a.exact ? ", exact" : "", absl::StrJoin(counts, ", "));
+}
+
 class ConsoleObserver final : public JobObserver {
  public:
   // `tables`: the layer table and a progress bar; `json_lines`: one JSON object per event instead.
@@ -109,10 +124,17 @@ class ConsoleObserver final : public JobObserver {
           {"relative_error", layer->relative_error}, {"seconds", layer->seconds}, {"layers_done", done_},
           {"layers_total", total_}, {"bytes_read", bytes_read}});
   }
-  // Calibration and evaluation go block by block: the bar follows the blocks.
+  void OnAllocation(const AllocationReport& a) override {
+    if (tables_) {
+      bar_.Finish();
+      std::cout << AllocationLine(a) << std::flush;
+    }
+    Emit({{"event", "allocation"}, {"allocation", ToJson(a)}});
+  }
+  // Measurement, calibration and evaluation go block by block (and layer by layer): the bar follows them.
   void Progress(const JobProgress& p) override {
-    if (p.phase != JobPhase::kCalibrating && p.phase != JobPhase::kEvaluating) return;
-    const char* phase = p.phase == JobPhase::kCalibrating ? "calibrating" : "evaluating";
+    if (p.phase != JobPhase::kCalibrating && p.phase != JobPhase::kEvaluating && p.phase != JobPhase::kMeasuring) return;
+    const char* phase = p.phase == JobPhase::kCalibrating ? "calibrating" : p.phase == JobPhase::kMeasuring ? "measuring" : "evaluating";
     if (tables_) bar_.Update(p.done, p.total, absl::StrCat(phase, " ", p.item));
     Emit({{"event", "progress"}, {"phase", phase}, {"done", p.done}, {"total", p.total}, {"item", p.item}});
   }
@@ -171,7 +193,7 @@ absl::Status RunQuantizeCommand() {
   request.set_source_uri(ToUri(request.source_uri()));
   request.set_destination_uri(ToUri(request.destination_uri()));
   for (std::string* uri : {request.mutable_tokenizer_uri(), request.mutable_calibration()->mutable_text_uri(),
-                           request.mutable_evaluation()->mutable_text_uri()}) {
+                           request.mutable_evaluation()->mutable_text_uri(), request.mutable_budget()->mutable_measurement_uri()}) {
     if (!uri->empty()) *uri = ToUri(*uri);
   }
   ASSIGN_OR_RETURN(QuantizeJobSpec spec, server::JobSpecFromRequest(request));
@@ -318,6 +340,166 @@ absl::Status RunEvalCommand() {
     std::cout << j.dump(2) << "\n";
   } else {
     std::cout << EvaluationLine({r.perplexity, r.reference_perplexity, r.kl_divergence, r.tokens, ""});
+  }
+  return absl::OkStatus();
+}
+
+
+namespace {
+
+// The best single setting for every layer at or under `bpw`: the uniform baseline of a budget.
+std::optional<std::pair<int, BudgetPlan>> BestUniform(const Measurement& m, double bpw) {
+  std::optional<std::pair<int, BudgetPlan>> best;
+  for (size_t c = 0; c < m.candidates.size(); ++c) {
+    BudgetPlan p = UniformPlan(m, static_cast<int>(c));
+    if (p.bits_per_weight() <= bpw && (!best || p.predicted_kl < best->second.predicted_kl)) best.emplace(static_cast<int>(c), p);
+  }
+  return best;
+}
+
+// Draws the allocation curve, the uniform settings and the budgets with gnuplot into `png`.
+absl::Status Plot(const std::string& png, const std::vector<std::pair<double, double>>& curve,
+                  const std::vector<std::tuple<std::string, double, double>>& uniform, const std::vector<double>& budgets) {
+  const std::string dir = std::filesystem::temp_directory_path() / absl::StrCat("lowbit-plot-", getpid());
+  std::filesystem::create_directories(dir);
+  std::string curve_data, uniform_data;
+  for (const auto& [bpw, kl] : curve) absl::StrAppend(&curve_data, bpw, " ", kl, "\n");
+  for (const auto& [name, bpw, kl] : uniform) absl::StrAppend(&uniform_data, bpw, " ", kl, " ", name, "\n");
+  std::string script = absl::StrCat(
+      "set terminal png size 1000,650\nset output '", png, "'\nset logscale y\nset grid\n",
+      "set xlabel 'bits per linear weight'\nset ylabel 'predicted KL to the source (nats/token)'\n",
+      "set title 'lowbit plan: the most accurate allocation at each budget'\n");
+  for (const double b : budgets) absl::StrAppend(&script, "set arrow from ", b, ", graph 0 to ", b, ", graph 1 nohead dt 3 lc rgb 'gray'\n");
+  absl::StrAppend(&script, "plot '", dir, "/curve' with linespoints lw 2 title 'allocated', '", dir,
+                  "/uniform' using 1:2 with points pt 7 title 'one setting everywhere'\n");
+  for (const auto& [name, text] : {std::pair<std::string, std::string>{"curve", curve_data}, {"uniform", uniform_data}, {"plot.gp", script}}) {
+    FILE* f = std::fopen((dir + "/" + name).c_str(), "w");
+    if (f == nullptr) return absl::InternalError(absl::StrCat("--plot: cannot write ", dir, "/", name));
+    std::fwrite(text.data(), 1, text.size(), f);
+    std::fclose(f);
+  }
+  const int rc = std::system(absl::StrCat("gnuplot '", dir, "/plot.gp' 2>", dir, "/err").c_str());
+  std::filesystem::remove_all(dir);
+  if (rc != 0) {
+    return absl::FailedPreconditionError("--plot: gnuplot failed or is not installed (Debian: apt install gnuplot-nox)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunPlanCommand() {
+  if (absl::GetFlag(FLAGS_input).empty()) return absl::InvalidArgumentError("--input is required");
+  if (absl::GetFlag(FLAGS_calib).empty() && absl::GetFlag(FLAGS_measurement).empty()) {
+    return absl::InvalidArgumentError("--calib is required: the candidates are measured on a calibration text");
+  }
+  QuantizeJobSpec spec;
+  spec.source_uri = ToUri(absl::GetFlag(FLAGS_input));
+  if (!absl::GetFlag(FLAGS_tokenizer).empty()) spec.tokenizer_uri = ToUri(absl::GetFlag(FLAGS_tokenizer));
+  spec.calibration = {absl::GetFlag(FLAGS_calib).empty() ? "" : ToUri(absl::GetFlag(FLAGS_calib)), absl::GetFlag(FLAGS_calib_samples),
+                      absl::GetFlag(FLAGS_calib_seqlen), static_cast<uint32_t>(absl::GetFlag(FLAGS_calib_seed))};
+  const std::optional<OutputFormat> format = ParseFormat(absl::GetFlag(FLAGS_format));
+  if (!format) return absl::InvalidArgumentError(absl::StrCat("--format: unknown format '", absl::GetFlag(FLAGS_format), "'"));
+  spec.format = *format == OutputFormat::kAuto ? OutputFormat::kNative : *format;
+  spec.include = absl::GetFlag(FLAGS_include);
+  spec.exclude = absl::GetFlag(FLAGS_exclude);
+  spec.budget.candidates = absl::GetFlag(FLAGS_candidates);
+  if (!absl::GetFlag(FLAGS_measurement).empty()) spec.budget.measurement_uri = ToUri(absl::GetFlag(FLAGS_measurement));
+  spec.budget.sensitivity_windows = absl::GetFlag(FLAGS_sensitivity_windows);
+  RETURN_IF_ERROR(ValidateCandidates(spec.budget.candidates, spec.format));
+  std::vector<double> budgets;
+  for (const std::string& b : absl::GetFlag(FLAGS_budgets)) {
+    double v = 0;
+    if (!absl::SimpleAtod(b, &v) || !(v > 0)) return absl::InvalidArgumentError(absl::StrCat("--budgets: '", b, "' is not a positive number"));
+    budgets.push_back(v);
+  }
+
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> store, OpenStore());
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(store.get(), spec.source_uri));
+  const int threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads)
+                                                       : static_cast<int>(std::thread::hardware_concurrency());
+  ThreadPool pool(threads);
+  JobOptions options{&pool, 2 * threads};
+  const bool json = absl::GetFlag(FLAGS_json);
+  ConsoleObserver observer(!json, false, true);
+  absl::StatusOr<Measurement> measured = MeasurementFor(spec, *reader, store.get(), options, &observer);
+  observer.Finish();
+  if (!measured.ok()) return measured.status();
+  const Measurement& m = *measured;
+  if (const std::string out = absl::GetFlag(FLAGS_save_measurement); !out.empty()) {
+    RETURN_IF_ERROR(store->WriteAll(ToUri(out), m.ToJson().dump(1)));
+  }
+
+  nlohmann::json rows = nlohmann::json::array();
+  if (!json) {
+    std::cout << absl::StrFormat("%d layers, %d candidates, measured in %.1f s\n\n", m.layers.size(), m.candidates.size(), m.seconds)
+              << "| budget (bits/weight) | allocated bits/weight | predicted KL | no allocation below | best uniform setting | its bits/weight | its predicted KL | settings used |\n"
+              << "|---|---|---|---|---|---|---|---|\n";
+  }
+  for (const double b : budgets) {
+    BitBudget budget;
+    budget.bits_per_weight = b;
+    absl::StatusOr<BudgetPlan> p = PlanBudget(m, budget);
+    const std::optional<std::pair<int, BudgetPlan>> uniform = BestUniform(m, b);
+    nlohmann::json row = {{"budget", b}};
+    std::map<std::string, int> uses;
+    if (p.ok()) {
+      nlohmann::json choice = nlohmann::json::object();
+      for (size_t i = 0; i < p->choice.size(); ++i) {
+        ++uses[m.candidates[p->choice[i]]];
+        choice[m.layers[i].name] = m.candidates[p->choice[i]];
+      }
+      row.update({{"bits_per_weight", p->bits_per_weight()}, {"predicted_kl", p->predicted_kl}, {"lower_bound_kl", p->lower_bound_kl},
+                  {"exact", p->exact}, {"settings", uses}, {"choice", choice}});
+    } else {
+      row["error"] = std::string(p.status().message());
+    }
+    if (uniform) {
+      row["best_uniform"] = {{"setting", m.candidates[uniform->first]}, {"bits_per_weight", uniform->second.bits_per_weight()},
+                             {"predicted_kl", uniform->second.predicted_kl}};
+    }
+    rows.push_back(row);
+    if (json) continue;
+    std::vector<std::string> counts;
+    for (const auto& [setting, n] : uses) counts.push_back(absl::StrCat(n, " x ", setting));
+    std::cout << absl::StrFormat("| %g | %s | %s | %s | %s | %s | %s | %s |\n", b,
+                                 p.ok() ? absl::StrFormat("%.3f", p->bits_per_weight()) : "-",
+                                 p.ok() ? absl::StrFormat("%.4f", p->predicted_kl) : "below the smallest",
+                                 p.ok() ? absl::StrFormat("%.4f", p->lower_bound_kl) : "-",
+                                 uniform ? m.candidates[uniform->first] : "none fits",
+                                 uniform ? absl::StrFormat("%.3f", uniform->second.bits_per_weight()) : "-",
+                                 uniform ? absl::StrFormat("%.4f", uniform->second.predicted_kl) : "-", absl::StrJoin(counts, ", "));
+  }
+  if (json) {
+    nlohmann::json uniform = nlohmann::json::array();
+    for (size_t c = 0; c < m.candidates.size(); ++c) {
+      const BudgetPlan p = UniformPlan(m, static_cast<int>(c));
+      uniform.push_back({{"setting", m.candidates[c]}, {"bits_per_weight", p.bits_per_weight()}, {"predicted_kl", p.predicted_kl}});
+    }
+    std::cout << nlohmann::json{{"layers", m.layers.size()}, {"candidates", m.candidates}, {"measurement_seconds", m.seconds},
+                                {"budgets", rows}, {"uniform", uniform}}.dump(2) << "\n";
+  }
+  if (const std::string png = absl::GetFlag(FLAGS_plot); !png.empty()) {
+    // The curve from the smallest to the largest allocation.
+    BudgetPlan least = UniformPlan(m, 0), most = least;
+    double lo = 1e9, hi = 0;
+    for (size_t c = 0; c < m.candidates.size(); ++c) {
+      const double bpw = UniformPlan(m, static_cast<int>(c)).bits_per_weight();
+      lo = std::min(lo, bpw), hi = std::max(hi, bpw);
+    }
+    std::vector<std::pair<double, double>> curve;
+    for (int i = 0; i <= 40; ++i) {
+      BitBudget budget;
+      budget.bits_per_weight = lo + (hi - lo) * i / 40.0;
+      if (absl::StatusOr<BudgetPlan> p = PlanBudget(m, budget); p.ok()) curve.emplace_back(p->bits_per_weight(), std::max(p->predicted_kl, 1e-6));
+    }
+    std::vector<std::tuple<std::string, double, double>> uniform;
+    for (size_t c = 0; c < m.candidates.size(); ++c) {
+      const BudgetPlan p = UniformPlan(m, static_cast<int>(c));
+      uniform.emplace_back(m.candidates[c], p.bits_per_weight(), std::max(p.predicted_kl, 1e-6));
+    }
+    RETURN_IF_ERROR(Plot(ToUri(png).substr(7), curve, uniform, budgets));
+    if (!json) std::cout << "plotted " << png << "\n";
   }
   return absl::OkStatus();
 }

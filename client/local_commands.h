@@ -11,6 +11,8 @@ absl::Status RunConvertCommand();
 absl::Status RunGenerateCommand();
 absl::Status RunEvalCommand();
 absl::Status RunTokenizeCommand();
+// Measures a model's candidates and prints the predicted KL of the best allocation at each budget.
+absl::Status RunPlanCommand();
 
 }  // namespace lowbit::cli
 

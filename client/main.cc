@@ -18,6 +18,8 @@ namespace {
 constexpr char kUsage[] = R"(lowbit: quantize LLM checkpoints.
 
   lowbit quantize --input PATH --output DIR [--method rtn|int8] [--bits N] [--group-size N] [--sym] [--json]
+  lowbit quantize --input PATH --output DIR --target-bpw 4.5 --calib TEXT   (each layer's setting chosen under a budget)
+  lowbit plan     --input PATH --calib TEXT [--budgets 3,4,5] [--json] [--plot FILE.png]   (predicted quality vs size)
   lowbit convert  --input MODEL.bin --output DIR      (llama2.c -> Hugging Face safetensors)
   lowbit generate --model MODEL [--tokenizer FILE] [--steps N]   (greedy decoding from BOS)
   lowbit eval     --model MODEL [--reference MODEL] --text TEXT [--tokenizer FILE]   (perplexity, KL)
@@ -55,6 +57,8 @@ int main(int argc, char** argv) {
     status = lowbit::cli::RunQuantizeCommand();
   } else if (command == "convert") {
     status = lowbit::cli::RunConvertCommand();
+  } else if (command == "plan") {
+    status = lowbit::cli::RunPlanCommand();
   } else if (command == "eval") {
     status = lowbit::cli::RunEvalCommand();
   } else if (command == "tokenize") {

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   python3-grpcio python3-numpy python3-cryptography python3-yaml openssl prometheus
   clang libclang-rt-14-dev
   libpqxx-dev postgresql
+  gnuplot-nox
 )
 # `setup.sh docker`: also what `make docker-test` runs (Debian's Docker engine, debootstrap for the base image).
 [ "${1:-}" = docker ] && APT_PACKAGES+=(docker.io debootstrap)

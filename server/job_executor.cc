@@ -53,6 +53,10 @@ class ProgressObserver final : public JobObserver {
     });
   }
 
+  void OnAllocation(const AllocationReport& allocation) override {
+    manager_->Progress(id_, [&](v1::Job& job) { *job.mutable_allocation() = ToProto(allocation); });
+  }
+
   void OnShardCommitted(const ResumePoint& point) override { manager_->Checkpoint(id_, point); }
 
   // Called from the job's thread and from workers.

@@ -148,6 +148,11 @@ void CheckLimits(const v1::QuantizeModelRequest& request, std::vector<FieldViola
   for (int i = 0; i < layers.overrides_size(); ++i) {
     at_most(absl::StrCat("layers.overrides[", i, "].pattern"), layers.overrides(i).pattern().size(), kMaxPatternBytes, "bytes");
   }
+  at_most("budget.candidates", request.budget().candidates_size(), kMaxPatterns, "candidates");
+  for (int i = 0; i < request.budget().candidates_size(); ++i) {
+    at_most(absl::StrCat("budget.candidates[", i, "]"), request.budget().candidates(i).size(), 64, "bytes");
+  }
+  at_most("budget.measurement_uri", request.budget().measurement_uri().size(), kMaxUriBytes, "bytes");
 }
 
 }  // namespace
@@ -164,8 +169,20 @@ absl::StatusOr<QuantizeJobSpec> JobSpecFromRequest(const v1::QuantizeModelReques
   if (!spec.source_uri.empty() && spec.source_uri == spec.destination_uri) {
     violations.push_back({"destination_uri", "must differ from source_uri"});
   }
-  if (request.method_case() == v1::QuantizeModelRequest::METHOD_NOT_SET) {
-    violations.push_back({"method", "set one of rtn, int8, gptq, awq, lut, vq, onebit"});
+  const v1::BitBudget& b = request.budget();
+  spec.budget.bits_per_weight = b.bits_per_weight();
+  spec.budget.max_bytes = static_cast<uint64_t>(std::max<int64_t>(0, b.max_bytes()));
+  spec.budget.max_kl = b.max_kl();
+  spec.budget.candidates.assign(b.candidates().begin(), b.candidates().end());
+  spec.budget.measurement_uri = b.measurement_uri();
+  if (b.sensitivity_windows() != 0) spec.budget.sensitivity_windows = b.sensitivity_windows();
+  if (b.target_case() != v1::BitBudget::TARGET_NOT_SET && b.bits_per_weight() <= 0 && b.max_bytes() <= 0 && b.max_kl() <= 0) {
+    violations.push_back({"budget", "the target must be positive"});
+  }
+  if (spec.budget.active() && request.method_case() == v1::QuantizeModelRequest::METHOD_NOT_SET) {
+    // The allocation chooses each layer's method.
+  } else if (request.method_case() == v1::QuantizeModelRequest::METHOD_NOT_SET) {
+    violations.push_back({"method", "set one of rtn, int8, gptq, awq, lut, vq, onebit (or a budget)"});
   } else if (request.method_case() == v1::QuantizeModelRequest::kRtn) {
     spec.quant = RtnConfig(request.rtn(), "rtn", &violations);
   } else {
@@ -247,6 +264,24 @@ v1::LayerReport ToProto(const LayerReport& layer) {
   return p;
 }
 
+v1::Allocation ToProto(const AllocationReport& a) {
+  v1::Allocation p;
+  p.set_target(a.target);
+  p.set_budget_bits_per_weight(a.budget_bits_per_weight);
+  p.set_bits_per_weight(a.bits_per_weight);
+  p.set_predicted_kl(a.predicted_kl);
+  p.set_lower_bound_kl(a.lower_bound_kl);
+  p.set_exact(a.exact);
+  p.set_measurement(a.measurement);
+  p.set_measurement_seconds(a.measurement_seconds);
+  for (const AllocatedLayer& l : a.layers) {
+    v1::AllocatedLayer* q = p.add_layers();
+    q->set_name(l.name), q->set_setting(l.setting), q->set_bits_per_weight(l.bits_per_weight);
+    q->set_output_error(l.output_error), q->set_sensitivity(l.sensitivity), q->set_predicted_kl(l.predicted_kl);
+  }
+  return p;
+}
+
 LayerReport FromProto(const v1::LayerReport& p) {
   return LayerReport{p.name(), p.method(), {p.shape().begin(), p.shape().end()}, p.bits_per_weight(),
                      p.relative_error(), p.seconds(), p.note()};
@@ -259,6 +294,7 @@ v1::Job::Phase ToProto(JobPhase phase) {
     case JobPhase::kQuantizing: return v1::Job::QUANTIZING;
     case JobPhase::kWriting: return v1::Job::WRITING;
     case JobPhase::kEvaluating: return v1::Job::EVALUATING;
+    case JobPhase::kMeasuring: return v1::Job::MEASURING;
   }
   return v1::Job::PHASE_UNSPECIFIED;
 }

@@ -25,6 +25,7 @@ v1::OutputFormat ToProto(OutputFormat format);
 google::protobuf::Timestamp NowTimestamp();
 
 v1::LayerReport ToProto(const LayerReport& layer);
+v1::Allocation ToProto(const AllocationReport& allocation);
 LayerReport FromProto(const v1::LayerReport& layer);
 v1::Job::Phase ToProto(JobPhase phase);
 v1::ResourcePlan ToProto(const ResourceEstimate& estimate, uint64_t memory_limit_bytes);

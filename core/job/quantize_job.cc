@@ -101,13 +101,19 @@ std::vector<TensorSpec> OutputSpecs(const PlannedTensor& p, std::map<std::string
 
 // Why a linear layer stays in high precision ("" if it is quantized with `quant`): the request's patterns,
 // or a shape the output format's engines refuse (core/pack/gptq.h, awq.h), which is never padded.
-std::string KeptReason(const TensorInfo& info, const QuantizeJobSpec& spec, OutputFormat format, const QuantConfig& quant) {
+// Why the request keeps a linear layer in high precision, whatever its settings ("" if it does not).
+std::string RequestKeptReason(const TensorInfo& info, const QuantizeJobSpec& spec) {
   if (!spec.include.empty() && !MatchesAny(spec.include, info.name)) return "not matched by an include pattern";
   for (const std::string& pattern : spec.exclude) {
     if (fnmatch(pattern.c_str(), info.name.c_str(), 0) == 0) return absl::StrCat("excluded by the pattern ", pattern);
   }
   if (!IsFloatDType(info.dtype)) return "not a float tensor";
   if (info.shape[0] == 0 || info.shape[1] == 0) return "has no values (a zero dimension)";
+  return "";
+}
+
+std::string KeptReason(const TensorInfo& info, const QuantizeJobSpec& spec, OutputFormat format, const QuantConfig& quant) {
+  if (std::string reason = RequestKeptReason(info, spec); !reason.empty()) return reason;
   const OutputFormatTraits& traits = FormatTraits(format);
   const std::string problem = traits.shape_problem ? traits.shape_problem(info.shape[0], info.shape[1], quant) : "";
   return problem.empty() ? "" : absl::StrCat(FormatName(format), " engines cannot load it: ", problem);
@@ -158,7 +164,7 @@ bool PlanGguf(const CheckpointReader& reader, const QuantizeJobSpec& spec, const
 std::vector<PlannedTensor> Plan(const CheckpointReader& reader, const QuantizeJobSpec& spec, const Quantizers& quantizers,
                                 std::map<std::string, std::string>* metadata, std::vector<KeptLayer>* dropped) {
   std::vector<PlannedTensor> plan;
-  const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
+  const OutputFormat format = JobFormat(spec);
   for (const TensorInfo& info : reader.tensors()) {
     PlannedTensor p;
     p.info = info;
@@ -341,7 +347,7 @@ nlohmann::json ToJson(const QuantConfig& quant) {
 
 nlohmann::json ConfigJson(const QuantizeJobSpec& spec) {
   nlohmann::json config = ToJson(spec.quant);
-  config["format"] = FormatName(ResolveFormat(spec.format, spec.quant.method));
+  config["format"] = FormatName(JobFormat(spec));
   config["quantize_lm_head"] = spec.quantize_lm_head;
   config["include"] = spec.include;
   config["exclude"] = spec.exclude;
@@ -371,7 +377,7 @@ std::string ExactRegex(const std::string& name) {
 // - native: lowbit's own (docs/native-format.md).
 nlohmann::json QuantizationConfig(const QuantizeJobSpec& spec, const CheckpointReader& reader,
                                   const std::vector<PlannedTensor>& plan) {
-  const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
+  const OutputFormat format = JobFormat(spec);
   std::vector<std::string> kept_modules;
   for (const PlannedTensor& p : plan) {
     if (!p.kept_reason.empty() && LayerIndexOf(p.info.name) >= 0) kept_modules.push_back(LayerPrefix(p.info.name));
@@ -433,16 +439,125 @@ nlohmann::json QuantizationConfig(const QuantizeJobSpec& spec, const CheckpointR
 }
 
 // The block-wise calibrator for the job's method over the layers the plan quantizes.
-absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const CheckpointReader& reader, ObjectStore* store,
-                                                                  const QuantizeJobSpec& spec, const std::vector<PlannedTensor>& plan,
-                                                                  const JobOptions& options, JobContext* context) {
+absl::StatusOr<std::vector<std::vector<int>>> CalibrationWindowsOf(const CheckpointReader& reader, ObjectStore* store,
+                                                                   const QuantizeJobSpec& spec) {
   const CalibrationSpec& c = spec.calibration;
   std::unique_ptr<Tokenizer> tokenizer;
   ASSIGN_OR_RETURN(const TokenSource source,
                    OpenTokenSource(store, TokenizerFor(store, spec.tokenizer_uri, spec.source_uri, c.text_uri),
                                    reader.descriptor(), &tokenizer));
-  ASSIGN_OR_RETURN(std::vector<std::vector<int>> windows,
-                   CalibrationWindows(store, c.text_uri, source, {c.samples, c.seqlen, c.seed}));
+  return CalibrationWindows(store, c.text_uri, source, {c.samples, c.seqlen, c.seed});
+}
+
+// A name as a glob pattern that matches only itself.
+std::string ExactGlob(const std::string& name) {
+  std::string glob;
+  for (const char c : name) {
+    if (c == '*' || c == '?' || c == '[' || c == '\\') glob += '\\';
+    glob += c;
+  }
+  return glob;
+}
+
+// A budget job's measurement (made, or reused from budget.measurement_uri) and allocation; turns the
+// allocation into the spec's settings: one exact override per allocated layer, the most frequent setting
+// as the job's own, the format made explicit.
+struct Allocated {
+  Measurement measurement;
+  AllocationReport report;
+};
+
+}  // namespace
+
+std::vector<std::string> BudgetCandidates(const QuantizeJobSpec& spec) {
+  return spec.budget.candidates.empty() ? DefaultCandidates(JobFormat(spec)) : spec.budget.candidates;
+}
+
+absl::StatusOr<Measurement> MeasurementFor(const QuantizeJobSpec& spec, const CheckpointReader& reader, ObjectStore* store,
+                                           const JobOptions& options, JobContext* context) {
+  const BitBudget& budget = spec.budget;
+  const OutputFormat format = JobFormat(spec);
+  const std::vector<std::string> candidates = BudgetCandidates(spec);
+  const CalibrationSpec& c = spec.calibration;
+  const std::string key = MeasurementKey(reader, absl::StrCat(c.text_uri, " samples=", c.samples, " seqlen=", c.seqlen, " seed=", c.seed),
+                                         candidates, format, budget.sensitivity_windows);
+  Measurement m;
+  if (!budget.measurement_uri.empty()) {
+    ASSIGN_OR_RETURN(const std::string text, store->ReadAll(budget.measurement_uri));
+    ASSIGN_OR_RETURN(m, Measurement::FromJson(text));
+    if (m.key != key) {
+      return absl::FailedPreconditionError(absl::StrCat("budget.measurement_uri: ", budget.measurement_uri,
+                                                        " was measured on another model, calibration, candidate set or format; "
+                                                        "leave it out to measure this job's"));
+    }
+    std::map<std::string, const TensorInfo*> tensors;
+    for (const TensorInfo& t : reader.tensors()) tensors[t.name] = &t;
+    for (const LayerMeasurement& l : m.layers) {
+      auto t = tensors.find(l.name);
+      if (t == tensors.end() || t->second->shape != std::vector<int64_t>{l.rows, l.cols}) {
+        return absl::InvalidArgumentError(absl::StrCat("budget.measurement_uri: its layer ", l.name, " is not in the checkpoint as measured"));
+      }
+    }
+    return m;
+  }
+  std::set<std::string> layers;
+  for (const TensorInfo& t : reader.tensors()) {
+    if (RoleOf(t.name, t.shape.size()) == TensorRole::kLinear && t.shape.size() == 2 && RequestKeptReason(t, spec).empty()) {
+      layers.insert(t.name);
+    }
+  }
+  ASSIGN_OR_RETURN(const std::vector<std::vector<int>> windows, CalibrationWindowsOf(reader, store, spec));
+  MeasureOptions mo{options.pool, context, options.rows_per_chunk, budget.sensitivity_windows};
+  ASSIGN_OR_RETURN(m, MeasureLayers(reader, windows, format, candidates,
+                                    [&layers](const std::string& name) { return layers.count(name) > 0; }, mo));
+  m.key = key;
+  return m;
+}
+
+namespace {
+
+absl::StatusOr<Allocated> AllocateBudget(QuantizeJobSpec* spec, const CheckpointReader& reader, ObjectStore* store,
+                                         const JobOptions& options, JobObserver* observer) {
+  const BitBudget& budget = spec->budget;
+  const OutputFormat format = JobFormat(*spec);
+  const std::vector<std::string> candidates = BudgetCandidates(*spec);
+  Allocated a;
+  ASSIGN_OR_RETURN(a.measurement, MeasurementFor(*spec, reader, store, options, observer));
+  a.report.measurement = budget.measurement_uri.empty() ? "measured" : budget.measurement_uri;
+  ASSIGN_OR_RETURN(const BudgetPlan plan, PlanBudget(a.measurement, budget));
+
+  std::map<std::string, int> uses;
+  spec->overrides.clear();
+  for (size_t i = 0; i < a.measurement.layers.size(); ++i) {
+    const LayerMeasurement& l = a.measurement.layers[i];
+    const int choice = plan.choice[i];
+    const std::string& setting = candidates[choice];
+    ASSIGN_OR_RETURN(const QuantConfig q, ParseCandidate(setting));
+    spec->overrides.push_back({ExactGlob(l.name), q});
+    ++uses[setting];
+    a.report.layers.push_back({l.name, setting, static_cast<double>(l.bits[choice]) / static_cast<double>(l.rows * l.cols),
+                               l.error[choice], l.sensitivity(), l.predicted_kl(choice)});
+  }
+  const auto most = std::max_element(uses.begin(), uses.end(), [](const auto& x, const auto& y) { return x.second < y.second; });
+  ASSIGN_OR_RETURN(spec->quant, ParseCandidate(most->first));
+  spec->format = format;
+  a.report.target = budget.bits_per_weight > 0 ? absl::StrFormat("%g bits per weight", budget.bits_per_weight)
+                    : budget.max_bytes > 0     ? absl::StrCat("at most ", budget.max_bytes, " bytes")
+                                               : absl::StrFormat("predicted KL at most %g", budget.max_kl);
+  a.report.budget_bits_per_weight = static_cast<double>(plan.budget_bits) / static_cast<double>(plan.weights);
+  a.report.bits_per_weight = plan.bits_per_weight();
+  a.report.predicted_kl = plan.predicted_kl;
+  a.report.lower_bound_kl = plan.lower_bound_kl;
+  a.report.exact = plan.exact;
+  a.report.measurement_seconds = a.measurement.seconds;
+  observer->OnAllocation(a.report);
+  return a;
+}
+
+absl::StatusOr<std::unique_ptr<BlockCalibrator>> StartCalibration(const CheckpointReader& reader, ObjectStore* store,
+                                                                  const QuantizeJobSpec& spec, const std::vector<PlannedTensor>& plan,
+                                                                  const JobOptions& options, JobContext* context) {
+  ASSIGN_OR_RETURN(std::vector<std::vector<int>> windows, CalibrationWindowsOf(reader, store, spec));
   // The layers the plan quantizes (include/exclude applied), each with its config and quantizer (GGUF
   // mixtures and fallbacks differ by layer).
   auto planned = std::make_shared<std::map<std::string, std::pair<const QuantConfig*, const Quantizer*>>>();
@@ -574,7 +689,7 @@ absl::StatusOr<std::unique_ptr<ModelSink>> OpenSink(const QuantizeJobSpec& spec,
                                                     const std::vector<TensorSpec>& specs,
                                                     const std::map<std::string, std::string>& metadata,
                                                     const std::vector<OutputFile>& resumed_shards, OutputTransaction* output) {
-  if (ResolveFormat(spec.format, spec.quant.method) != OutputFormat::kGguf) {
+  if (JobFormat(spec) != OutputFormat::kGguf) {
     std::vector<ShardedSafetensorsWriter::File> committed;
     for (const OutputFile& f : resumed_shards) committed.push_back({f.name, f.bytes});
     ASSIGN_OR_RETURN(std::unique_ptr<ShardedSafetensorsWriter> writer,
@@ -607,7 +722,7 @@ absl::StatusOr<std::unique_ptr<ModelSink>> OpenSink(const QuantizeJobSpec& spec,
 
 // The job as it runs: a GGUF file type puts the codes on its ggml type's blocks.
 QuantizeJobSpec WithFormatGrid(QuantizeJobSpec spec) {
-  if (ResolveFormat(spec.format, spec.quant.method) != OutputFormat::kGguf) return spec;
+  if (JobFormat(spec) != OutputFormat::kGguf) return spec;
   const GgufFileType* t = FindGgufFileType(spec.gguf_type);
   if (t == nullptr || !TraitsOf(t->base).quantized()) return spec;
   spec.quant = OnGgmlGrid(spec.quant, TraitsOf(t->base));
@@ -616,12 +731,23 @@ QuantizeJobSpec WithFormatGrid(QuantizeJobSpec spec) {
 
 }  // namespace
 
+OutputFormat JobFormat(const QuantizeJobSpec& spec) {
+  if (spec.budget.active() && spec.format == OutputFormat::kAuto) return OutputFormat::kNative;
+  return ResolveFormat(spec.format, spec.quant.method);
+}
+
 bool Calibrates(const QuantizeJobSpec& spec) {
+  if (spec.budget.active()) return true;  // measured on the calibration text
   // rtn onto ggml's blocks weighs its search by the inputs' second moments when given a calibration text
   // (what llama-quantize does with an imatrix).
-  const bool weighted_rtn = spec.quant.method == Method::kRtn && ResolveFormat(spec.format, spec.quant.method) == OutputFormat::kGguf;
-  const CalibrationUse use = weighted_rtn ? CalibrationUse::kIfGiven : CalibrationUseOf(spec.quant);
-  return use == CalibrationUse::kRequired || (use == CalibrationUse::kIfGiven && !spec.calibration.text_uri.empty());
+  const bool weighted_rtn = spec.quant.method == Method::kRtn && JobFormat(spec) == OutputFormat::kGguf;
+  auto calibrates = [&](const QuantConfig& q) {
+    const CalibrationUse use = weighted_rtn ? CalibrationUse::kIfGiven : CalibrationUseOf(q);
+    return use == CalibrationUse::kRequired || (use == CalibrationUse::kIfGiven && !spec.calibration.text_uri.empty());
+  };
+  bool any = calibrates(spec.quant);
+  for (const LayerOverride& o : spec.overrides) any |= calibrates(o.quant);
+  return any;
 }
 
 absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
@@ -647,10 +773,18 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat("quantize_lm_head: calibration covers the decoder blocks only, not with ",
                                                    MethodName(spec.quant.method)));
   }
-  if (calibration != CalibrationUse::kNone && !spec.overrides.empty()) {
+  const OutputFormat format = JobFormat(spec);
+  if (spec.budget.active()) {
+    RETURN_IF_ERROR(ValidateBudget(spec.budget, format));
+    if (spec.calibration.text_uri.empty()) {
+      return absl::InvalidArgumentError("calibration: a budget job measures its candidates on a calibration text (or .ids.json)");
+    }
+    if (!spec.overrides.empty()) return absl::InvalidArgumentError("overrides: a budget job chooses every layer's setting itself");
+  }
+  // AWQ's scales are searched and folded per block (core/runtime/block_calibrator.h), not per layer.
+  if (!spec.overrides.empty() && spec.quant.method == Method::kAwq) {
     return absl::InvalidArgumentError(absl::StrCat("overrides: not supported with ", MethodName(spec.quant.method)));
   }
-  const OutputFormat format = ResolveFormat(spec.format, spec.quant.method);
   const OutputFormatTraits& traits = FormatTraits(format);
   if (!traits.accepts(spec.quant.method)) {
     return absl::InvalidArgumentError(absl::StrCat("output_format: ", traits.name, " takes ", traits.methods, " results, not ",
@@ -670,8 +804,9 @@ absl::Status ValidateJobSpec(const QuantizeJobSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat("quantize_lm_head: the ", traits.name, " format's engines load lm_head in FP16 only"));
   }
   for (const LayerOverride& o : spec.overrides) {
-    if (o.quant.method != spec.quant.method) {
-      return absl::InvalidArgumentError("overrides: must use the job's method");
+    if (o.quant.method == Method::kAwq || (o.quant.method != spec.quant.method && !traits.accepts(o.quant.method))) {
+      return absl::InvalidArgumentError(absl::StrCat("overrides: ", MethodName(o.quant.method), " layers cannot go into a ",
+                                                     traits.name, " ", MethodName(spec.quant.method), " job"));
     }
   }
   std::vector<const QuantConfig*> configs = {&spec.quant};
@@ -741,7 +876,7 @@ ResumePoint ResumableFrom(const QuantizeJobSpec& spec, const BlockCalibrator* ca
     calibrated.attempt = r.attempt;
     return calibrated;
   }
-  const bool shards_out = ResolveFormat(spec.format, spec.quant.method) != OutputFormat::kGguf;
+  const bool shards_out = JobFormat(spec) != OutputFormat::kGguf;
   if (spec.lock_owner.empty() || !shards_out || r.shards.empty() || r.tensors_done < 0 ||
       static_cast<size_t>(r.tensors_done) > plan_size) {
     return {};
@@ -757,24 +892,10 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
                                          const JobOptions& options, JobObserver* observer) {
   const auto started = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(ValidateJobSpec(requested));
-  const QuantizeJobSpec spec = WithFormatGrid(requested);
+  QuantizeJobSpec spec = WithFormatGrid(requested);
   JobObserver no_observer;
   if (observer == nullptr) observer = &no_observer;
   observer->Progress({JobPhase::kPlanning, 0, 0, spec.source_uri});
-  Quantizers quantizers;
-  ASSIGN_OR_RETURN(quantizers.main, CreateQuantizer(spec.quant));
-  for (const LayerOverride& o : spec.overrides) {
-    ASSIGN_OR_RETURN(std::unique_ptr<Quantizer> q, CreateQuantizer(o.quant));
-    quantizers.overrides.push_back(std::move(q));
-  }
-  if (spec.quant.ggml != nullptr) {
-    for (const GgmlTypeTraits& t : GgmlTypes()) {
-      if (!t.quantized()) continue;
-      Quantizers::OnGgmlType& q = quantizers.ggml[t.type];
-      q.config = OnGgmlGrid(spec.quant, t);
-      ASSIGN_OR_RETURN(q.quantizer, CreateQuantizer(q.config));
-    }
-  }
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointReader> reader, OpenCheckpoint(source, spec.source_uri));
   RETURN_IF_ERROR(CheckDestinationApart(spec, source, destination));
   const std::string lock_owner = spec.lock_owner.empty() ? NewLockOwner() : spec.lock_owner;
@@ -801,6 +922,26 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
     }
   }
 
+  // A budget job's settings, layer by layer, before anything is quantized.
+  std::optional<Allocated> allocated;
+  if (spec.budget.active()) {
+    ASSIGN_OR_RETURN(allocated, AllocateBudget(&spec, *reader, source, options, observer));
+  }
+  Quantizers quantizers;
+  ASSIGN_OR_RETURN(quantizers.main, CreateQuantizer(spec.quant));
+  for (const LayerOverride& o : spec.overrides) {
+    ASSIGN_OR_RETURN(std::unique_ptr<Quantizer> q, CreateQuantizer(o.quant));
+    quantizers.overrides.push_back(std::move(q));
+  }
+  if (spec.quant.ggml != nullptr) {
+    for (const GgmlTypeTraits& t : GgmlTypes()) {
+      if (!t.quantized()) continue;
+      Quantizers::OnGgmlType& q = quantizers.ggml[t.type];
+      q.config = OnGgmlGrid(spec.quant, t);
+      ASSIGN_OR_RETURN(q.quantizer, CreateQuantizer(q.config));
+    }
+  }
+
   std::map<std::string, std::string> metadata = {{"format", "pt"}};
   std::vector<KeptLayer> dropped;
   std::vector<PlannedTensor> plan = Plan(*reader, spec, quantizers, &metadata, &dropped);
@@ -821,6 +962,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   report.source = spec.source_uri;
   report.destination = spec.destination_uri;
   report.config = ConfigJson(spec);
+  if (allocated) report.allocation = allocated->report;
   report.summary.tensors_total = static_cast<int64_t>(plan.size());
   for (const PlannedTensor& p : plan) {
     if (!p.kept_reason.empty()) report.kept.push_back({p.info.name, p.kept_reason});
@@ -1006,7 +1148,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
   observer->Progress({JobPhase::kWriting, 0, 1, "model"});
   RETURN_IF_ERROR(model->Finish(&output, &report));
 
-  const bool gguf = ResolveFormat(spec.format, spec.quant.method) == OutputFormat::kGguf;
+  const bool gguf = JobFormat(spec) == OutputFormat::kGguf;
   const nlohmann::json quantize_config =
       gguf ? nlohmann::json{{"format", "gguf"}, {"gguf_type", spec.gguf_type}} : QuantizationConfig(spec, *reader, plan);
   if (!gguf) {  // a GGUF file carries its own metadata
@@ -1020,6 +1162,7 @@ absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& requested, Objec
     RETURN_IF_ERROR(output.WriteAll("quantize_config.json", quantize_config.dump(2), &report));
   }
 
+  if (allocated) RETURN_IF_ERROR(output.WriteAll(kMeasurementFile, allocated->measurement.ToJson().dump(1), &report));
   if (spec.write_imatrix) {
     static constexpr char kImatrixFile[] = "imatrix.gguf";
     ASSIGN_OR_RETURN(std::unique_ptr<ObjectWriter> out, output.NewWriter(kImatrixFile));

@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/job/bit_budget.h"
 #include "core/job/report.h"
 #include "core/pack/format_registry.h"
 #include "core/quant/quantizer.h"
@@ -91,7 +92,13 @@ struct QuantizeJobSpec {
   bool write_imatrix = false;        ///< calibrated jobs: also write imatrix.gguf for llama-quantize --imatrix
   CalibrationSpec calibration;
   EvaluationSpec evaluation;
+  // Active: the layers' settings are allocated under this budget from measurement (core/job/bit_budget.h),
+  // `quant` and `overrides` chosen by the allocation; kAuto writes native.
+  BitBudget budget;
 };
+
+// The format a job writes: its format, or for kAuto its method's natural one (native for a budget job).
+OutputFormat JobFormat(const QuantizeJobSpec& spec);
 
 // What a job tells the one who runs it: the job context (cancellation, progress by phase) and, from the
 // job's own thread in tensor order, the start and each tensor written.
@@ -102,6 +109,8 @@ class JobObserver : public JobContext {
   // After each tensor is written; `layer` is null for tensors kept in high precision.
   virtual void OnTensorDone(const std::string& name, const LayerReport* layer, uint64_t bytes_read,
                             uint64_t bytes_written) {}
+  // Budget jobs: once the settings are allocated, before any layer is quantized.
+  virtual void OnAllocation(const AllocationReport& allocation) {}
   // After each output shard is written whole: where a later attempt could resume (resumable jobs only).
   virtual void OnShardCommitted(const ResumePoint& point) {}
   // Just before the output is committed: an error stops the job uncommitted (a replica that may have
@@ -124,6 +133,8 @@ struct JobOptions {
 
 // The job's report, written last into the output: its commit marker.
 inline constexpr char kReportFile[] = "lowbit_report.json";
+// A budget job's measurement, for later jobs on the same model (BitBudget::measurement_uri).
+inline constexpr char kMeasurementFile[] = "measurement.json";
 
 // Reads from `source`, writes to `destination` (may be the same store). INVALID_ARGUMENT for a bad
 // config or bad weights (naming the tensor), NOT_FOUND for a missing source, ALREADY_EXISTS for an
@@ -131,6 +142,13 @@ inline constexpr char kReportFile[] = "lowbit_report.json";
 // DATA_LOSS for corrupt checkpoints, CANCELLED if cancelled.
 absl::StatusOr<JobReport> RunQuantizeJob(const QuantizeJobSpec& spec, ObjectStore* source, ObjectStore* destination,
                                          const JobOptions& options, JobObserver* observer = nullptr);
+
+// A budget job's measurement (core/job/bit_budget.h) of `spec`'s layers on its calibration, or the one at
+// spec.budget.measurement_uri (FAILED_PRECONDITION if that was measured on anything else); `lowbit plan`
+// and budget jobs. BudgetCandidates: the job's candidates (given, or the format's defaults).
+absl::StatusOr<Measurement> MeasurementFor(const QuantizeJobSpec& spec, const CheckpointReader& reader, ObjectStore* store,
+                                           const JobOptions& options, JobContext* context);
+std::vector<std::string> BudgetCandidates(const QuantizeJobSpec& spec);
 
 // Checks a spec without touching any store (the server calls it before queueing).
 absl::Status ValidateJobSpec(const QuantizeJobSpec& spec);

@@ -65,7 +65,25 @@ nlohmann::json ToJson(const JobReport& report) {
                        {"tokens", e.tokens},
                        {"text", e.text}};
   }
+  if (report.allocation) j["allocation"] = ToJson(*report.allocation);
   return j;
+}
+
+nlohmann::json ToJson(const AllocationReport& a) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const AllocatedLayer& l : a.layers) {
+    layers.push_back({{"name", l.name}, {"setting", l.setting}, {"bits_per_weight", l.bits_per_weight},
+                      {"output_error", l.output_error}, {"sensitivity", l.sensitivity}, {"predicted_kl", l.predicted_kl}});
+  }
+  return {{"target", a.target},
+          {"budget_bits_per_weight", a.budget_bits_per_weight},
+          {"bits_per_weight", a.bits_per_weight},
+          {"predicted_kl", a.predicted_kl},
+          {"lower_bound_kl", a.lower_bound_kl},
+          {"exact", a.exact},
+          {"measurement", a.measurement},
+          {"measurement_seconds", a.measurement_seconds},
+          {"layers", layers}};
 }
 
 }  // namespace lowbit

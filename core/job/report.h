@@ -42,6 +42,29 @@ struct OutputFile {
   uint64_t bytes = 0;
 };
 
+// A budget job's allocation: the target, each layer's setting, and the predicted KL (the measured one is
+// the evaluation's).
+struct AllocatedLayer {
+  std::string name;
+  std::string setting;           ///< the candidate, e.g. "gptq-4b-g32"
+  double bits_per_weight = 0;    ///< as stored
+  double output_error = 0;       ///< mean ‖ΔW x‖² per calibration token
+  double sensitivity = 0;        ///< predicted KL per unit of output error
+  double predicted_kl = 0;       ///< its share of the model's predicted KL
+};
+
+struct AllocationReport {
+  std::string target;              ///< "4.5 bits per weight", "max 1.2 GB", "KL at most 0.05"
+  double budget_bits_per_weight = 0;  ///< what the target allows over the allocated layers
+  double bits_per_weight = 0;      ///< what the allocation takes
+  double predicted_kl = 0;
+  double lower_bound_kl = 0;       ///< no allocation within the budget is predicted below this
+  bool exact = false;              ///< the allocator's optimum for the predicted KL
+  std::string measurement;         ///< "measured" or the reused measurement's URI
+  double measurement_seconds = 0;
+  std::vector<AllocatedLayer> layers;
+};
+
 struct JobSummary {
   int64_t layers_quantized = 0;
   int64_t tensors_total = 0;
@@ -63,6 +86,7 @@ struct JobReport {
   std::vector<OutputFile> files;
   JobSummary summary;
   std::optional<Evaluation> evaluation;
+  std::optional<AllocationReport> allocation;  ///< budget jobs
   std::string resumed;  ///< how a resumed run continued an interrupted attempt ("" for a run from the start)
 };
 
@@ -70,6 +94,7 @@ struct JobReport {
 void Summarize(JobReport* report);
 nlohmann::json ToJson(const LayerReport& layer);
 nlohmann::json ToJson(const JobReport& report);
+nlohmann::json ToJson(const AllocationReport& allocation);
 
 }  // namespace lowbit
 

@@ -129,6 +129,7 @@ absl::Status BlockCalibrator::QuantizeGroup(const LinearGroup& group, const Cali
   for (const std::string& n : group.linears) {
     if (options_.include(prefix + n)) names.push_back(n);
   }
+  if (options_.mode == BlockCalibratorOptions::Mode::kMeasure) return MeasureGroup(prefix, names, stats, *w);
   std::vector<std::future<absl::StatusOr<CalibratedLayer>>> results;
   for (const std::string& n : names) {
     auto work = [this, &stats, name = prefix + n, m = w->Linear(n)]() -> absl::StatusOr<CalibratedLayer> {
@@ -162,6 +163,29 @@ absl::Status BlockCalibrator::QuantizeGroup(const LinearGroup& group, const Cali
     out->layers.emplace(prefix + names[i], *std::move(r));
     if (options_.context) options_.context->Progress({JobPhase::kCalibrating, next_, num_blocks(), prefix + names[i]});
   }
+  return status;
+}
+
+absl::Status BlockCalibrator::MeasureGroup(const std::string& prefix, const std::vector<std::string>& names,
+                                           const CalibrationStats& stats, BlockWeights& w) {
+  std::vector<std::future<absl::Status>> results;
+  for (const std::string& n : names) {
+    for (int task = 0; task < options_.measure_tasks; ++task) {
+      auto work = [this, &stats, name = prefix + n, m = w.Linear(n), task] {
+        return options_.measure(name, *m, stats, task, options_.context);
+      };
+      if (options_.pool != nullptr) {
+        results.push_back(options_.pool->Submit(std::move(work)));
+      } else {
+        std::promise<absl::Status> done;
+        done.set_value(work());
+        results.push_back(done.get_future());
+      }
+    }
+  }
+  absl::Status status = absl::OkStatus();
+  for (auto& r : results) status.Update(r.get());  // every future is waited for, failed or not
+  if (options_.context) options_.context->Progress({JobPhase::kCalibrating, next_, num_blocks(), prefix + names.back()});
   return status;
 }
 

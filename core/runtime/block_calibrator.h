@@ -7,7 +7,10 @@
 //   gate/up, then down, each group on inputs through the groups quantized before it, the layers of one
 //   group in parallel on the pool — and the hidden states advance through the quantized block;
 // - AWQ on the float block's activations (as AutoAWQ): the scale searches on the attention's and the MLP's
-//   outputs, the folds, the clip search; the hidden states advance through the float block.
+//   outputs, the folds, the clip search; the hidden states advance through the float block;
+// - measurement (bit allocation, core/job/bit_budget.h): each included layer's `measure_tasks` tasks run in
+//   parallel on the pool with the statistics of the float model's inputs; nothing is replaced, so every
+//   group and block sees the float model's activations, and the blocks come back without layers.
 // Memory: the hidden states (two rows x hidden_size matrices), one block in float32 and as stored, the next
 // block as stored, one group's statistics, and one chunk's activations; never a whole model.
 //
@@ -50,11 +53,16 @@ struct CalibratedLayer {
 // Quantizes one layer (by its full weight name) from the statistics of its inputs.
 using LayerQuantizeFn = std::function<absl::StatusOr<CalibratedLayer>(
     const std::string& name, const Matrix& w, const CalibrationStats& stats, const JobContext* context)>;
+// Measures task `task` of one layer (e.g. the error of one candidate setting); called concurrently.
+using LayerMeasureFn = std::function<absl::Status(const std::string& name, const Matrix& w, const CalibrationStats& stats,
+                                                  int task, const JobContext* context)>;
 
 struct BlockCalibratorOptions {
-  enum class Mode { kSequential, kAwq };
+  enum class Mode { kSequential, kAwq, kMeasure };
   Mode mode = Mode::kSequential;
   LayerQuantizeFn quantize;  ///< kSequential: the method
+  LayerMeasureFn measure;    ///< kMeasure: what to measure per layer
+  int measure_tasks = 1;     ///< kMeasure: tasks per layer
   AwqOptions awq;            ///< kAwq: the method's options
   std::function<const GgmlTypeTraits*(const std::string&)> awq_ggml;  ///< kAwq: a layer's ggml type, when not awq.ggml
   std::function<bool(const std::string&)> include;  ///< full weight names to quantize; the rest stay float
@@ -104,6 +112,9 @@ class BlockCalibrator {
   // dequantized values.
   absl::Status QuantizeGroup(const LinearGroup& group, const CalibrationStats& stats, BlockWeights* w,
                              CalibratedBlock* out);
+  // kMeasure: runs the measure tasks of `names` (of block `prefix`) in parallel.
+  absl::Status MeasureGroup(const std::string& prefix, const std::vector<std::string>& names, const CalibrationStats& stats,
+                            BlockWeights& w);
   bool Needs(const LinearGroup& group) const;
   absl::Status Check() const { return CheckCancelled(options_.context); }
 

@@ -16,7 +16,7 @@
 namespace lowbit {
 
 // The phases of a job, in the order they run.
-enum class JobPhase { kPlanning, kCalibrating, kQuantizing, kWriting, kEvaluating };
+enum class JobPhase { kPlanning, kMeasuring, kCalibrating, kQuantizing, kWriting, kEvaluating };
 
 struct JobProgress {
   JobPhase phase = JobPhase::kPlanning;

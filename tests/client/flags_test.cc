@@ -20,7 +20,7 @@ namespace {
 
 struct TestValue {
   std::string value;
-  std::string method = "rtn";
+  std::string method = "rtn";  ///< "": no --method (a budget job takes its methods from its candidates)
 };
 
 const std::map<std::string, TestValue> kJobFlags = {
@@ -35,6 +35,8 @@ const std::map<std::string, TestValue> kJobFlags = {
     {"group_size", {"64"}}, {"sym", {"true"}}, {"mse_clip", {"true"}}, {"quantize_lm_head", {"true"}}, {"include", {"*.q_proj.weight"}},
     {"exclude", {"*.k_proj.weight"}}, {"override", {"*.v_proj.weight=8"}}, {"overwrite", {"true"}}, {"tokenizer", {"/t.json"}},
     {"gguf_type", {"Q4_K"}}, {"imatrix", {"true", "gptq"}}, {"shard_size", {"1G"}}, {"request_id", {"r-1"}}, {"dry_run", {"true"}}, {"label", {"team=nlp"}},
+    {"target_bpw", {"4.5", ""}}, {"max_size", {"2G", ""}}, {"max_kl", {"0.05", ""}}, {"candidates", {"gptq-4b-g32,vq-3b-d2"}},
+    {"measurement", {"/m.json"}}, {"sensitivity_windows", {"4"}},
 };
 // Flags of other commands (eval, generate, tokenize) and of how a job runs here, not what it is.
 const std::set<std::string> kOtherFlags = {"reference", "text", "distributions", "json", "threads", "model", "jsonl", "vocab_size",
@@ -52,7 +54,8 @@ void ResetFlags() {
 
 v1::QuantizeModelRequest RequestWith(const std::string& method, const std::string& name, const std::string& value) {
   ResetFlags();
-  std::vector<std::string> args = {"lowbit", "--method=" + method};
+  std::vector<std::string> args = {"lowbit"};
+  if (!method.empty()) args.push_back("--method=" + method);
   if (!name.empty()) args.push_back("--" + name + "=" + value);
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());

@@ -192,6 +192,14 @@ folder, report = quantize("rtn-rules", "--input", wide, "--method", "rtn", "--bi
                           "--quantize-lm-head", "--shard-size", "20K")
 check(os.path.exists(os.path.join(folder, "model.safetensors.index.json")), "rtn rules: sharded output with its index")
 check_gptq("rtn --exclude --override --quantize-lm-head", folder, report, sources["wide"], expect_sym=True)
+# A budget job: each layer's bits and group size chosen by the allocator, declared as per-module dynamic rules.
+folder, report = quantize("budget", "--input", wide, "--format", "gptq", "--target-bpw", "4.5", *calib)
+check_gptq("budget --target-bpw 4.5", folder, report, sources["wide"], expect_sym=True)
+settings = {l["setting"] for l in report["allocation"]["layers"]}
+stored = {l["bits_per_weight"] for l in report["layers"]}
+check(len(settings) >= 2 and len(stored) >= 2 and report["summary"]["bits_per_weight"] <= 4.5,
+      "budget: the allocation mixes settings (%s) within 4.5 bits per weight (%.3f)" % (
+          ", ".join(sorted(settings)), report["summary"]["bits_per_weight"]))
 folder, report = quantize("narrow", "--input", narrow, "--method", "rtn", "--bits", "4", "--group-size", "128", "--sym")
 check_gptq("48-wide MLP, group 128 over 32 inputs", folder, report, sources["narrow"], expect_sym=True)
 kept = {k["name"]: k["reason"] for k in report["kept_in_high_precision"]}

@@ -36,7 +36,9 @@ std::string Describe(const QuantizeJobSpec& s) {
       std::string(FormatName(s.format)), absl::StrCat(s.quantize_lm_head), absl::StrJoin(s.include, ","), absl::StrJoin(s.exclude, ","),
       absl::StrCat(s.overwrite), s.tokenizer_uri, absl::StrCat(s.shard_bytes), s.gguf_type, absl::StrCat(s.write_imatrix),
       absl::StrCat(s.calibration.text_uri, "/", s.calibration.samples, "/", s.calibration.seqlen, "/", s.calibration.seed),
-      absl::StrCat(s.evaluation.text_uri, "/", s.evaluation.windows, "/", s.evaluation.seqlen)};
+      absl::StrCat(s.evaluation.text_uri, "/", s.evaluation.windows, "/", s.evaluation.seqlen),
+      absl::StrCat(s.budget.bits_per_weight, "/", s.budget.max_bytes, "/", s.budget.max_kl, "/", absl::StrJoin(s.budget.candidates, ","),
+                   "/", s.budget.measurement_uri, "/", s.budget.sensitivity_windows)};
   for (const LayerOverride& o : s.overrides) parts.push_back(absl::StrCat(o.pattern, "=", o.quant.bits, "/", o.quant.group_size));
   return absl::StrJoin(parts, " | ");
 }
@@ -78,6 +80,9 @@ const std::map<std::string, TestValue>& TestValues() {
       {"CalibrationData.seqlen", {"33", "gptq"}}, {"CalibrationData.seed", {"5", "gptq"}},
       {"EvaluationRequest.text_uri", {"\"file:///eval.txt\""}}, {"EvaluationRequest.windows", {"3"}},
       {"EvaluationRequest.seqlen", {"33"}},
+      {"BitBudget.bits_per_weight", {"4.5", "gptq"}}, {"BitBudget.max_bytes", {"1000000", "gptq"}},
+      {"BitBudget.max_kl", {"0.05", "gptq"}}, {"BitBudget.candidates", {"\"gptq-4b-g32\"", "gptq"}},
+      {"BitBudget.measurement_uri", {"\"file:///m.json\"", "gptq"}}, {"BitBudget.sensitivity_windows", {"4", "gptq"}},
   };
   return values;
 }
@@ -113,7 +118,7 @@ Message* Holder(v1::QuantizeModelRequest* r, const std::string& type) {
 TEST(JobRequestTest, EveryFieldReachesTheJobSpec) {
   std::vector<const google::protobuf::Descriptor*> messages = {v1::QuantizeModelRequest::descriptor()};
   for (const char* name : {"RtnParams", "Int8Params", "GptqParams", "AwqParams", "LutParams", "VqParams", "OneBitParams",
-                           "LayerSelection", "CalibrationData", "EvaluationRequest"}) {
+                           "LayerSelection", "CalibrationData", "EvaluationRequest", "BitBudget"}) {
     messages.push_back(google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(absl::StrCat("lowbit.v1.", name)));
   }
   int checked = 0;

@@ -11,6 +11,8 @@
 
 #include <atomic>
 #include <cmath>
+#include <map>
+#include <mutex>
 
 #include "gtest/gtest.h"
 #include "core/checkpoint/checkpoint_reader.h"
@@ -185,6 +187,77 @@ TEST(BlockCalibratorTest, GptqCodesMatchTheDoublePrecisionReferencePipeline) {
   }
   EXPECT_EQ(layers, 35);
   EXPECT_GE(agreement_sum / layers, 0.9995) << "mean code agreement";
+}
+
+// Measurement mode: every task of every layer runs once, on the statistics of the float model's inputs
+// (the reference pipeline with nothing quantized), and the hidden states advance through the float blocks.
+TEST(BlockCalibratorTest, MeasureModeSeesTheFloatModel) {
+  auto store = *LocalObjectStore::Create({"/"});
+  auto reader = *OpenCheckpoint(store.get(), testing::SharedData("models/stories260K/stories260K.bin"));
+  const int64_t len = 24;
+  std::vector<std::vector<int>> windows(12);
+  for (size_t w = 0; w < windows.size(); ++w) {
+    windows[w].push_back(1);
+    for (int64_t t = 1; t < len; ++t) windows[w].push_back(static_cast<int>((w * 97 + static_cast<size_t>(t) * 31 + 5) % 512));
+  }
+  std::mutex mu;
+  std::map<std::string, CalibrationStats> seen;
+  std::map<std::string, int> calls;
+  BlockCalibratorOptions o;
+  o.mode = BlockCalibratorOptions::Mode::kMeasure;
+  o.include = [](const std::string&) { return true; };
+  o.measure_tasks = 3;
+  o.measure = [&](const std::string& name, const Matrix&, const CalibrationStats& stats, int task, const JobContext*) {
+    std::lock_guard<std::mutex> lock(mu);
+    calls[name] += 1 << (4 * task);
+    seen[name] = stats;
+    return absl::OkStatus();
+  };
+  o.rows_per_chunk = 60;
+  ThreadPool pool(2);
+  o.pool = &pool;
+  auto calibrator = *BlockCalibrator::Create(*reader, windows, o);
+  const Architecture& arch = *FindArchitecture("LlamaForCausalLM");
+  const BlockGeometry g = *BlockGeometry::Of(reader->descriptor());
+  Rows x;
+  for (const auto& w : windows) {
+    const Matrix e = *Embed(*reader, arch, g, w);
+    for (int64_t t = 0; t < e.rows; ++t) x.emplace_back(e.row(t), e.row(t) + e.cols);
+  }
+  for (int b = 0; b < g.layers; ++b) {
+    auto ours = calibrator->Next();
+    ASSERT_TRUE(ours.ok()) << ours.status();
+    EXPECT_TRUE(ours->layers.empty());
+    const BlockWeights w = *ReadBlock(*reader, arch, g, b);
+    const Pass pass = Forward(g, w, x, len);
+    for (const LinearGroup& group : arch.groups) {
+      const Rows& input = group.input == LinearInput::kQkv ? pass.qkv
+                          : group.input == LinearInput::kO ? pass.o
+                          : group.input == LinearInput::kGateUp ? pass.gate_up : pass.down;
+      const CalibrationStats ref = DirectHessian(input);
+      for (const std::string& name : group.linears) {
+        const std::string full = arch.BlockPrefix(b) + name;
+        EXPECT_EQ(calls[full], 0x111) << full << ": each of the three tasks once";
+        const CalibrationStats& s = seen[full];
+        ASSERT_EQ(s.hessian.size(), ref.hessian.size()) << full;
+        double diff = 0, norm = 0;
+        for (size_t i = 0; i < s.hessian.size(); ++i) {
+          diff += std::pow(s.hessian[i] - ref.hessian[i], 2);
+          norm += std::pow(ref.hessian[i], 2);
+        }
+        EXPECT_LT(std::sqrt(diff / norm), 1e-4) << full << ": H of the float model's inputs";
+      }
+    }
+    x = pass.out;
+  }
+  const Matrix& h = calibrator->hidden_states();
+  double diff = 0, norm = 0;
+  for (int64_t t = 0; t < h.rows; ++t)
+    for (int64_t c = 0; c < h.cols; ++c) {
+      diff += std::pow(h.row(t)[c] - x[t][c], 2);
+      norm += x[t][c] * x[t][c];
+    }
+  EXPECT_LT(std::sqrt(diff / norm), 1e-4) << "the hidden states after the float model's last block";
 }
 
 // A context that cancels once calibration reaches `block`.
