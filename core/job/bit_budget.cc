@@ -107,7 +107,7 @@ absl::StatusOr<QuantConfig> ParseCandidate(absl::string_view name) {
   const std::vector<std::string> parts = absl::StrSplit(name, '-');
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat("candidate '", name, "': ", why,
-                                                   " (METHOD-Nb[-gG|-ch][-sym][-dD], e.g. gptq-4b-g32, lut-4b-g16, vq-3b-d2, onebit)"));
+                                                   " (METHOD-Nb[-gG|-ch][-sym][-ao][-dD], e.g. gptq-4b-g32, lut-4b-g16, vq-3b-d2, onebit)"));
   };
   const std::optional<Method> method = ParseMethod(parts[0]);
   if (!method || (*method != Method::kGptq && *method != Method::kRtn && *method != Method::kLut && *method != Method::kVq &&
@@ -126,6 +126,7 @@ absl::StatusOr<QuantConfig> ParseCandidate(absl::string_view name) {
     if (p.size() > 1 && p[0] == 'd' && absl::SimpleAtoi(p.substr(1), &dim)) continue;
     if (p == "ch") per_channel = true;
     else if (p == "sym") q.symmetric = true;
+    else if (p == "ao" && q.method == Method::kGptq) q.act_order = true;
     else return bad(absl::StrCat("unknown part '", p, "'"));
   }
   if ((q.method == Method::kOneBit) != (bits == 0)) return bad(q.method == Method::kOneBit ? "onebit takes no bits" : "give the bits, e.g. 4b");

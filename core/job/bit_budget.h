@@ -53,8 +53,8 @@ absl::Status ValidateBudget(const BitBudget& budget, OutputFormat format);
 // Candidates `format` can hold (native or gptq only), INVALID_ARGUMENT naming the first that it cannot.
 absl::Status ValidateCandidates(const std::vector<std::string>& candidates, OutputFormat format);
 
-// "METHOD-Nb[-gG|-ch][-sym][-dD]": gptq, rtn: N-bit codes, groups of G input columns or per output
-// channel (default g128), zero point unless -sym; lut: N-bit k-means tables per tensor, or per G output
+// "METHOD-Nb[-gG|-ch][-sym][-ao][-dD]": gptq, rtn: N-bit codes, groups of G input columns or per output
+// channel (default g128), zero point unless -sym, gptq's act order with -ao; lut: N-bit k-means tables per tensor, or per G output
 // channels (-gG), sensitive; vq: N bits per dimension of D-dimensional vectors (default d2); "onebit".
 absl::StatusOr<QuantConfig> ParseCandidate(absl::string_view name);
 // The candidates a budget job uses when it names none: every setting the format's engines load.

@@ -3,16 +3,21 @@
 layer), within the budget as the written file's own header counts the bytes (read here with Python, not from
 lowbit's report), with the predicted KL within 30% of the KL measured on WikiText-2 (a text the sensitivity
 was not measured on: calibration is tiny-shakespeare). Also: --max-kl, the plot, a measurement refused for
-another candidate set, a budget below every candidate.
-Usage: budget_test.py LOWBIT SHARED_DATA"""
+another candidate set, a budget below every candidate; and through lowbitd, the allocation in the Job while
+the job still runs, and a second job reusing the first one's measurement.
+Usage: budget_test.py LOWBIT SHARED_DATA LOWBITD"""
 import json
 import os
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 
-LOWBIT, SHARED = sys.argv[1:3]
+LOWBIT, SHARED, LOWBITD = sys.argv[1:4]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli_client import CliClient  # noqa: E402
+from lowbitd import Lowbitd  # noqa: E402
 MODEL = os.path.join(SHARED, "models/stories260K/stories260K.bin")
 COMMON = ["--input", MODEL, "--tokenizer", os.path.join(SHARED, "models/stories260K/tok512.bin"),
           "--calib", os.path.join(SHARED, "text/tiny-shakespeare.txt"), "--calib-samples", "32", "--calib-seqlen", "128"]
@@ -106,6 +111,34 @@ with tempfile.TemporaryDirectory() as work:
           "a budget below every candidate names the smallest: " + run.stderr.strip()[-160:])
     run = lowbit("quantize", *COMMON, "--target-bpw", "4", "--method", "gptq", "--output", os.path.join(work, "both"))
     check(run.returncode != 0 and "--candidates" in run.stderr, "--method with a budget is refused: " + run.stderr.strip()[-120:])
+
+# Through lowbitd: the allocation is published before the layers, and a second job reuses the measurement.
+server = Lowbitd(LOWBITD, SHARED, ["--worker_threads=2"])
+client = CliClient(LOWBIT, server)
+with server:
+    job = ["--input", "stories260K.bin", "--tokenizer", "tok512.bin", "--calib", "tiny-shakespeare.txt", "--target-bpw", "4"]
+    name = client.submit(*job, "--output", "out/b4")
+    phases, early = set(), None
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        j = client.job(name)
+        phases.add(j.get("phase"))
+        if early is None and "allocation" in j and j["state"] == "RUNNING":
+            early = j
+        if j["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            break
+        time.sleep(0.05)
+    check(j["state"] == "SUCCEEDED", "the budget job succeeds through lowbitd: " + json.dumps(j.get("error", {}))[:200])
+    check("MEASURING" in phases, "its phase is MEASURING while it measures (%s)" % ", ".join(sorted(p for p in phases if p)))
+    check(early is not None and len(early["allocation"]["layers"]) == 35 and
+          len(early.get("layers", [])) < 35, "the Job carries the allocation while the job runs, before every layer is written")
+    check(abs(j["allocation"]["bitsPerWeight"] - j["result"]["bitsPerWeight"]) < 1e-9 and j["result"]["bitsPerWeight"] <= 4,
+          "the result takes the allocated %.4f bits per weight" % j["result"]["bitsPerWeight"])
+    reused = client.submit(*job, "--measurement", "out/b4/measurement.json", "--output", "out/b4-again")
+    r = client.wait_for(reused, lambda j: j["state"] in ("SUCCEEDED", "FAILED"))
+    check(r["state"] == "SUCCEEDED" and r["allocation"]["measurement"].endswith("measurement.json") and
+          [l["setting"] for l in r["allocation"]["layers"]] == [l["setting"] for l in j["allocation"]["layers"]],
+          "a second job reuses the first job's measurement and allocates the same: " + json.dumps(r.get("error", {}))[:200])
 
 print("%d failures" % len(failures))
 sys.exit(1 if failures else 0)

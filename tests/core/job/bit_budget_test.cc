@@ -22,6 +22,7 @@ TEST(BitBudgetTest, CandidatesParseIntoTheirMethodsSettings) {
   EXPECT_EQ(q.group_size, -1);
   EXPECT_TRUE(q.symmetric);
   EXPECT_EQ(ParseCandidate("gptq-3b")->group_size, 128);
+  EXPECT_TRUE(ParseCandidate("gptq-4b-g32-ao")->act_order);
   q = *ParseCandidate("lut-4b-g16");
   EXPECT_EQ(q.method, Method::kLut);
   EXPECT_EQ(q.lut.bits, 4);
@@ -32,7 +33,7 @@ TEST(BitBudgetTest, CandidatesParseIntoTheirMethodsSettings) {
   EXPECT_EQ(q.vq.bits, 3);
   EXPECT_EQ(q.vq.dim, 4);
   EXPECT_EQ(ParseCandidate("onebit")->method, Method::kOneBit);
-  for (const char* bad : {"awq-4b-g128", "gptq", "gptq-4x", "gptq-4b-g0", "gptq-9b", "vq-2b-g32", "lut-4b-ch", "onebit-1b", "", "int8"}) {
+  for (const char* bad : {"awq-4b-g128", "gptq", "gptq-4x", "gptq-4b-g0", "gptq-9b", "vq-2b-g32", "lut-4b-ch", "rtn-4b-ao", "onebit-1b", "", "int8"}) {
     absl::StatusOr<QuantConfig> r = ParseCandidate(bad);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
