@@ -114,6 +114,27 @@ Pass Forward(const BlockGeometry& g, const BlockWeights& w, const Rows& x, int64
   return p;
 }
 
+// `count` windows of `len` tokens, BOS first, then (w·a + t·b + c) mod 512.
+std::vector<std::vector<int>> Windows(size_t count, int64_t len, size_t a, size_t b, size_t c) {
+  std::vector<std::vector<int>> windows(count);
+  for (size_t w = 0; w < count; ++w) {
+    windows[w].push_back(1);
+    for (int64_t t = 1; t < len; ++t) windows[w].push_back(static_cast<int>((w * a + static_cast<size_t>(t) * b + c) % 512));
+  }
+  return windows;
+}
+
+// The windows' embeddings, token by token: the hidden states entering block 0.
+Rows EmbeddedRows(const CheckpointReader& reader, const Architecture& arch, const BlockGeometry& g,
+                  const std::vector<std::vector<int>>& windows) {
+  Rows x;
+  for (const auto& w : windows) {
+    const Matrix e = *Embed(reader, arch, g, w);
+    for (int64_t t = 0; t < e.rows; ++t) x.emplace_back(e.row(t), e.row(t) + e.cols);
+  }
+  return x;
+}
+
 CalibrationStats DirectHessian(const Rows& x) {
   const size_t n = x[0].size();
   CalibrationStats stats;
@@ -135,11 +156,7 @@ TEST(BlockCalibratorTest, GptqCodesMatchTheDoublePrecisionReferencePipeline) {
   // More tokens than down_proj's 172 inputs, so every H is well conditioned and tiny float-vs-double
   // differences cannot be amplified into different codes.
   const int64_t len = 32;
-  std::vector<std::vector<int>> windows(16);
-  for (size_t w = 0; w < windows.size(); ++w) {
-    windows[w].push_back(1);
-    for (int64_t t = 1; t < len; ++t) windows[w].push_back(static_cast<int>((w * 131 + static_cast<size_t>(t) * 57 + 3) % 512));
-  }
+  const std::vector<std::vector<int>> windows = Windows(16, len, 131, 57, 3);
   BlockCalibratorOptions o;
   o.include = [](const std::string&) { return true; };
   o.quantize = [](const std::string&, const Matrix& w, const CalibrationStats& stats,
@@ -154,11 +171,7 @@ TEST(BlockCalibratorTest, GptqCodesMatchTheDoublePrecisionReferencePipeline) {
 
   const Architecture& arch = *FindArchitecture("LlamaForCausalLM");
   const BlockGeometry g = *BlockGeometry::Of(reader->descriptor());
-  Rows x;
-  for (const auto& w : windows) {
-    const Matrix e = *Embed(*reader, arch, g, w);
-    for (int64_t t = 0; t < e.rows; ++t) x.emplace_back(e.row(t), e.row(t) + e.cols);
-  }
+  Rows x = EmbeddedRows(*reader, arch, g, windows);
   double agreement_sum = 0;
   int layers = 0;
   for (int b = 0; b < g.layers; ++b) {
@@ -195,11 +208,7 @@ TEST(BlockCalibratorTest, MeasureModeSeesTheFloatModel) {
   auto store = *LocalObjectStore::Create({"/"});
   auto reader = *OpenCheckpoint(store.get(), testing::SharedData("models/stories260K/stories260K.bin"));
   const int64_t len = 24;
-  std::vector<std::vector<int>> windows(12);
-  for (size_t w = 0; w < windows.size(); ++w) {
-    windows[w].push_back(1);
-    for (int64_t t = 1; t < len; ++t) windows[w].push_back(static_cast<int>((w * 97 + static_cast<size_t>(t) * 31 + 5) % 512));
-  }
+  const std::vector<std::vector<int>> windows = Windows(12, len, 97, 31, 5);
   std::mutex mu;
   std::map<std::string, CalibrationStats> seen;
   std::map<std::string, int> calls;
@@ -219,11 +228,7 @@ TEST(BlockCalibratorTest, MeasureModeSeesTheFloatModel) {
   auto calibrator = *BlockCalibrator::Create(*reader, windows, o);
   const Architecture& arch = *FindArchitecture("LlamaForCausalLM");
   const BlockGeometry g = *BlockGeometry::Of(reader->descriptor());
-  Rows x;
-  for (const auto& w : windows) {
-    const Matrix e = *Embed(*reader, arch, g, w);
-    for (int64_t t = 0; t < e.rows; ++t) x.emplace_back(e.row(t), e.row(t) + e.cols);
-  }
+  Rows x = EmbeddedRows(*reader, arch, g, windows);
   for (int b = 0; b < g.layers; ++b) {
     auto ours = calibrator->Next();
     ASSERT_TRUE(ours.ok()) << ours.status();
