@@ -31,18 +31,25 @@ QuantConfig ProbeConfig() {
   return probe;
 }
 
-// The error of a QuantizedLayer: ½·Σ ΔW ⊙ (ΔW H), one GEMM.
 }  // namespace
 
 double LayerOutputError(const Matrix& w, const QuantizedLayer& q, const CalibrationStats& stats) {
-  Matrix d = Dequantize(q);
-  for (size_t i = 0; i < d.data.size(); ++i) d.data[i] = w.data[i] - d.data[i];
-  std::vector<float> dh(d.data.size());
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(d.rows), static_cast<int>(d.cols),
-              static_cast<int>(d.cols), 1.0f, d.data.data(), static_cast<int>(d.cols), stats.hessian.data(),
-              static_cast<int>(d.cols), 0.0f, dh.data(), static_cast<int>(d.cols));
+  // In chunks of rows (about 4M values), so the pool's concurrent tasks each hold two chunks, not two layers.
+  const int64_t cols = w.cols, chunk = std::max<int64_t>(1, std::min<int64_t>(w.rows, (int64_t{1} << 22) / std::max<int64_t>(1, cols)));
+  std::vector<float> d(static_cast<size_t>(chunk * cols)), dh(d.size());
   double sum = 0;
-  for (size_t i = 0; i < dh.size(); ++i) sum += static_cast<double>(d.data[i]) * dh[i];
+  for (int64_t first = 0; first < w.rows; first += chunk) {
+    const int64_t n = std::min(chunk, w.rows - first);
+    for (int64_t r = 0; r < n; ++r) {
+      float* row = d.data() + r * cols;
+      DequantizeRow(q, first + r, row);
+      const float* original = w.row(first + r);
+      for (int64_t c = 0; c < cols; ++c) row[c] = original[c] - row[c];
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(cols), static_cast<int>(cols), 1.0f,
+                d.data(), static_cast<int>(cols), stats.hessian.data(), static_cast<int>(cols), 0.0f, dh.data(), static_cast<int>(cols));
+    for (int64_t k = 0; k < n * cols; ++k) sum += static_cast<double>(d[k]) * dh[k];
+  }
   return std::max(0.0, 0.5 * sum);
 }
 

@@ -67,6 +67,12 @@ TEST(BitBudgetTest, OutputErrorIsTheMeanSquaredOutputErrorOverTheInputs) {
     const double direct = testing::OutputError(w, Dequantize(q), inputs) / static_cast<double>(inputs.n);
     EXPECT_NEAR(LayerOutputError(w, q, inputs.stats), direct, 1e-4 * direct) << bits << " bits";
   }
+  // A layer of more rows than one chunk of 4M values holds (2048 at 2048 columns).
+  const testing::LayerInputs wide = testing::CorrelatedInputs(2048, 64, 6);
+  const Matrix big = testing::RandomMatrix(2100, 2048, 10);
+  const QuantizedLayer q = *QuantizeRtn(big, {3, 128});
+  const double direct = testing::OutputError(big, Dequantize(q), wide) / static_cast<double>(wide.n);
+  EXPECT_NEAR(LayerOutputError(big, q, wide.stats), direct, 1e-3 * direct);
 }
 
 Measurement RandomMeasurement(int layers, int candidates, uint32_t seed) {
