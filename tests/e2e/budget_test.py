@@ -116,7 +116,9 @@ with tempfile.TemporaryDirectory() as work:
 server = Lowbitd(LOWBITD, SHARED, ["--worker_threads=2"])
 client = CliClient(LOWBIT, server)
 with server:
-    job = ["--input", "stories260K.bin", "--tokenizer", "tok512.bin", "--calib", "tiny-shakespeare.txt", "--target-bpw", "4"]
+    # A short calibration: this part checks the service, not the quality.
+    job = ["--input", "stories260K.bin", "--tokenizer", "tok512.bin", "--calib", "tiny-shakespeare.txt", "--calib-samples", "8",
+           "--calib-seqlen", "64", "--sensitivity-windows", "4", "--target-bpw", "4"]
     name = client.submit(*job, "--output", "out/b4")
     phases, early = set(), None
     deadline = time.time() + 120
