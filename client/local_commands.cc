@@ -87,14 +87,19 @@ absl::Status SaveRunState(ObjectStore* store, const std::string& destination, co
   return out->Commit();
 }
 
+// "12 x gptq-4b-g32, 3 x vq-3b-d2"
+std::string SettingCounts(const std::map<std::string, int>& uses) {
+  std::vector<std::string> counts;
+  for (const auto& [setting, n] : uses) counts.push_back(absl::StrCat(n, " x ", setting));
+  return absl::StrJoin(counts, ", ");
+}
+
 // "allocation: 4.5 bits per weight: 4.498 bits/weight, predicted KL 0.0512 (no allocation below 0.0509); 12 x gptq-4b-g32, ..."
 std::string AllocationLine(const AllocationReport& a) {
   std::map<std::string, int> uses;
   for (const AllocatedLayer& l : a.layers) ++uses[l.setting];
-  std::vector<std::string> counts;
-  for (const auto& [setting, n] : uses) counts.push_back(absl::StrCat(n, " x ", setting));
   return absl::StrFormat("allocation (%s): %.3f bits/weight, predicted KL %.4f (no allocation below %.4f%s); %s\n", a.target,
-                         a.bits_per_weight, a.predicted_kl, a.lower_bound_kl, a.exact ? ", exact" : "", absl::StrJoin(counts, ", "));
+                         a.bits_per_weight, a.predicted_kl, a.lower_bound_kl, a.exact ? ", exact" : "", SettingCounts(uses));
 }
 
 class ConsoleObserver final : public JobObserver {
@@ -347,12 +352,11 @@ absl::Status RunEvalCommand() {
 
 namespace {
 
-// The best single setting for every layer at or under `bpw`: the uniform baseline of a budget.
-std::optional<std::pair<int, BudgetPlan>> BestUniform(const Measurement& m, double bpw) {
-  std::optional<std::pair<int, BudgetPlan>> best;
-  for (size_t c = 0; c < m.candidates.size(); ++c) {
-    BudgetPlan p = UniformPlan(m, static_cast<int>(c));
-    if (p.bits_per_weight() <= bpw && (!best || p.predicted_kl < best->second.predicted_kl)) best.emplace(static_cast<int>(c), p);
+// Of the uniform plans (one per candidate), the index of the best at or under `bpw`: a budget's baseline.
+std::optional<int> BestUniform(const std::vector<BudgetPlan>& uniform, double bpw) {
+  std::optional<int> best;
+  for (size_t c = 0; c < uniform.size(); ++c) {
+    if (uniform[c].bits_per_weight() <= bpw && (!best || uniform[c].predicted_kl < uniform[*best].predicted_kl)) best = static_cast<int>(c);
   }
   return best;
 }
@@ -430,6 +434,8 @@ absl::Status RunPlanCommand() {
     RETURN_IF_ERROR(store->WriteAll(ToUri(out), m.ToJson().dump(1)));
   }
 
+  std::vector<BudgetPlan> uniform;  // every layer on one candidate
+  for (size_t c = 0; c < m.candidates.size(); ++c) uniform.push_back(UniformPlan(m, static_cast<int>(c)));
   nlohmann::json rows = nlohmann::json::array();
   if (!json) {
     std::cout << absl::StrFormat("%d layers, %d candidates, measured in %.1f s\n\n", m.layers.size(), m.candidates.size(), m.seconds)
@@ -440,7 +446,7 @@ absl::Status RunPlanCommand() {
     BitBudget budget;
     budget.bits_per_weight = b;
     absl::StatusOr<BudgetPlan> p = PlanBudget(m, budget);
-    const std::optional<std::pair<int, BudgetPlan>> uniform = BestUniform(m, b);
+    const std::optional<int> best = BestUniform(uniform, b);
     nlohmann::json row = {{"budget", b}};
     std::map<std::string, int> uses;
     if (p.ok()) {
@@ -454,51 +460,44 @@ absl::Status RunPlanCommand() {
     } else {
       row["error"] = std::string(p.status().message());
     }
-    if (uniform) {
-      row["best_uniform"] = {{"setting", m.candidates[uniform->first]}, {"bits_per_weight", uniform->second.bits_per_weight()},
-                             {"predicted_kl", uniform->second.predicted_kl}};
+    if (best) {
+      row["best_uniform"] = {{"setting", m.candidates[*best]}, {"bits_per_weight", uniform[*best].bits_per_weight()},
+                             {"predicted_kl", uniform[*best].predicted_kl}};
     }
     rows.push_back(row);
     if (json) continue;
-    std::vector<std::string> counts;
-    for (const auto& [setting, n] : uses) counts.push_back(absl::StrCat(n, " x ", setting));
     std::cout << absl::StrFormat("| %g | %s | %s | %s | %s | %s | %s | %s |\n", b,
                                  p.ok() ? absl::StrFormat("%.3f", p->bits_per_weight()) : "-",
                                  p.ok() ? absl::StrFormat("%.4f", p->predicted_kl) : "below the smallest",
                                  p.ok() ? absl::StrFormat("%.4f", p->lower_bound_kl) : "-",
-                                 uniform ? m.candidates[uniform->first] : "none fits",
-                                 uniform ? absl::StrFormat("%.3f", uniform->second.bits_per_weight()) : "-",
-                                 uniform ? absl::StrFormat("%.4f", uniform->second.predicted_kl) : "-", absl::StrJoin(counts, ", "));
+                                 best ? m.candidates[*best] : "none fits",
+                                 best ? absl::StrFormat("%.3f", uniform[*best].bits_per_weight()) : "-",
+                                 best ? absl::StrFormat("%.4f", uniform[*best].predicted_kl) : "-", SettingCounts(uses));
   }
   if (json) {
-    nlohmann::json uniform = nlohmann::json::array();
+    nlohmann::json uniform_json = nlohmann::json::array();
     for (size_t c = 0; c < m.candidates.size(); ++c) {
-      const BudgetPlan p = UniformPlan(m, static_cast<int>(c));
-      uniform.push_back({{"setting", m.candidates[c]}, {"bits_per_weight", p.bits_per_weight()}, {"predicted_kl", p.predicted_kl}});
+      uniform_json.push_back({{"setting", m.candidates[c]}, {"bits_per_weight", uniform[c].bits_per_weight()},
+                              {"predicted_kl", uniform[c].predicted_kl}});
     }
     std::cout << nlohmann::json{{"layers", m.layers.size()}, {"candidates", m.candidates}, {"measurement_seconds", m.seconds},
-                                {"budgets", rows}, {"uniform", uniform}}.dump(2) << "\n";
+                                {"budgets", rows}, {"uniform", uniform_json}}.dump(2) << "\n";
   }
   if (const std::string png = absl::GetFlag(FLAGS_plot); !png.empty()) {
-    // The curve from the smallest to the largest allocation.
-    BudgetPlan least = UniformPlan(m, 0), most = least;
+    // The curve from the smallest to the largest uniform plan.
     double lo = 1e9, hi = 0;
-    for (size_t c = 0; c < m.candidates.size(); ++c) {
-      const double bpw = UniformPlan(m, static_cast<int>(c)).bits_per_weight();
-      lo = std::min(lo, bpw), hi = std::max(hi, bpw);
-    }
+    for (const BudgetPlan& u : uniform) lo = std::min(lo, u.bits_per_weight()), hi = std::max(hi, u.bits_per_weight());
     std::vector<std::pair<double, double>> curve;
     for (int i = 0; i <= 40; ++i) {
       BitBudget budget;
       budget.bits_per_weight = lo + (hi - lo) * i / 40.0;
       if (absl::StatusOr<BudgetPlan> p = PlanBudget(m, budget); p.ok()) curve.emplace_back(p->bits_per_weight(), std::max(p->predicted_kl, 1e-6));
     }
-    std::vector<std::tuple<std::string, double, double>> uniform;
+    std::vector<std::tuple<std::string, double, double>> points;
     for (size_t c = 0; c < m.candidates.size(); ++c) {
-      const BudgetPlan p = UniformPlan(m, static_cast<int>(c));
-      uniform.emplace_back(m.candidates[c], p.bits_per_weight(), std::max(p.predicted_kl, 1e-6));
+      points.emplace_back(m.candidates[c], uniform[c].bits_per_weight(), std::max(uniform[c].predicted_kl, 1e-6));
     }
-    RETURN_IF_ERROR(Plot(ToUri(png).substr(7), curve, uniform, budgets));
+    RETURN_IF_ERROR(Plot(std::filesystem::absolute(png).string(), curve, points, budgets));  // a local file
     if (!json) std::cout << "plotted " << png << "\n";
   }
   return absl::OkStatus();

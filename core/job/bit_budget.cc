@@ -291,6 +291,7 @@ absl::StatusOr<Measurement> MeasureLayers(const CheckpointReader& reader, const 
   Measurement m;
   m.candidates = candidates;
   std::map<std::string, size_t> index;
+  std::vector<const TensorInfo*> infos;  // parallel to m.layers
   for (const TensorInfo& t : reader.tensors()) {
     if (t.shape.size() != 2 || !include(t.name)) continue;
     LayerMeasurement l{t.name, t.shape[0], t.shape[1], std::vector<uint64_t>(n), std::vector<double>(n)};
@@ -298,6 +299,7 @@ absl::StatusOr<Measurement> MeasureLayers(const CheckpointReader& reader, const 
     for (int c = 0; c < n; ++c) any |= (l.bits[c] = StoredBits(traits, t.name, l.rows, l.cols, configs[c])) > 0;
     if (!any) continue;
     index[t.name] = m.layers.size();
+    infos.push_back(&t);
     m.layers.push_back(std::move(l));
   }
   if (m.layers.empty()) return absl::InvalidArgumentError("budget: no linear layer can be written with any candidate");
@@ -308,7 +310,8 @@ absl::StatusOr<Measurement> MeasureLayers(const CheckpointReader& reader, const 
   MeasuringContext context(options.context);
   o.pool = options.pool;
   o.context = &context;
-  if (options.rows_per_chunk > 0) o.rows_per_chunk = options.rows_per_chunk;
+  const int64_t rows_per_chunk = options.rows_per_chunk > 0 ? options.rows_per_chunk : kDefaultRowsPerChunk;
+  o.rows_per_chunk = rows_per_chunk;
   o.measure_tasks = n + 1;  // the candidates, then the probe
   o.measure = [&](const std::string& name, const Matrix& w, const CalibrationStats& stats, int task,
                   const JobContext* ctx) -> absl::Status {
@@ -341,13 +344,12 @@ absl::StatusOr<Measurement> MeasureLayers(const CheckpointReader& reader, const 
     RETURN_IF_ERROR(context.CheckCancelled());
     context.Progress({JobPhase::kMeasuring, static_cast<int64_t>(i), static_cast<int64_t>(m.layers.size()),
                       absl::StrCat("sensitivity of ", l.name)});
-    const TensorInfo* info = nullptr;
-    for (const TensorInfo& t : reader.tensors()) info = t.name == l.name ? &t : info;
-    ASSIGN_OR_RETURN(const Tensor tensor, reader.Read(*info));
+    ASSIGN_OR_RETURN(const Tensor tensor, reader.Read(*infos[i]));
     ASSIGN_OR_RETURN(const Matrix w, ToMatrix(tensor));
     ASSIGN_OR_RETURN(const QuantizedLayer q, probe->Quantize(w, nullptr));
     PerturbedReader perturbed(reader, l.name, Dequantize(q));
-    ASSIGN_OR_RETURN(const EvalResult r, Evaluate(perturbed, &reader, eval, nullptr, options.rows_per_chunk > 0 ? options.rows_per_chunk : kDefaultRowsPerChunk));
+    // The job's context: a cancel stops the evaluation within a block.
+    ASSIGN_OR_RETURN(const EvalResult r, Evaluate(perturbed, &reader, eval, &context, rows_per_chunk));
     l.probe_kl = std::max(0.0, r.kl_divergence);
   }
   m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

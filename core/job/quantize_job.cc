@@ -99,8 +99,6 @@ std::vector<TensorSpec> OutputSpecs(const PlannedTensor& p, std::map<std::string
   return FormatTraits(p.format).tensor_specs(LayerPrefix(p.info.name), p.info.shape[0], p.info.shape[1], *p.quant, metadata);
 }
 
-// Why a linear layer stays in high precision ("" if it is quantized with `quant`): the request's patterns,
-// or a shape the output format's engines refuse (core/pack/gptq.h, awq.h), which is never padded.
 // Why the request keeps a linear layer in high precision, whatever its settings ("" if it does not).
 std::string RequestKeptReason(const TensorInfo& info, const QuantizeJobSpec& spec) {
   if (!spec.include.empty() && !MatchesAny(spec.include, info.name)) return "not matched by an include pattern";
@@ -112,6 +110,8 @@ std::string RequestKeptReason(const TensorInfo& info, const QuantizeJobSpec& spe
   return "";
 }
 
+// Why a linear layer stays in high precision ("" if it is quantized with `quant`): the request's patterns,
+// or a shape the output format's engines refuse (core/pack/gptq.h, awq.h), which is never padded.
 std::string KeptReason(const TensorInfo& info, const QuantizeJobSpec& spec, OutputFormat format, const QuantConfig& quant) {
   if (std::string reason = RequestKeptReason(info, spec); !reason.empty()) return reason;
   const OutputFormatTraits& traits = FormatTraits(format);
@@ -520,9 +520,9 @@ absl::StatusOr<Allocated> AllocateBudget(QuantizeJobSpec* spec, const Checkpoint
                                          const JobOptions& options, JobObserver* observer) {
   const BitBudget& budget = spec->budget;
   const OutputFormat format = JobFormat(*spec);
-  const std::vector<std::string> candidates = BudgetCandidates(*spec);
   Allocated a;
   ASSIGN_OR_RETURN(a.measurement, MeasurementFor(*spec, reader, store, options, observer));
+  const std::vector<std::string>& candidates = a.measurement.candidates;
   a.report.measurement = budget.measurement_uri.empty() ? "measured" : budget.measurement_uri;
   ASSIGN_OR_RETURN(const BudgetPlan plan, PlanBudget(a.measurement, budget));
 

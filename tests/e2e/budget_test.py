@@ -141,6 +141,17 @@ with server:
     check(r["state"] == "SUCCEEDED" and r["allocation"]["measurement"].endswith("measurement.json") and
           [l["setting"] for l in r["allocation"]["layers"]] == [l["setting"] for l in j["allocation"]["layers"]],
           "a second job reuses the first job's measurement and allocates the same: " + json.dumps(r.get("error", {}))[:200])
+    # A cancel while measuring stops the job there, with nothing written.
+    name = client.submit(*job, "--output", "out/cancelled")
+    client.wait_for(name, lambda j: j.get("phase") == "MEASURING" or j["state"] != "QUEUED" and j["state"] != "RUNNING")
+    asked = time.time()
+    code, _, err = client.run("cancel", name)
+    c = client.wait_for(name, lambda j: j["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=60)
+    # Stopped inside the measurement (a job that ignored the cancel there would stop only in CALIBRATING, seconds later).
+    check(code == 0 and c["state"] == "CANCELLED" and time.time() - asked < 2 and c.get("phase") == "MEASURING" and
+          not os.path.exists(os.path.join(server.store, "out/cancelled/lowbit_report.json")),
+          "a job cancelled while MEASURING ends CANCELLED in %.1f s, still MEASURING, and writes nothing: %s" % (
+              time.time() - asked, err[-120:] + str(c.get("phase"))))
 
 print("%d failures" % len(failures))
 sys.exit(1 if failures else 0)
